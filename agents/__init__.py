@@ -1,0 +1,1 @@
+"""Lintas agents package."""

@@ -1,0 +1,1 @@
+"""Lintas dashboards package."""

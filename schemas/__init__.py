@@ -1,0 +1,1 @@
+"""Lintas schemas package."""

@@ -1,0 +1,45 @@
+"""The one error hierarchy of Lintas, rooted in :class:`LintasError`.
+
+Each error has a stable ``code`` that tests and operators can match on. Messages
+never carry personal data: they name fields, servers and files, not values.
+"""
+
+from __future__ import annotations
+
+
+class LintasError(Exception):
+    """Base of every error Lintas raises on purpose."""
+
+    code = "lintas_error"
+
+
+class StackError(LintasError):
+    """A local server could not be installed, started, checked or stopped."""
+
+    code = "stack_error"
+
+    def __init__(self, server: str, reason: str, log: str | None = None) -> None:
+        """Name the server, the reason and, where there is one, the log to read."""
+        self.server = server
+        self.reason = reason
+        self.log = log
+        hint = f" (see its log: {log})" if log else ""
+        super().__init__(f"{server}: {reason}{hint}")
+
+
+class PrerequisiteError(StackError):
+    """A tool the stack needs (java, mvn, kcat) is missing."""
+
+    code = "missing_prerequisite"
+
+
+class PortInUseError(StackError):
+    """A server's port is already bound by a process the stack does not own."""
+
+    code = "port_in_use"
+
+
+class StateDirError(StackError):
+    """The state directory is half-written or inconsistent."""
+
+    code = "state_dir_inconsistent"

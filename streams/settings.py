@@ -1,0 +1,98 @@
+"""The one settings object of Lintas (pydantic-settings, env prefix ``LINTAS_``).
+
+Every component reads its configuration from :func:`load_settings`; nothing else
+reads ``os.environ``. Secrets are ``SecretStr`` so they never print. Secrets that
+the local stack generates (ClickHouse passwords) live as files in
+``<state_dir>/secrets`` and are read from there when not set in the environment.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Configuration for the local stack, the pipeline and its clients."""
+
+    model_config = SettingsConfigDict(env_prefix="LINTAS_", extra="ignore")
+
+    state_dir: Path = Field(
+        default=Path(".lintas"),
+        description="All server state, logs, PID files and installed distributions.",
+    )
+
+    dist_dir: Path = Field(
+        default=Path(".lintas/dist"),
+        description="Installed server jars; shared by every state dir on the machine.",
+    )
+
+    # Kafka
+    kafka_host: str = "127.0.0.1"
+    kafka_port: int = Field(default=9092, description="Port of broker 1; broker n uses port + 10*(n-1).")
+    kafka_controller_port: int = 9093
+    kafka_brokers: int = Field(default=1, ge=1, le=3, description="1, or 3 for fault tests.")
+    kafka_heap: str = "-Xms128m -Xmx512m"
+
+    # Schema registry (Confluent REST API; infra/schema_registry.py locally)
+    schema_registry_host: str = "127.0.0.1"
+    schema_registry_port: int = 8081
+    schema_registry_external_url: str | None = Field(
+        default=None,
+        description="Use an external Confluent-compatible registry instead of the local one.",
+    )
+
+    # ClickHouse (chDB served over the ClickHouse HTTP interface locally)
+    clickhouse_host: str = "127.0.0.1"
+    clickhouse_port: int = 8123
+    clickhouse_database: str = "lintas"
+    clickhouse_user: str = "lintas"
+    clickhouse_password: SecretStr | None = None
+    clickhouse_readonly_user: str = "grafana"
+    clickhouse_readonly_password: SecretStr | None = None
+
+    # Health checks
+    start_timeout_s: float = 90.0
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        """Bootstrap servers of every local broker, comma-separated."""
+        return ",".join(f"{self.kafka_host}:{port}" for port in self.kafka_ports)
+
+    @property
+    def kafka_ports(self) -> list[int]:
+        """Client ports of the local brokers."""
+        return [self.kafka_port + 10 * i for i in range(self.kafka_brokers)]
+
+    @property
+    def schema_registry_url(self) -> str:
+        """Base URL of the Confluent-compatible registry API."""
+        if self.schema_registry_external_url:
+            return self.schema_registry_external_url
+        return f"http://{self.schema_registry_host}:{self.schema_registry_port}"
+
+    @property
+    def clickhouse_url(self) -> str:
+        """HTTP URL of ClickHouse."""
+        return f"http://{self.clickhouse_host}:{self.clickhouse_port}"
+
+    @property
+    def secrets_dir(self) -> Path:
+        """Where the local stack keeps generated secrets (mode 0700)."""
+        return self.state_dir / "secrets"
+
+
+@functools.cache
+def load_settings() -> Settings:
+    """Load settings from the environment, then fill generated local secrets from the state dir."""
+    settings = Settings()
+    updates: dict[str, SecretStr] = {}
+    for field in ("clickhouse_password", "clickhouse_readonly_password"):
+        if getattr(settings, field) is None:
+            path = settings.secrets_dir / field
+            if path.is_file():
+                updates[field] = SecretStr(path.read_text().strip())
+    return settings.model_copy(update=updates) if updates else settings
