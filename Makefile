@@ -1,0 +1,35 @@
+# The two commands of the README:  `make demo`  and  `make test`.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PYTHON ?= python3.11
+
+.PHONY: setup demo test test-unit stack-up stack-down bench lint
+
+$(VENV)/.installed: pyproject.toml requirements.lock
+	./infra/setup-system.sh
+	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c requirements.lock -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+	./infra/setup-system.sh
+
+demo: setup
+	$(VENV)/bin/lintas demo
+
+test: setup
+	$(PY) -m pytest
+
+test-unit: setup
+	$(PY) -m pytest tests/unit
+
+stack-up: setup
+	$(VENV)/bin/lintas stack up
+
+stack-down:
+	$(VENV)/bin/lintas stack down
+
+lint: setup
+	$(VENV)/bin/ruff check streams agents infra tests bench
+	$(VENV)/bin/mypy
