@@ -19,6 +19,14 @@ def _settings(args: argparse.Namespace) -> Settings:
     return settings
 
 
+def _print_status(rows: list) -> None:
+    print(f"{'server':<12} {'pid':>8} {'ports':<12} {'health':<9} {'rss MB':>8}")
+    for r in rows:
+        health = "healthy" if r.healthy else ("DOWN" if r.pid is None else "UNHEALTHY")
+        rss = r.rss_mb if r.rss_mb is not None else "-"
+        print(f"{r.name:<12} {r.pid or '-':>8} {','.join(map(str, r.ports)):<12} {health:<9} {rss:>8}")
+
+
 def _cmd_stack(args: argparse.Namespace) -> int:
     from infra.stack import Stack
 
@@ -33,12 +41,26 @@ def _cmd_stack(args: argparse.Namespace) -> int:
         print(stack.logs(args.server, args.lines))
     else:
         rows = stack.status()
-        print(f"{'server':<12} {'pid':>8} {'ports':<12} {'health':<9} {'rss MB':>8}")
-        for r in rows:
-            print(f"{r.name:<12} {r.pid or '-':>8} {','.join(map(str, r.ports)):<12} "
-                  f"{'healthy' if r.healthy else ('DOWN' if r.pid is None else 'UNHEALTHY'):<9} "
-                  f"{r.rss_mb if r.rss_mb is not None else '-':>8}")
+        _print_status(rows)
         return 0 if all(r.healthy for r in rows) else 3
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from infra.stack import Stack
+
+    settings = _settings(args)
+    stack = Stack(settings)
+    stack.up()
+    print()
+    _print_status(stack.status())
+    print(f"""
+The local stack is up. Try:
+  .venv/bin/lintas kafka topics --list
+  kcat -b {settings.kafka_bootstrap} -L
+  curl -s {settings.schema_registry_url}/subjects
+  .venv/bin/lintas stack logs clickhouse
+Stop it with:  .venv/bin/lintas stack down""")
     return 0
 
 
@@ -72,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("server", nargs="?", help="e.g. kafka-1, registry, clickhouse")
     logs.add_argument("-n", "--lines", type=int, default=40)
     stack.set_defaults(func=_cmd_stack)
+
+    demo = sub.add_parser("demo", help="the main job on the local stack")
+    demo.set_defaults(func=_cmd_demo)
 
     from infra.kafka import CLI_TOOLS
 
