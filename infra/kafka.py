@@ -10,9 +10,11 @@ import base64
 import socket
 import struct
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from infra import dist
@@ -216,27 +218,57 @@ def admin_client(bootstrap: str) -> AdminClient:
     return AdminClient({"bootstrap.servers": bootstrap, "log_level": 3})
 
 
-def create_topics(bootstrap: str, replication: int, topics: tuple[TopicSpec, ...] = ALL_TOPICS,
-                  timeout_s: float = 30.0) -> list[str]:
-    """Create the declared topics that do not exist yet; return the names created."""
+def wait_for_brokers(bootstrap: str, count: int, timeout_s: float = 60.0) -> None:
+    """Wait until the cluster's metadata lists ``count`` brokers and a controller."""
     admin = admin_client(bootstrap)
-    existing = set(admin.list_topics(timeout=timeout_s).topics)
-    new = [
-        NewTopic(t.name, num_partitions=t.partitions, replication_factor=replication, config=t.config())
-        for t in topics if t.name not in existing
-    ]
-    if not new:
-        return []
-    futures = admin.create_topics(new, operation_timeout=timeout_s, request_timeout=timeout_s)
-    created = []
-    for name, future in futures.items():
+    deadline = time.monotonic() + timeout_s
+    seen = 0
+    while time.monotonic() < deadline:
         try:
-            future.result()
-            created.append(name)
-        except Exception as exc:  # noqa: BLE001 - re-raised with the topic named
-            if "TOPIC_ALREADY_EXISTS" in str(exc):
-                continue
-            raise StackError("kafka", f"could not create topic {name}: {exc}") from exc
+            meta = admin.list_topics(timeout=5)
+            seen = len(meta.brokers)
+            if seen >= count and meta.controller_id >= 0:
+                return
+        except KafkaException:
+            pass
+        time.sleep(0.5)
+    raise StackError("kafka", f"only {seen} of {count} brokers registered within {timeout_s:.0f}s")
+
+
+def create_topics(bootstrap: str, replication: int, topics: tuple[TopicSpec, ...] = ALL_TOPICS,
+                  timeout_s: float = 30.0, attempts: int = 5) -> list[str]:
+    """Create the declared topics that do not exist yet; return the names created.
+
+    Retries transient failures: right after start-up a KRaft cluster may still be
+    electing or registering brokers, and librdkafka may drop its bootstrap handle.
+    """
+    admin = admin_client(bootstrap)
+    created: list[str] = []
+    for attempt in range(1, attempts + 1):
+        existing = set(admin.list_topics(timeout=timeout_s).topics)
+        missing = [t for t in topics if t.name not in existing]
+        if not missing:
+            return created
+        futures = admin.create_topics(
+            [NewTopic(t.name, num_partitions=t.partitions, replication_factor=replication, config=t.config())
+             for t in missing],
+            operation_timeout=timeout_s, request_timeout=timeout_s,
+        )
+        failures: dict[str, Exception] = {}
+        for name, future in futures.items():
+            try:
+                future.result()
+                created.append(name)
+            except KafkaException as exc:
+                if exc.args and exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                    continue
+                failures[name] = exc
+        if not failures:
+            return created
+        if attempt == attempts:
+            name, exc = next(iter(failures.items()))
+            raise StackError("kafka", f"could not create topic {name}: {exc}")
+        time.sleep(attempt)
     return created
 
 

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from infra.clickhouse import LocalClickHouse
-from infra.kafka import KafkaCluster, create_topics
+from infra.kafka import KafkaCluster, create_topics, wait_for_brokers
 from infra.process import ManagedProcess, port_is_bound, rss_bytes
 from infra.registry import SchemaRegistry
 from streams.errors import PortInUseError, StackError
@@ -88,6 +88,7 @@ class Stack:
         for proc in brokers:
             proc.await_ready(timeout)
         self._stack_file.write_text(json.dumps({"kafka_brokers": self.settings.kafka_brokers}) + "\n")
+        wait_for_brokers(self.settings.kafka_bootstrap, len(brokers), timeout)
         created = create_topics(self.settings.kafka_bootstrap, replication=3 if self.kafka.n >= 3 else 1)
         say(f"kafka: {len(brokers)} broker(s) healthy at {self.settings.kafka_bootstrap}"
             + (f"; created topics {', '.join(created)}" if created else "; topics present"))

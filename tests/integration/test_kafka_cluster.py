@@ -23,10 +23,10 @@ PORT_BASE = 39000
 
 def test_three_brokers_replicate_and_survive_one_loss(tmp_path: Path) -> None:
     settings = stack_settings(tmp_path / "state", PORT_BASE, brokers=3)
-    up = run_lintas(settings, "stack", "up", "--brokers", "3")
-    assert up.returncode == 0, up.stdout + up.stderr
     stack = Stack(settings)
     try:
+        up = run_lintas(settings, "stack", "up", "--brokers", "3")
+        assert up.returncode == 0, up.stdout + up.stderr
         admin = admin_client(settings.kafka_bootstrap)
         meta = admin.list_topics(timeout=10)
         assert sorted(meta.brokers) == [1, 2, 3]

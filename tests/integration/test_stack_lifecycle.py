@@ -6,11 +6,14 @@ import os
 import shutil
 import socket
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from infra.process import pid_alive, port_is_bound
+from infra.stack import Stack
+from streams.settings import Settings
 from tests.conftest import stack_settings
 from tests.integration.conftest import run_lintas
 
@@ -25,8 +28,22 @@ def _all_ports(settings) -> list[int]:
             settings.clickhouse_port]
 
 
-def test_up_is_idempotent_and_down_leaves_no_process_or_port(tmp_path: Path) -> None:
-    settings = stack_settings(tmp_path / "state", PORT_BASE)
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Iterator[Callable[[int], Settings]]:
+    """Settings for a test stack; whatever the test does, no server of it is left running."""
+    made: list[Settings] = []
+
+    def make(port_base: int) -> Settings:
+        made.append(stack_settings(tmp_path / "state", port_base))
+        return made[-1]
+
+    yield make
+    for settings in made:
+        Stack(settings).down(say=lambda _: None)
+
+
+def test_up_is_idempotent_and_down_leaves_no_process_or_port(tmp_path: Path, make_settings) -> None:
+    settings = make_settings(PORT_BASE)
     up = run_lintas(settings, "stack", "up")
     assert up.returncode == 0, up.stdout + up.stderr
     assert "kafka-1: started" in up.stdout and "clickhouse: started" in up.stdout
@@ -58,8 +75,8 @@ def test_up_is_idempotent_and_down_leaves_no_process_or_port(tmp_path: Path) -> 
     assert {p.name for p in (tmp_path / "state").iterdir()} >= {"kafka", "clickhouse", "registry", "logs", "secrets"}
 
 
-def test_port_taken_names_the_server_and_starts_nothing(tmp_path: Path) -> None:
-    settings = stack_settings(tmp_path / "state", PORT_BASE + 100)
+def test_port_taken_names_the_server_and_starts_nothing(tmp_path: Path, make_settings) -> None:
+    settings = make_settings(PORT_BASE + 100)
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", settings.clickhouse_port))
         squatter.listen()
@@ -70,8 +87,8 @@ def test_port_taken_names_the_server_and_starts_nothing(tmp_path: Path) -> None:
     assert not any(port_is_bound("127.0.0.1", p) for p in _all_ports(settings) if p != settings.clickhouse_port)
 
 
-def test_missing_java_is_named(tmp_path: Path) -> None:
-    settings = stack_settings(tmp_path / "state", PORT_BASE + 200)
+def test_missing_java_is_named(tmp_path: Path, make_settings) -> None:
+    settings = make_settings(PORT_BASE + 200)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     # A PATH with python and mvn but no java.
@@ -85,8 +102,8 @@ def test_missing_java_is_named(tmp_path: Path) -> None:
     assert "missing_prerequisite" in result.stderr
 
 
-def test_half_written_state_dir_is_refused(tmp_path: Path) -> None:
-    settings = stack_settings(tmp_path / "state", PORT_BASE + 300)
+def test_half_written_state_dir_is_refused(tmp_path: Path, make_settings) -> None:
+    settings = make_settings(PORT_BASE + 300)
     data = tmp_path / "state" / "kafka" / "cluster-1" / "node-1" / "data"
     data.mkdir(parents=True)
     (data / "__consumer_offsets-0").mkdir()
@@ -97,8 +114,8 @@ def test_half_written_state_dir_is_refused(tmp_path: Path) -> None:
     assert not port_is_bound("127.0.0.1", settings.kafka_port)
 
 
-def test_server_that_fails_to_start_points_to_its_log(tmp_path: Path) -> None:
-    settings = stack_settings(tmp_path / "state", PORT_BASE + 400)
+def test_server_that_fails_to_start_points_to_its_log(tmp_path: Path, make_settings) -> None:
+    settings = make_settings(PORT_BASE + 400)
     # A heap too small for the JVM to start at all.
     result = run_lintas(settings, "stack", "up", env={"LINTAS_KAFKA_HEAP": "-Xmx1m"})
     assert result.returncode == 2
