@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from infra.schema_registry import RegistryError, Store, incompatibilities, parse_avro
+from infra.schema_registry import RegistryError, Store, parse_avro
+from schemas.compatibility import incompatibilities
 
 
 def _record(*fields: dict) -> str:
