@@ -7,6 +7,7 @@ cluster by default and three processes form a quorum for fault tests.
 from __future__ import annotations
 
 import base64
+import functools
 import socket
 import struct
 import subprocess
@@ -177,7 +178,7 @@ class KafkaCluster:
                 ports=[port, self.controller_port(node)],
                 log_file=self.state / "logs" / f"kafka-{node}.log",
                 pid_file=self.state / "run" / f"kafka-{node}.pid",
-                health=lambda port=port: broker_answers(self.settings.kafka_host, port),
+                health=functools.partial(broker_answers, self.settings.kafka_host, port),
                 host=self.settings.kafka_host,
                 env={"LOG_DIR": str(self.state / "logs")},
             ))
@@ -266,8 +267,8 @@ def create_topics(bootstrap: str, replication: int, topics: tuple[TopicSpec, ...
         if not failures:
             return created
         if attempt == attempts:
-            name, exc = next(iter(failures.items()))
-            raise StackError("kafka", f"could not create topic {name}: {exc}")
+            failed, error = next(iter(failures.items()))
+            raise StackError("kafka", f"could not create topic {failed}: {error}")
         time.sleep(attempt)
     return created
 

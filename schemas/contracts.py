@@ -64,6 +64,12 @@ class Contract:
         """Avro Parsing Canonical Form: equal for schemas that read and write alike."""
         return str(avro.schema.parse(self.schema_str).canonical_form)
 
+    @property
+    def uuid_fields(self) -> tuple[str, ...]:
+        """Top-level fields with the uuid logical type (fastavro reads them as UUID objects)."""
+        return tuple(f["name"] for f in self.schema["fields"]
+                     if isinstance(f["type"], dict) and f["type"].get("logicalType") == "uuid")
+
     def field_tags(self) -> dict[str, tuple[str, ...]]:
         """Dotted field path → tags, for every field of the schema (records inside unions and arrays too)."""
         return field_tags(self.schema)

@@ -30,6 +30,11 @@ class Settings(BaseSettings):
         description="Installed server jars; shared by every state dir on the machine.",
     )
 
+    spool_dir: Path = Field(
+        default=Path(".lintas/spool"),
+        description="A post's durable outbox: accepted events wait here until Kafka has them.",
+    )
+
     # Kafka
     kafka_host: str = "127.0.0.1"
     kafka_port: int = Field(default=9092, description="Port of broker 1; broker n uses port + 10*(n-1).")

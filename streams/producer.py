@@ -1,0 +1,217 @@
+"""Border-post producer: validate, accept to the spool, forward to Kafka in order.
+
+``lintas produce FILE --type crossing|landing`` and ``lintas simulate`` both go
+through :func:`produce_lines` / :class:`Forwarder`: every record is validated
+against its contract, accepted durably into the post's spool, then sent by an
+idempotent confluent-kafka producer (``acks=all``) in the order accepted, keyed
+by post so one post's events stay in one partition, in order. When the broker or
+the registry is unreachable the events wait in the spool; nothing accepted is
+lost, and a resend is harmless downstream because the event id is the same.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import KafkaError, Producer
+from confluent_kafka.schema_registry import SchemaRegistryClient
+
+from schemas.contracts import EVENT_CONTRACTS, Contract
+from streams.errors import LintasError
+from streams.settings import Settings
+from streams.spool import Spool
+from streams.topics import CROSSING_EVENTS, LANDING_EVENTS
+from streams.validation import FieldError, ValidationError, parse_json_line
+from streams.wire import SchemaIds, encode_payload, frame
+
+log = logging.getLogger("lintas.producer")
+
+# --type of `lintas produce` → (contract, topic, how to find the key: the post or site id).
+EVENT_TYPES: dict[str, tuple[str, str, Callable[[dict[str, Any]], str]]] = {
+    "crossing": ("CrossingEvent", CROSSING_EVENTS.name, lambda r: r["post"]["post_id"]),
+    "landing": ("LandingEvent", LANDING_EVENTS.name, lambda r: r["site"]["site_id"]),
+}
+ACCEPT_BATCH = 1000
+
+
+class DeliveryError(LintasError):
+    """Kafka refused an event for good (not a connectivity problem); it stays in the spool."""
+
+    code = "delivery_failed"
+
+
+def producer_config(settings: Settings) -> dict[str, Any]:
+    """Librdkafka settings for a post: idempotent, acks=all, and patient when the link is down."""
+    return {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "enable.idempotence": True,
+        "acks": "all",
+        "message.timeout.ms": 0,  # never give up on an event: the spool and this queue wait for the link
+        "linger.ms": 20,
+        "batch.num.messages": 10000,
+        "compression.type": "lz4",
+        "queue.buffering.max.messages": 200000,
+        "reconnect.backoff.max.ms": 2000,
+        "log_level": 3,
+    }
+
+
+@dataclass
+class ProduceReport:
+    """What ``lintas produce`` did."""
+
+    lines: int = 0
+    accepted: int = 0
+    bad: list[tuple[int, list[FieldError]]] = field(default_factory=list)
+    delivered: int = 0
+    pending: int = 0
+
+    def summary(self) -> str:
+        """One line for the operator."""
+        text = (f"{self.lines} lines: {self.accepted} accepted, {len(self.bad)} bad; "
+                f"{self.delivered} delivered to Kafka, {self.pending} waiting in the spool")
+        return text
+
+
+def accept_lines(lines: Iterable[str], event_type: str, spool: Spool, report: ProduceReport,
+                 on_bad: Callable[[int, list[FieldError]], None] | None = None) -> None:
+    """Validate each JSON line and durably accept the good ones; bad lines are reported, never sent."""
+    contract_name, topic, key_of = EVENT_TYPES[event_type]
+    contract = EVENT_CONTRACTS[contract_name]
+    batch: list[tuple[str, bytes, str, bytes]] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        report.lines += 1
+        try:
+            record = parse_json_line(line, contract)
+        except ValidationError as err:
+            report.bad.append((number, err.errors))
+            if on_bad:
+                on_bad(number, err.errors)
+            continue
+        batch.append((topic, key_of(record).encode(), contract.name, encode_payload(contract, record)))
+        if len(batch) >= ACCEPT_BATCH:
+            report.accepted += spool.accept(batch)
+            batch.clear()
+    report.accepted += spool.accept(batch)
+
+
+def accept_records(records: Iterable[dict[str, Any]], event_type: str, spool: Spool) -> int:
+    """Accept already-valid records (the simulator's) in batches; returns the count."""
+    contract_name, topic, key_of = EVENT_TYPES[event_type]
+    contract = EVENT_CONTRACTS[contract_name]
+    total = 0
+    batch: list[tuple[str, bytes, str, bytes]] = []
+    for record in records:
+        batch.append((topic, key_of(record).encode(), contract.name, encode_payload(contract, record)))
+        if len(batch) >= ACCEPT_BATCH:
+            total += spool.accept(batch)
+            batch.clear()
+    return total + spool.accept(batch)
+
+
+class Forwarder:
+    """Sends the spool to Kafka in acceptance order and forgets each event once Kafka has it."""
+
+    def __init__(self, settings: Settings, spool: Spool, window: int = 50_000,
+                 registry: SchemaRegistryClient | None = None) -> None:
+        """Connect lazily: nothing fails here when the broker or the registry is down."""
+        self.settings = settings
+        self.spool = spool
+        self.window = window
+        self.ids = SchemaIds(registry or SchemaRegistryClient({"url": settings.schema_registry_url}))
+        self.producer = Producer(producer_config(settings))
+        self._last_seq = 0
+        self._in_flight = 0
+        self._acked: list[int] = []
+        self._failed: list[str] = []
+        self.delivered = 0
+
+    def _on_delivery(self, seq: int) -> Callable[[KafkaError | None, Any], None]:
+        def callback(err: KafkaError | None, _msg: Any) -> None:
+            self._in_flight -= 1
+            if err is None:
+                self._acked.append(seq)
+            else:
+                self._failed.append(err.name())
+
+        return callback
+
+    def _schema_ids(self, contracts: set[str], topics: dict[str, str]) -> dict[str, int] | None:
+        try:
+            return {name: self.ids.id_for(topics[name], EVENT_CONTRACTS[name]) for name in contracts}
+        except Exception as exc:  # noqa: BLE001 - the registry being unreachable is expected at a post
+            log.warning("schema registry unreachable (%s); events stay in the spool", type(exc).__name__)
+            return None
+
+    def pump(self, timeout_s: float | None = None, idle_stop: bool = True) -> bool:
+        """Forward until the spool is empty (True) or the timeout passes (False)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            self._flush_acks()
+            if self._failed:
+                raise DeliveryError(f"Kafka refused an event: {self._failed[0]}; it stays in {self.spool.path}")
+            room = self.window - self._in_flight
+            batch = self.spool.after(self._last_seq, min(room, 5000)) if room > 0 else []
+            if batch:
+                contracts = {e.contract for e in batch}
+                ids = self._schema_ids(contracts, {e.contract: e.topic for e in batch})
+                if ids is None:
+                    if deadline is not None and time.monotonic() > deadline:
+                        return False
+                    time.sleep(1.0)
+                    continue
+                for event in batch:
+                    self._produce(event.topic, event.key, frame(ids[event.contract], event.payload), event.seq)
+                    self._last_seq = event.seq
+            self.producer.poll(0.05 if batch else 0.2)
+            if not batch and self._in_flight == 0 and idle_stop:
+                self._flush_acks()
+                if self.spool.pending() == 0:
+                    return True
+                self._last_seq = 0  # rows left behind (e.g. restored after a crash): send them again
+            if deadline is not None and time.monotonic() > deadline:
+                self._flush_acks()
+                return False
+
+    def _produce(self, topic: str, key: bytes, value: bytes, seq: int) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, key=key, value=value, on_delivery=self._on_delivery(seq))
+                self._in_flight += 1
+                return
+            except BufferError:
+                self.producer.poll(0.1)
+                self._flush_acks()
+
+    def _flush_acks(self) -> None:
+        if self._acked:
+            acked, self._acked = self._acked, []
+            self.spool.delivered(acked)
+            self.delivered += len(acked)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Flush what can be flushed; anything unacknowledged stays in the spool for next time."""
+        self.producer.flush(timeout_s)
+        self._flush_acks()
+
+
+def read_lines(path: str) -> Iterator[str]:
+    """Lines of a JSONL file (``-`` for standard input)."""
+    import sys
+
+    if path == "-":
+        yield from sys.stdin
+        return
+    with open(path, encoding="utf-8") as f:
+        yield from f
+
+
+def contract_for(event_type: str) -> Contract:
+    """The contract of a ``--type``."""
+    return EVENT_CONTRACTS[EVENT_TYPES[event_type][0]]

@@ -1,0 +1,134 @@
+"""Confluent wire format: magic byte 0, a 4-byte big-endian schema id, then Avro binary.
+
+The same bytes confluent-kafka's ``AvroSerializer`` writes and any Confluent
+client reads. Lintas encodes with fastavro directly (one schema lookup per
+process, not per record) and decodes with the writer's schema from the registry
+resolved into the reader's current contract.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import threading
+from typing import Any
+
+import fastavro
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+from schemas.contracts import COMPATIBILITY, Contract
+from streams.errors import LintasError
+
+MAGIC = 0
+HEADER = struct.Struct(">bI")
+
+
+class DecodeError(LintasError):
+    """Bytes that are not a valid Confluent-framed Avro record of the expected contract."""
+
+    code = "decode_error"
+
+    def __init__(self, code: str, reason: str) -> None:
+        """A stable code (``bad_magic``, ``truncated``, ``unknown_schema``, ...) and a reason without data."""
+        self.code = code
+        self.reason = reason
+        super().__init__(f"{code}: {reason}")
+
+
+class RegistryUnavailable(LintasError):
+    """The registry cannot be asked now: retry later, the message is not at fault."""
+
+    code = "registry_unavailable"
+
+
+def encode_payload(contract: Contract, record: dict[str, Any]) -> bytes:
+    """Avro binary of one record, without the framing."""
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, contract.parsed, record)
+    return buf.getvalue()
+
+
+def frame(schema_id: int, payload: bytes) -> bytes:
+    """Prefix Avro binary with the Confluent header."""
+    return HEADER.pack(MAGIC, schema_id) + payload
+
+
+def unframe(data: bytes | None) -> tuple[int, bytes]:
+    """Split a Confluent-framed message into schema id and Avro binary."""
+    if not data or len(data) < HEADER.size:
+        raise DecodeError("truncated", f"message has {len(data or b'')} bytes, fewer than the 5-byte header")
+    magic, schema_id = HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise DecodeError("bad_magic", f"magic byte is {magic}, not {MAGIC} (not Confluent wire format)")
+    return schema_id, data[HEADER.size:]
+
+
+def subject(topic: str) -> str:
+    """Confluent's TopicNameStrategy subject for a topic's values."""
+    return f"{topic}-value"
+
+
+class SchemaIds:
+    """Registers each contract once per process and caches writer schemas by id."""
+
+    def __init__(self, registry: SchemaRegistryClient) -> None:
+        """Wrap a registry client (confluent-kafka's own)."""
+        self.registry = registry
+        self._ids: dict[tuple[str, str], int] = {}
+        self._writers: dict[int, Any] = {}
+        self._lock = threading.Lock()
+
+    def id_for(self, topic: str, contract: Contract) -> int:
+        """The registry id of ``contract`` under the topic's subject, registering it on first use."""
+        key = (topic, contract.name)
+        with self._lock:
+            if key not in self._ids:
+                subj = subject(topic)
+                try:
+                    self.registry.get_compatibility(subj)
+                except Exception:  # noqa: BLE001 - 40408: the subject has no level yet
+                    self.registry.set_compatibility(subj, COMPATIBILITY)
+                self._ids[key] = self.registry.register_schema(subj, Schema(contract.schema_str, "AVRO"))
+            return self._ids[key]
+
+    def writer_schema(self, schema_id: int) -> Any:
+        """The parsed writer schema for an id, fetched once."""
+        with self._lock:
+            cached = self._writers.get(schema_id)
+        if cached is not None:
+            return cached
+        try:
+            text = self.registry.get_schema(schema_id).schema_str
+        except SchemaRegistryError as exc:
+            if exc.http_status_code == 404:
+                raise DecodeError("unknown_schema", f"schema id {schema_id} is not in the registry") from None
+            raise RegistryUnavailable(f"schema registry answered {exc.http_status_code}") from None
+        except Exception as exc:  # noqa: BLE001 - connection refused, timeouts: retry later, do not dead-letter
+            raise RegistryUnavailable(f"schema registry unreachable ({type(exc).__name__})") from None
+        parsed = fastavro.parse_schema(json.loads(text or "null"))
+        with self._lock:
+            self._writers[schema_id] = parsed
+        return parsed
+
+
+def decode(data: bytes | None, contract: Contract, ids: SchemaIds) -> dict[str, Any]:
+    """Decode a Confluent-framed record written with any registered version into ``contract``'s shape."""
+    schema_id, payload = unframe(data)
+    writer = ids.writer_schema(schema_id)
+    buf = io.BytesIO(payload)
+    try:
+        record = fastavro.schemaless_reader(buf, writer, contract.parsed)
+    except (EOFError, StopIteration, struct.error) as exc:
+        raise DecodeError("truncated", f"Avro payload ends early ({type(exc).__name__})") from None
+    except (ValueError, IndexError, UnicodeDecodeError, TypeError, fastavro.read.SchemaResolutionError) as exc:
+        raise DecodeError("malformed_avro", f"Avro payload does not match schema {schema_id} "
+                          f"({type(exc).__name__})") from None
+    if buf.tell() != len(payload):
+        raise DecodeError("trailing_bytes", f"{len(payload) - buf.tell()} bytes after the record")
+    if not isinstance(record, dict):
+        raise DecodeError("malformed_avro", f"schema {schema_id} does not describe a record")
+    for name in contract.uuid_fields:
+        record[name] = str(record[name])
+    return record

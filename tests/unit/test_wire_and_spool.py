@@ -1,0 +1,89 @@
+"""Confluent framing, decoding with schema resolution, and the durable spool."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from schemas.contracts import CROSSING_EVENT
+from streams.simulator import Simulator
+from streams.spool import Spool
+from streams.wire import DecodeError, decode, encode_payload, frame, unframe
+
+
+class FakeIds:
+    """The registry's answer for one id, without a registry."""
+
+    def __init__(self, schemas: dict[int, Any]) -> None:
+        self.schemas = schemas
+
+    def writer_schema(self, schema_id: int) -> Any:
+        import fastavro
+
+        if schema_id not in self.schemas:
+            raise DecodeError("unknown_schema", f"schema id {schema_id} is not in the registry")
+        return fastavro.parse_schema(self.schemas[schema_id])
+
+
+@pytest.fixture(scope="module")
+def record() -> dict[str, Any]:
+    events = Simulator(seed=5, dim=4, population=20).events(40, landings=0)
+    return next(r for k, r in events if k == "crossing" and r["biometric"] is not None)
+
+
+def test_frame_round_trip(record) -> None:
+    payload = encode_payload(CROSSING_EVENT, record)
+    data = frame(42, payload)
+    assert data[0] == 0 and int.from_bytes(data[1:5], "big") == 42
+    assert unframe(data) == (42, payload)
+    decoded = decode(data, CROSSING_EVENT, FakeIds({42: CROSSING_EVENT.schema}))
+    assert decoded["biometric"]["quality"] == pytest.approx(record["biometric"]["quality"], abs=1e-6)
+    decoded["biometric"]["quality"] = record["biometric"]["quality"]  # float32 on the wire
+    assert decoded == record
+
+
+@pytest.mark.parametrize(
+    ("mutate", "code"),
+    [
+        (lambda d: d[:3], "truncated"),
+        (lambda d: b"", "truncated"),
+        (lambda d: b"\x01" + d[1:], "bad_magic"),
+        (lambda d: d[:5] + b"\x00\x00\x09" + d[8:], "unknown_schema"),
+        (lambda d: d[:40], "truncated"),
+        (lambda d: d + b"\x00\x01", "trailing_bytes"),
+    ],
+)
+def test_poison_bytes_are_named(record, mutate, code) -> None:
+    data = frame(42, encode_payload(CROSSING_EVENT, record))
+    if code == "unknown_schema":
+        data = frame(9, data[5:])
+    with pytest.raises(DecodeError) as err:
+        decode(mutate(data) if code != "unknown_schema" else data, CROSSING_EVENT, FakeIds({42: CROSSING_EVENT.schema}))
+    assert err.value.code == code
+
+
+def test_older_writer_resolves_into_current_contract(record) -> None:
+    """A post still on an older schema (here: without `officer_id`... with it dropped) is read with defaults."""
+    older = json.loads(CROSSING_EVENT.schema_str)
+    older["fields"] = [f for f in older["fields"] if f["name"] != "visa_type"]
+    import fastavro
+
+    payload = encode_payload(type(CROSSING_EVENT)(name="old", schema=older, parsed=fastavro.parse_schema(older)),
+                             {k: v for k, v in record.items() if k != "visa_type"})
+    decoded = decode(frame(7, payload), CROSSING_EVENT, FakeIds({7: older}))
+    assert decoded["visa_type"] is None and decoded["event_id"] == record["event_id"]
+
+
+def test_spool_accepts_in_order_and_forgets_delivered(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "outbox.sqlite")
+    assert spool.accept([("t", f"k{i}".encode(), "CrossingEvent", bytes([i])) for i in range(10)]) == 10
+    first = spool.after(0, 4)
+    assert [e.payload for e in first] == [bytes([i]) for i in range(4)]
+    spool.delivered([e.seq for e in first])
+    assert spool.pending() == 6
+    spool.close()
+    reopened = Spool(tmp_path / "outbox.sqlite")  # survives the process
+    assert [e.payload for e in reopened.after(0, 100)] == [bytes([i]) for i in range(4, 10)]
