@@ -76,10 +76,10 @@ def test_bad_crossing_names_field_and_reason(samples, changes, field, code) -> N
 
 
 def test_errors_never_echo_personal_values(samples) -> None:
-    secret = "Z9999999"
+    planted_number = "Z9999999"
     with pytest.raises(ValidationError) as err:
-        parse_json_line(_line(samples["crossing"], traveller__document__number=[secret]), CROSSING_EVENT, now=NOW)
-    assert secret not in str(err.value)
+        parse_json_line(_line(samples["crossing"], traveller__document__number=[planted_number]), CROSSING_EVENT, now=NOW)
+    assert planted_number not in str(err.value)
 
 
 @pytest.mark.parametrize(
