@@ -30,6 +30,9 @@ stack-up: setup
 stack-down:
 	$(VENV)/bin/lintas stack down
 
+bench: setup
+	$(PY) -m bench.producer
+
 lint: setup
 	$(VENV)/bin/ruff check streams agents infra tests bench
 	$(VENV)/bin/mypy
