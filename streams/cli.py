@@ -124,6 +124,11 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from streams.spool import Spool
 
     settings = _settings(args)
+    if args.duration is not None:
+        if not args.rate:
+            print("lintas: --duration needs --rate", file=sys.stderr)
+            return 2
+        args.events = int(args.rate * args.duration)
     end = datetime.fromisoformat(args.end) if args.end else datetime.now(UTC)
     sim = Simulator(seed=args.seed, dim=args.dim, days=args.days, end=end, population=args.population)
     if args.out:
@@ -216,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--dim", type=int, default=512, help="template dimension")
     sim.add_argument("--population", type=int, default=5000, help="returning travellers")
     sim.add_argument("--rate", type=float, default=None, help="events per second (default: as fast as possible)")
+    sim.add_argument("--duration", type=float, default=None, help="seconds to run at --rate (sets --events)")
     sim.add_argument("--out", type=Path, default=None, help="write JSONL files here instead of sending to Kafka")
     sim.add_argument("--spool", type=Path, default=None)
     sim.add_argument("--truth-dir", type=Path, default=None)
