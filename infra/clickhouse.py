@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 import sys
 import urllib.request
 from pathlib import Path
@@ -15,21 +14,6 @@ from clickhouse_connect.driver.client import Client
 
 from infra.process import ManagedProcess
 from streams.settings import Settings
-
-
-def ensure_secret(settings: Settings, field: str) -> str:
-    """The value of a generated local secret, created (mode 0600) on first use."""
-    configured = getattr(settings, field)
-    if configured is not None:
-        return str(configured.get_secret_value())
-    settings.secrets_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(settings.secrets_dir, 0o700)
-    path = settings.secrets_dir / field
-    if not path.is_file():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_urlsafe(24) + "\n")
-    return path.read_text().strip()
 
 
 class LocalClickHouse:
@@ -45,11 +29,11 @@ class LocalClickHouse:
         """Write the users file: a read-write pipeline user and a read-only dashboard user."""
         users = {
             self.settings.clickhouse_user: {
-                "password_sha256_hex": _sha256(ensure_secret(self.settings, "clickhouse_password")),
+                "password_sha256_hex": _sha256(self.settings.secret("clickhouse_password")),
                 "readonly": False,
             },
             self.settings.clickhouse_readonly_user: {
-                "password_sha256_hex": _sha256(ensure_secret(self.settings, "clickhouse_readonly_password")),
+                "password_sha256_hex": _sha256(self.settings.secret("clickhouse_readonly_password")),
                 "readonly": True,
             },
         }
@@ -90,7 +74,7 @@ def admin_client(settings: Settings, database: str | None = None) -> Client:
         host=settings.clickhouse_host,
         port=settings.clickhouse_port,
         username=settings.clickhouse_user,
-        password=ensure_secret(settings, "clickhouse_password"),
+        password=settings.secret("clickhouse_password"),
         database=database or settings.clickhouse_database,
     )
 
@@ -101,7 +85,7 @@ def readonly_client(settings: Settings) -> Client:
         host=settings.clickhouse_host,
         port=settings.clickhouse_port,
         username=settings.clickhouse_readonly_user,
-        password=ensure_secret(settings, "clickhouse_readonly_password"),
+        password=settings.secret("clickhouse_readonly_password"),
         database=settings.clickhouse_database,
     )
 

@@ -50,6 +50,8 @@ import lz4.frame
 import zstandard
 from chdb import session as chdb_session
 
+from streams.sql import split_statements
+
 log = logging.getLogger("lintas.clickhouse_http")
 
 SERVER_NAME = "lintas-chdb"
@@ -122,54 +124,6 @@ def load_users(path: Path) -> dict[str, User]:
         name: User(name, str(spec["password_sha256_hex"]).lower(), bool(spec.get("readonly", False)))
         for name, spec in raw.items()
     }
-
-
-def split_statements(sql: str) -> list[str]:
-    """Split SQL on top-level semicolons, skipping quotes and comments; empty statements dropped."""
-    statements: list[str] = []
-    start, i, n = 0, 0, len(sql)
-    while i < n:
-        c = sql[i]
-        if c in "'\"`":
-            i += 1
-            while i < n and sql[i] != c:
-                i += 2 if sql[i] == "\\" else 1
-        elif sql.startswith("--", i) or c == "#":
-            while i < n and sql[i] != "\n":
-                i += 1
-        elif sql.startswith("/*", i):
-            end = sql.find("*/", i + 2)
-            i = n if end < 0 else end + 1
-        elif c == ";":
-            statements.append(sql[start:i])
-            start = i + 1
-        i += 1
-    statements.append(sql[start:])
-    return [s for s in statements if strip_comments(s).strip()]
-
-
-def strip_comments(sql: str) -> str:
-    """SQL without ``--``, ``#`` and ``/* */`` comments (quotes respected)."""
-    out, i, n = [], 0, len(sql)
-    while i < n:
-        c = sql[i]
-        if c in "'\"`":
-            j = i + 1
-            while j < n and sql[j] != c:
-                j += 2 if sql[j] == "\\" else 1
-            out.append(sql[i:j + 1])
-            i = j + 1
-        elif sql.startswith("--", i) or c == "#":
-            while i < n and sql[i] != "\n":
-                i += 1
-        elif sql.startswith("/*", i):
-            end = sql.find("*/", i + 2)
-            i = n if end < 0 else end + 2
-            out.append(" ")
-        else:
-            out.append(c)
-            i += 1
-    return "".join(out)
 
 
 def decompress(body: bytes, encoding: str | None) -> bytes:

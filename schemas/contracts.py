@@ -152,4 +152,5 @@ def history(name: str) -> list[dict[str, Any]]:
 
 CROSSING_EVENT = load_contract("CrossingEvent")
 LANDING_EVENT = load_contract("LandingEvent")
-EVENT_CONTRACTS: dict[str, Contract] = {c.name: c for c in (CROSSING_EVENT, LANDING_EVENT)}
+DEAD_LETTER = load_contract("DeadLetter")
+EVENT_CONTRACTS: dict[str, Contract] = {c.name: c for c in (CROSSING_EVENT, LANDING_EVENT, DEAD_LETTER)}

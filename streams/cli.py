@@ -165,6 +165,34 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0 if done else 3
 
 
+def _migrate(settings: Settings) -> list[str]:
+    from infra.clickhouse import admin_client
+    from streams.migrate import migrate
+
+    with admin_client(settings, database="default") as client:
+        client.command(f"CREATE DATABASE IF NOT EXISTS {settings.clickhouse_database}")
+    with admin_client(settings) as client:
+        return migrate(client)
+
+
+def _cmd_db(args: argparse.Namespace) -> int:
+    applied = _migrate(_settings(args))
+    print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
+    return 0
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    applied = _migrate(settings)
+    if applied:
+        print("applied migrations: " + ", ".join(applied))
+    from streams.app import app
+
+    sys.argv = ["lintas-worker", "worker", "--without-web", "--loglevel", args.loglevel]
+    app.main()
+    return 0
+
+
 def _cmd_schemas(args: argparse.Namespace) -> int:
     from schemas.contracts import EVENT_CONTRACTS, history
     from schemas.evolution import freeze_all, history_problems, pending_change
@@ -227,6 +255,14 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--truth-dir", type=Path, default=None)
     sim.add_argument("--wait", type=float, default=300.0)
     sim.set_defaults(func=_cmd_simulate)
+
+    worker = sub.add_parser("worker", help="run the Faust pipeline worker (applies migrations first)")
+    worker.add_argument("--loglevel", default="info")
+    worker.set_defaults(func=_cmd_worker)
+
+    db = sub.add_parser("db", help="ClickHouse schema")
+    db.add_argument("action", choices=["migrate"])
+    db.set_defaults(func=_cmd_db)
 
     schemas = sub.add_parser("schemas", help="event contracts: check or freeze versions")
     schemas.add_argument("action", choices=["check", "freeze"])

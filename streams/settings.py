@@ -9,6 +9,8 @@ the local stack generates (ClickHouse passwords) live as files in
 from __future__ import annotations
 
 import functools
+import os
+import secrets
 from pathlib import Path
 
 from pydantic import Field, SecretStr
@@ -59,6 +61,16 @@ class Settings(BaseSettings):
     clickhouse_readonly_user: str = "grafana"
     clickhouse_readonly_password: SecretStr | None = None
 
+    # Pseudonymisation: HMAC key for analytics tokens (generated locally, never logged)
+    pseudonym_key: SecretStr | None = None
+    pseudonym_key_id: str = Field(default="analytics-1", description="Travels with every token.")
+
+    # Pipeline
+    sink_batch_size: int = 5000
+    sink_batch_seconds: float = 1.0
+    sink_max_retry_seconds: float = 300.0
+    worker_web_port: int = 6066
+
     # Health checks
     start_timeout_s: float = 90.0
 
@@ -84,6 +96,23 @@ class Settings(BaseSettings):
         """HTTP URL of ClickHouse."""
         return f"http://{self.clickhouse_host}:{self.clickhouse_port}"
 
+    def secret(self, field: str) -> str:
+        """A secret's value: from the environment, else generated once into the secrets dir (mode 0600)."""
+        configured = getattr(self, field)
+        if configured is not None:
+            return str(configured.get_secret_value())
+        self.secrets_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.secrets_dir, 0o700)
+        path = self.secrets_dir / field
+        if not path.is_file():
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                return path.read_text().strip()  # another process generated it first
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(32) + "\n")
+        return path.read_text().strip()
+
     @property
     def secrets_dir(self) -> Path:
         """Where the local stack keeps generated secrets (mode 0700)."""
@@ -95,7 +124,7 @@ def load_settings() -> Settings:
     """Load settings from the environment, then fill generated local secrets from the state dir."""
     settings = Settings()
     updates: dict[str, SecretStr] = {}
-    for field in ("clickhouse_password", "clickhouse_readonly_password"):
+    for field in ("clickhouse_password", "clickhouse_readonly_password", "pseudonym_key"):
         if getattr(settings, field) is None:
             path = settings.secrets_dir / field
             if path.is_file():

@@ -8,7 +8,8 @@ import lz4.frame
 import pytest
 import zstandard
 
-from infra.clickhouse_http import ClickHouseError, Handler, compress, decompress, split_statements, strip_comments
+from infra.clickhouse_http import ClickHouseError, Handler, compress, decompress
+from streams.sql import split_statements, strip_comments
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,51 @@
+"""Versioned ClickHouse schema migrations: ``streams/migrations/NNNN_name.sql``, applied once, in order.
+
+Applied versions are recorded in ``schema_migrations`` with a checksum; an
+applied migration whose file changed is refused rather than silently re-run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from pathlib import Path
+
+from clickhouse_connect.driver.client import Client
+
+from streams.errors import LintasError
+from streams.sql import split_statements
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+class MigrationError(LintasError):
+    """A migration failed or an applied one was edited."""
+
+    code = "migration_error"
+
+
+def migrate(client: Client) -> list[str]:
+    """Apply pending migrations; return the names applied now."""
+    client.command(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, name String, checksum String, "
+        "applied_at DateTime64(3, 'UTC')) ENGINE = MergeTree ORDER BY version"
+    )
+    applied = {int(v): c for v, c in client.query("SELECT version, checksum FROM schema_migrations").result_rows}
+    done = []
+    for path in sorted(MIGRATIONS.glob("*.sql")):
+        version = int(path.name.split("_", 1)[0])
+        text = path.read_text()
+        checksum = hashlib.sha256(text.encode()).hexdigest()
+        if version in applied:
+            if applied[version] != checksum:
+                raise MigrationError(f"migration {path.name} was edited after it was applied; add a new one instead")
+            continue
+        for statement in split_statements(text):
+            try:
+                client.command(statement)
+            except Exception as exc:
+                raise MigrationError(f"migration {path.name} failed: {exc}") from exc
+        client.insert("schema_migrations", [(version, path.stem, checksum, datetime.now(UTC))],
+                      column_names=["version", "name", "checksum", "applied_at"])
+        done.append(path.stem)
+    return done
