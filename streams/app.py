@@ -110,12 +110,16 @@ pipeline = Pipeline()
 @app.agent(crossing_events)
 async def ingest_crossings(stream: faust.StreamT) -> None:
     """Crossing events → pseudonymised ``crossings`` rows (or dead letters)."""
-    async for events in stream.take_events(settings.sink_batch_size, within=settings.sink_batch_seconds):
+    async for events in stream.take_events(  # type: ignore[attr-defined]  # faust-streaming 0.15 API, not in StreamT
+        settings.sink_batch_size, within=settings.sink_batch_seconds
+    ):
         await pipeline.process(list(events), CROSSINGS, crossing_events_dlq)
 
 
 @app.agent(landing_events)
 async def ingest_landings(stream: faust.StreamT) -> None:
     """Landing events → ``landings`` rows (or dead letters)."""
-    async for events in stream.take_events(settings.sink_batch_size, within=settings.sink_batch_seconds):
+    async for events in stream.take_events(  # type: ignore[attr-defined]  # faust-streaming 0.15 API, not in StreamT
+        settings.sink_batch_size, within=settings.sink_batch_seconds
+    ):
         await pipeline.process(list(events), LANDINGS, landing_events_dlq)
