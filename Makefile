@@ -32,6 +32,7 @@ stack-down:
 
 bench: setup
 	$(PY) -m bench.producer
+	$(PY) -m bench.pipeline
 
 lint: setup
 	$(VENV)/bin/ruff check streams agents infra tests bench

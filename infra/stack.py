@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 from infra.clickhouse import LocalClickHouse
 from infra.kafka import KafkaCluster, create_topics, wait_for_brokers
@@ -29,6 +31,20 @@ from streams.errors import PortInUseError, StackError
 from streams.settings import Settings
 
 Say = Callable[[str], None]
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The LINTAS_* environment that gives a child process the same stack."""
+    return {
+        "LINTAS_STATE_DIR": str(settings.state_dir.resolve()),
+        "LINTAS_DIST_DIR": str(settings.dist_dir.resolve()),
+        "LINTAS_SPOOL_DIR": str(settings.spool_dir.resolve()),
+        "LINTAS_KAFKA_PORT": str(settings.kafka_port),
+        "LINTAS_KAFKA_CONTROLLER_PORT": str(settings.kafka_controller_port),
+        "LINTAS_KAFKA_BROKERS": str(settings.kafka_brokers),
+        "LINTAS_SCHEMA_REGISTRY_PORT": str(settings.schema_registry_port),
+        "LINTAS_CLICKHOUSE_PORT": str(settings.clickhouse_port),
+    }
 
 
 @dataclass
@@ -58,8 +74,42 @@ class Stack:
         return self.state / "stack.json"
 
     def servers(self) -> list[ManagedProcess]:
-        """Every server of the current layout, in start order."""
-        return [*self.kafka.processes(), self.registry.process(), self.clickhouse.process()]
+        """Every server of the current layout, in start order (the worker last, when it runs)."""
+        servers = [*self.kafka.processes(), self.registry.process(), self.clickhouse.process()]
+        worker = self.worker()
+        if worker.pid() is not None:
+            servers.append(worker)
+        return servers
+
+    def worker(self) -> ManagedProcess:
+        """The pipeline worker (`lintas worker`) as a background process of the stack."""
+        from streams.migrate import MIGRATIONS
+
+        versions = len(list(MIGRATIONS.glob("*.sql")))
+
+        def migrated() -> bool:
+            from infra.clickhouse import admin_client
+
+            with admin_client(self.settings) as client:
+                return int(client.query("SELECT count() FROM schema_migrations").result_rows[0][0]) >= versions
+
+        return ManagedProcess(
+            name="worker",
+            command=[sys.executable, "-m", "streams.cli", "worker"],
+            ports=[],
+            log_file=self.state / "logs" / "worker.log",
+            pid_file=self.state / "run" / "worker.pid",
+            health=migrated,
+            cwd=Path(__file__).resolve().parent.parent,
+            env=settings_env(self.settings),
+        )
+
+    def start_worker(self, say: Say = print) -> None:
+        """Start the pipeline worker in the background (idempotent)."""
+        proc = self.worker()
+        started = proc.launch(self.settings.start_timeout_s)
+        proc.await_ready(self.settings.start_timeout_s)
+        self._announce(proc, started, say, healthy=True)
 
     def _known_servers(self) -> list[ManagedProcess]:
         """Servers of the layout last brought up (a 3-broker cluster stays known to `down`)."""
@@ -146,12 +196,16 @@ class Stack:
     @staticmethod
     def _announce(proc: ManagedProcess, started: bool, say: Say, healthy: bool = False) -> None:
         state = "started" if started else "already running"
-        ports = ",".join(str(p) for p in proc.ports)
-        say(f"{proc.name}: {state} (pid {proc.pid()}, 127.0.0.1:{ports}){' healthy' if healthy else ''}")
+        where = f", 127.0.0.1:{','.join(str(p) for p in proc.ports)}" if proc.ports else ""
+        say(f"{proc.name}: {state} (pid {proc.pid()}{where}){' healthy' if healthy else ''}")
 
     def down(self, say: Say = print) -> None:
         """Stop every server in reverse start order and check that no port stays bound."""
         servers = self._known_servers()
+        worker = self.worker()
+        if worker.stop():
+            say("worker: stopped")
+        servers = [p for p in servers if p.name != "worker"]
         brokers = [p for p in servers if p.name.startswith("kafka-")]
         for proc in reversed([p for p in servers if p not in brokers]):
             if proc.stop():

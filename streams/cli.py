@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from streams.errors import LintasError
 from streams.settings import Settings, load_settings
@@ -47,21 +48,49 @@ def _cmd_stack(args: argparse.Namespace) -> int:
     return 0
 
 
+QUERY_HINT = "SELECT post_id, count() FROM crossings FINAL GROUP BY post_id ORDER BY 2 DESC FORMAT PrettyCompact"
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
+    import time
+    from datetime import UTC, datetime
+
+    from infra.clickhouse import readonly_client
     from infra.stack import Stack
+    from streams.simulator import Simulator, write_truth
+    from streams.summary import regional_summary
 
     settings = _settings(args)
     stack = Stack(settings)
     stack.up()
-    print()
-    _print_status(stack.status())
+    stack.start_worker()
+    events = int(args.rate * args.duration)
+    print(f"\nsimulating one day of regional traffic: {events:,} crossings at {args.rate:.0f} events/s "
+          f"for {args.duration:.0f}s, plus {args.landings} boat landings ...")
+    sim = Simulator(seed=args.seed, end=datetime.now(UTC))
+    delivered, pending = _send_simulation(settings, sim, events, args.landings, args.rate, 300,
+                                          settings.spool_dir / "demo.sqlite")
+    write_truth(sim.truth, settings.state_dir / "simulations" / f"demo-seed-{args.seed}")
+    client = readonly_client(settings)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        rows = client.query("SELECT count() FROM crossings FINAL WHERE ingested_at > now() - INTERVAL 1 DAY")
+        if rows.result_rows[0][0] >= sim.truth.crossings:
+            break
+        time.sleep(1)
+    print(f"{delivered:,} events delivered to Kafka ({pending} waiting)\n")
+    print(regional_summary(client))
     print(f"""
-The local stack is up. Try:
-  .venv/bin/lintas kafka topics --list
+Everything above was read from ClickHouse with the read-only dashboard user.
+Query more:
+  curl -s -u {settings.clickhouse_readonly_user}:$(cat {settings.secrets_dir / 'clickhouse_readonly_password'}) \\
+       '{settings.clickhouse_url}/?database={settings.clickhouse_database}' \\
+       --data-binary '{QUERY_HINT}'
+  .venv/bin/lintas kafka consumer-groups --describe --group lintas-pipeline
   kcat -b {settings.kafka_bootstrap} -L
-  curl -s {settings.schema_registry_url}/subjects
-  .venv/bin/lintas stack logs clickhouse
-Stop it with:  .venv/bin/lintas stack down""")
+  .venv/bin/lintas stack status        # servers and the worker
+  .venv/bin/lintas stack logs worker
+Stop everything:  .venv/bin/lintas stack down""")
     return 0
 
 
@@ -119,9 +148,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     import time
     from datetime import UTC, datetime
 
-    from streams.producer import Forwarder, accept_records
     from streams.simulator import Simulator, write_files, write_truth
-    from streams.spool import Spool
 
     settings = _settings(args)
     if args.duration is not None:
@@ -136,12 +163,30 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         print(f"wrote {sim.truth.crossings} crossings, {sim.truth.landings} landings: "
               + ", ".join(str(p) for p in paths.values()))
         return 0
-    spool = Spool(args.spool or settings.spool_dir / "simulator.sqlite")
+    t0 = time.monotonic()
+    delivered, pending = _send_simulation(settings, sim, args.events, args.landings, args.rate, args.wait,
+                                          args.spool or settings.spool_dir / "simulator.sqlite")
+    truth_dir = args.truth_dir or settings.state_dir / "simulations" / f"seed-{args.seed}"
+    write_truth(sim.truth, truth_dir)
+    print(f"simulated {sim.truth.crossings} crossings and {sim.truth.landings} landings in "
+          f"{time.monotonic() - t0:.1f}s; {delivered} delivered, {pending} waiting; ground truth in {truth_dir}")
+    return 0 if pending == 0 else 3
+
+
+def _send_simulation(settings: Settings, sim: Any, events: int, landings: int, rate: float | None, wait: float,
+                     spool_path: Path) -> tuple[int, int]:
+    """Stream a simulation through the spool to Kafka, paced at ``rate`` events/s; (delivered, pending)."""
+    import time
+
+    from streams.producer import Forwarder, accept_records
+    from streams.spool import Spool
+
+    spool = Spool(spool_path)
     forwarder = Forwarder(settings, spool)
     t0, sent = time.monotonic(), 0
-    chunk: dict[str, list] = {"crossing": [], "landing": []}
-    step = max(1, int(args.rate // 10)) if args.rate else 5000
-    for kind, record in sim.events(args.events, args.landings):
+    chunk: dict[str, list[Any]] = {"crossing": [], "landing": []}
+    step = max(1, int(rate // 10)) if rate else 5000
+    for kind, record in sim.events(events, landings):
         chunk[kind].append(record)
         sent += 1
         if sent % step == 0:
@@ -149,20 +194,15 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
                 accept_records(records, k, spool)
                 records.clear()
             forwarder.pump(timeout_s=0, idle_stop=False)
-            if args.rate:
-                ahead = sent / args.rate - (time.monotonic() - t0)
+            if rate:
+                ahead = sent / rate - (time.monotonic() - t0)
                 if ahead > 0:
                     time.sleep(ahead)
     for k, records in chunk.items():
         accept_records(records, k, spool)
-    done = forwarder.pump(timeout_s=args.wait)
+    forwarder.pump(timeout_s=wait)
     forwarder.close()
-    truth_dir = args.truth_dir or settings.state_dir / "simulations" / f"seed-{args.seed}"
-    write_truth(sim.truth, truth_dir)
-    print(f"simulated {sim.truth.crossings} crossings and {sim.truth.landings} landings in "
-          f"{time.monotonic() - t0:.1f}s; {forwarder.delivered} delivered, {spool.pending()} waiting; "
-          f"ground truth in {truth_dir}")
-    return 0 if done else 3
+    return forwarder.delivered, spool.pending()
 
 
 def _migrate(settings: Settings) -> list[str]:
@@ -268,7 +308,11 @@ def build_parser() -> argparse.ArgumentParser:
     schemas.add_argument("action", choices=["check", "freeze"])
     schemas.set_defaults(func=_cmd_schemas)
 
-    demo = sub.add_parser("demo", help="the main job on the local stack")
+    demo = sub.add_parser("demo", help="the main job: stack, worker, simulated traffic, regional summary")
+    demo.add_argument("--rate", type=float, default=100.0, help="events per second (default 100)")
+    demo.add_argument("--duration", type=float, default=120.0, help="seconds of traffic (default 120)")
+    demo.add_argument("--landings", type=int, default=4)
+    demo.add_argument("--seed", type=int, default=7)
     demo.set_defaults(func=_cmd_demo)
 
     from infra.kafka import CLI_TOOLS

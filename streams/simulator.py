@@ -63,6 +63,9 @@ RATES_PER_10K = {
     "multiple_identity": 4, "escort_fanout": 1, "minor_unrelated_adult": 3, "shuttling": 1,
     "document_reuse": 2, "scam_route": 2, "middle_east_transit": 2, "non_procedural_worker": 4,
 }
+# About 3 in 1,000 entries are refused, for ordinary reasons.
+REFUSAL_RATE = 0.003
+REFUSAL_REASONS = ["NO_VISA_OR_PERMIT", "INSUFFICIENT_MEANS", "INVALID_DOCUMENT", "PRIOR_OVERSTAY", "OTHER"]
 # Ordinary look-alikes that rules must not flag: families, tour groups, commuters, licensed placements.
 FAMILY_SHARE, TOUR_GROUP_SHARE, COMMUTER_SHARE, PLACED_WORKER_SHARE = 0.05, 0.01, 0.12, 0.01
 
@@ -199,6 +202,8 @@ class Simulator:
         ident = identity or person.identity()
         event_id = self._uuid()
         take = capture if capture is not None else self.rng.random() < post.biometric_rate
+        refused = direction == "ENTRY" and self.rng.random() < REFUSAL_RATE
+        reason = self.rng.choice(REFUSAL_REASONS) if refused else None
         record = {
             "event_id": event_id,
             "post": {"post_id": post.post_id, "post_type": post.post_type, "country": post.country},
@@ -213,7 +218,7 @@ class Simulator:
             "companions": companions or [],
             "carrier": {"mode": carrier[0], "identifier": carrier[1]} if carrier else None,
             "origin_country": origin, "destination_country": destination,
-            "refused": False, "refusal_reason": None,
+            "refused": refused, "refusal_reason": reason,
             "officer_id": f"OFF-{post.country}-{self.rng.randrange(1, 400):04d}",
             "biometric": self._capture(person) if take else None,
         }

@@ -25,12 +25,6 @@ def stack_settings(state_dir: Path, port_base: int, brokers: int = 1) -> Setting
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """The LINTAS_* environment that reproduces ``settings`` in a subprocess."""
-    return {
-        "LINTAS_STATE_DIR": str(settings.state_dir),
-        "LINTAS_DIST_DIR": str(settings.dist_dir),
-        "LINTAS_KAFKA_PORT": str(settings.kafka_port),
-        "LINTAS_KAFKA_CONTROLLER_PORT": str(settings.kafka_controller_port),
-        "LINTAS_KAFKA_BROKERS": str(settings.kafka_brokers),
-        "LINTAS_SCHEMA_REGISTRY_PORT": str(settings.schema_registry_port),
-        "LINTAS_CLICKHOUSE_PORT": str(settings.clickhouse_port),
-    }
+    from infra.stack import settings_env as stack_env
+
+    return stack_env(settings)

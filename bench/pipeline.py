@@ -1,0 +1,92 @@
+"""End-to-end pipeline: produce → Kafka → Faust worker → rows visible in ClickHouse.
+
+    .venv/bin/python -m bench.pipeline [--events 50000] [--paced-rate 500]
+
+Runs on the local stack (started if needed) with the stack's background worker.
+Two runs: a burst as fast as the producer can go (throughput), and a paced run
+(latency at a steady load). Latency is per row: Kafka produce timestamp to the
+moment the row was written (``ingested_at``), read back from ClickHouse.
+Prints a table, and the worker's resident memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from infra.clickhouse import admin_client
+from infra.process import rss_bytes
+from infra.stack import Stack
+from streams.producer import Forwarder, accept_records
+from streams.settings import load_settings
+from streams.simulator import Simulator
+from streams.spool import Spool
+
+
+def run(settings, n: int, rate: float | None, seed: int, tmp: Path) -> tuple[float, float, float, float]:
+    """Send ``n`` crossings (paced at ``rate`` or as fast as possible); (seconds, events/s, p50 ms, p99 ms)."""
+    sim = Simulator(seed=seed, dim=512, end=datetime.now(UTC) - timedelta(minutes=5), population=5000)
+    records = [r for kind, r in sim.events(n, landings=0) if kind == "crossing"]
+    client = admin_client(settings)
+    table = f"bench_ids_{uuid.uuid4().hex[:8]}"
+    client.command(f"CREATE TABLE {table} (event_id UUID) ENGINE = MergeTree ORDER BY event_id")
+    client.insert(table, [(r["event_id"],) for r in records], column_names=["event_id"])
+    spool = Spool(tmp / f"bench-{seed}.sqlite")
+    forwarder = Forwarder(settings, spool)
+    t0 = time.monotonic()
+    step = max(1, int((rate or 5000) // 20))
+    for i in range(0, n, step):
+        accept_records(records[i:i + step], "crossing", spool)
+        forwarder.pump(timeout_s=0, idle_stop=False)
+        if rate:
+            ahead = (i + step) / rate - (time.monotonic() - t0)
+            if ahead > 0:
+                time.sleep(ahead)
+    forwarder.pump(timeout_s=600)
+    forwarder.close()
+    visible = 0
+    while visible < n:
+        visible = client.query(f"SELECT uniqExact(event_id) FROM crossings WHERE event_id IN "
+                               f"(SELECT event_id FROM {table})").result_rows[0][0]
+        if visible < n:
+            time.sleep(0.2)
+    seconds = time.monotonic() - t0
+    p50, p99 = client.query(
+        "SELECT quantile(0.5)(d), quantile(0.99)(d) FROM (SELECT min(dateDiff('millisecond', produced_at, "
+        f"ingested_at)) AS d FROM crossings WHERE event_id IN (SELECT event_id FROM {table}) GROUP BY event_id)"
+    ).result_rows[0]
+    client.command(f"DROP TABLE {table}")
+    return seconds, n / seconds, float(p50), float(p99)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--paced-rate", type=float, default=500.0)
+    parser.add_argument("--paced-seconds", type=float, default=30.0)
+    args = parser.parse_args()
+    settings = load_settings()
+    stack = Stack(settings)
+    stack.up(say=lambda _: None)
+    stack.start_worker(say=lambda _: None)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        burst = run(settings, args.events, None, seed=501, tmp=Path(tmp))
+        rows.append(("burst (as fast as possible)", args.events, *burst))
+        paced_n = int(args.paced_rate * args.paced_seconds)
+        paced = run(settings, paced_n, args.paced_rate, seed=502, tmp=Path(tmp))
+        rows.append((f"paced at {args.paced_rate:.0f} events/s", paced_n, *paced))
+    rss = rss_bytes(stack.worker().pid() or 0)
+    print("\nEnd-to-end pipeline (simulated crossings, 512-d templates; one worker, 6 partitions)")
+    print(f"{'run':<30} {'events':>8} {'seconds':>8} {'events/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
+    for name, n, secs, eps, p50, p99 in rows:
+        print(f"{name:<30} {n:>8,} {secs:>8.1f} {eps:>9,.0f} {p50:>8,.0f} {p99:>8,.0f}")
+    print(f"worker resident memory after the runs: {rss / 2**20:.0f} MB" if rss else "worker not running")
+
+
+if __name__ == "__main__":
+    main()
