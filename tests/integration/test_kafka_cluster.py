@@ -18,7 +18,7 @@ from tests.integration.conftest import run_lintas
 
 pytestmark = pytest.mark.integration
 
-PORT_BASE = 39000
+PORT_BASE = 23000  # below the ephemeral range (32768+), so no client socket can hold our ports
 
 
 def test_three_brokers_replicate_and_survive_one_loss(tmp_path: Path) -> None:
