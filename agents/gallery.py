@@ -1,0 +1,131 @@
+"""1:N biometric search: template checks, an exact index and Lintas' sketch index.
+
+Templates are L2-normalised float32 vectors, so cosine similarity is an inner
+product. :class:`ExactIndex` is the baseline (FAISS flat inner product, exact).
+:class:`SketchIndex` keeps a 64-byte binary sketch per template (signs of a fixed
+random projection, i.e. SimHash), finds the nearest sketches by Hamming distance
+(FAISS binary flat index) and re-ranks the top candidates exactly against the
+float templates. Accuracy is measured against the exact index, never assumed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+
+from streams.errors import LintasError
+
+
+class TemplateRejected(LintasError):
+    """A template that cannot be searched: wrong dimension, NaN, zero norm, or quality below the floor."""
+
+    code = "template_rejected"
+
+    def __init__(self, code: str, reason: str) -> None:
+        """A stable code (``wrong_dimension``, ``not_finite``, ``zero_norm``, ``low_quality``) and a reason."""
+        self.code = code
+        self.reason = reason
+        super().__init__(f"{code}: {reason}")
+
+
+def check_template(template: bytes, dimension: int, quality: float, expected_dim: int,
+                   quality_floor: float) -> np.ndarray:
+    """The template as a unit float32 vector, or :class:`TemplateRejected` saying why not."""
+    if dimension != expected_dim or len(template) != 4 * expected_dim:
+        raise TemplateRejected("wrong_dimension", f"template has {len(template) // 4} values, expected {expected_dim}")
+    if quality < quality_floor:
+        raise TemplateRejected("low_quality", f"quality {quality:.2f} is below the floor {quality_floor:.2f}")
+    vec = np.frombuffer(template, dtype="<f4").astype(np.float32)
+    if not np.all(np.isfinite(vec)):
+        raise TemplateRejected("not_finite", "template contains NaN or infinite values")
+    norm = float(np.linalg.norm(vec))
+    if norm < 1e-6:
+        raise TemplateRejected("zero_norm", "template has zero norm")
+    return vec / norm
+
+
+@dataclass(frozen=True)
+class Hits:
+    """Search results: ``scores`` and gallery row ``rows`` per query, best first; -1 where no row."""
+
+    scores: np.ndarray
+    rows: np.ndarray
+
+
+class ExactIndex:
+    """Exact inner-product search over every enrolled template (FAISS flat)."""
+
+    def __init__(self, dim: int) -> None:
+        """An empty index of ``dim``-dimensional unit vectors."""
+        self.dim = dim
+        self.index = faiss.IndexFlatIP(dim)
+
+    def __len__(self) -> int:
+        """Enrolled templates."""
+        return int(self.index.ntotal)
+
+    def add(self, vectors: np.ndarray) -> None:
+        """Enrol unit vectors; their rows are assigned in order."""
+        self.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+
+    def search(self, queries: np.ndarray, k: int) -> Hits:
+        """Top ``k`` by cosine similarity for each query."""
+        scores, rows = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        return Hits(scores, rows)
+
+    def memory_bytes(self) -> int:
+        """Bytes held by the index."""
+        return len(self) * self.dim * 4
+
+
+class SketchIndex:
+    """Hamming search over 512-bit SimHash sketches, then an exact re-rank of the top candidates."""
+
+    def __init__(self, dim: int, bits: int = 512, rerank: int = 100, seed: int = 20221017) -> None:
+        """A fixed random projection (seeded: sketches are stable across restarts and workers)."""
+        self.dim, self.bits, self.rerank = dim, bits, rerank
+        rng = np.random.default_rng(seed)
+        self.projection = rng.standard_normal((dim, bits)).astype(np.float32) / math.sqrt(dim)
+        self.sketches = faiss.IndexBinaryFlat(bits)
+        self.vectors = np.empty((0, dim), dtype=np.float32)
+        self._chunks: list[np.ndarray] = []
+
+    def __len__(self) -> int:
+        """Enrolled templates."""
+        return int(self.sketches.ntotal)
+
+    def sketch(self, vectors: np.ndarray) -> np.ndarray:
+        """Packed sign bits of the projection: ``bits / 8`` bytes per vector."""
+        return np.packbits(np.asarray(vectors, dtype=np.float32) @ self.projection > 0, axis=1)
+
+    def add(self, vectors: np.ndarray) -> None:
+        """Enrol unit vectors; their rows are assigned in order."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        self.sketches.add(self.sketch(vectors))
+        self._chunks.append(vectors)
+
+    def _all_vectors(self) -> np.ndarray:
+        if self._chunks:
+            self.vectors = np.concatenate([self.vectors, *self._chunks]) if len(self.vectors) else (
+                np.concatenate(self._chunks))
+            self._chunks = []
+        return self.vectors
+
+    def search(self, queries: np.ndarray, k: int) -> Hits:
+        """Top ``k`` after re-ranking the ``rerank`` nearest sketches exactly."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        vectors = self._all_vectors()
+        n_cand = min(max(self.rerank, k), len(self))
+        _, cand = self.sketches.search(self.sketch(queries), n_cand)
+        safe = np.where(cand < 0, 0, cand)
+        scores = np.einsum("qd,qkd->qk", queries, vectors[safe])
+        scores = np.where(cand < 0, -np.inf, scores)
+        order = np.argsort(-scores, axis=1)[:, :k]
+        return Hits(np.take_along_axis(scores, order, 1).astype(np.float32), np.take_along_axis(cand, order, 1))
+
+    def memory_bytes(self) -> int:
+        """Bytes held: sketches plus the float templates kept for the re-rank."""
+        return len(self) * (self.bits // 8 + self.dim * 4)

@@ -1,0 +1,72 @@
+"""1:N search core: template checks, exact index, sketch index recall against exact."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agents.gallery import ExactIndex, SketchIndex, TemplateRejected, check_template
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    ("template", "dimension", "quality", "code"),
+    [
+        (np.ones(8, "<f4").tobytes(), 8, 0.9, "wrong_dimension"),
+        (np.ones(16, "<f4").tobytes(), 16, 0.1, "low_quality"),
+        (np.full(16, np.nan, "<f4").tobytes(), 16, 0.9, "not_finite"),
+        (np.zeros(16, "<f4").tobytes(), 16, 0.9, "zero_norm"),
+    ],
+)
+def test_bad_templates_are_rejected_with_a_code(template, dimension, quality, code) -> None:
+    with pytest.raises(TemplateRejected) as err:
+        check_template(template, dimension, quality, expected_dim=16, quality_floor=0.3)
+    assert err.value.code == code
+
+
+def test_good_template_is_normalised() -> None:
+    vec = check_template((np.arange(16, dtype="<f4") + 1).tobytes(), 16, 0.8, expected_dim=16, quality_floor=0.3)
+    assert vec.dtype == np.float32 and abs(float(np.linalg.norm(vec)) - 1) < 1e-6
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(1)
+    gallery = _unit(rng.standard_normal((20_000, 128)))
+    mates = rng.choice(20_000, 300, replace=False)
+    probes = _unit(0.6 * gallery[mates] + 0.8 * _unit(rng.standard_normal((300, 128))))
+    return gallery, probes, mates
+
+
+def test_exact_index_finds_mates(data) -> None:
+    gallery, probes, mates = data
+    exact = ExactIndex(128)
+    exact.add(gallery[:10_000])
+    exact.add(gallery[10_000:])  # rows continue across adds
+    hits = exact.search(probes, 5)
+    assert hits.rows.shape == (300, 5) and np.all(np.diff(hits.scores, axis=1) <= 1e-6)
+    assert (hits.rows[:, 0] == mates).mean() > 0.97
+
+
+def test_sketch_index_keeps_exact_hits_and_scores(data) -> None:
+    gallery, probes, mates = data
+    exact, sketch = ExactIndex(128), SketchIndex(128, bits=512, rerank=100)
+    exact.add(gallery)
+    sketch.add(gallery)
+    e, s = exact.search(probes, 1), sketch.search(probes, 1)
+    exact_hits = e.rows[:, 0] == mates
+    kept = (s.rows[:, 0] == mates) & exact_hits
+    assert kept.sum() >= 0.99 * exact_hits.sum()
+    same = s.rows[:, 0] == e.rows[:, 0]
+    assert np.allclose(s.scores[same, 0], e.scores[same, 0], atol=1e-5)  # re-rank scores are exact
+
+
+def test_sketch_without_rerank_room_loses_hits(data) -> None:
+    """The recall check can fail: re-ranking a single candidate keeps far fewer hits."""
+    gallery, probes, mates = data
+    tiny = SketchIndex(128, bits=64, rerank=1)
+    tiny.add(gallery)
+    assert (tiny.search(probes, 1).rows[:, 0] == mates).mean() < 0.9
