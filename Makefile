@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PYTHON ?= python3.11
 
-.PHONY: setup demo test test-unit stack-up stack-down bench lint
+.PHONY: setup demo test test-unit stack-up stack-down bench bench-dedup lint
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	./infra/setup-system.sh
@@ -33,6 +33,9 @@ stack-down:
 bench: setup
 	$(PY) -m bench.producer
 	$(PY) -m bench.pipeline
+
+bench-dedup: setup
+	$(PY) -m bench.dedup_index --sizes 100000 1000000 --queries 500
 
 lint: setup
 	$(VENV)/bin/ruff check streams agents infra tests bench
