@@ -30,11 +30,9 @@ import base64
 import gzip
 import hashlib
 import hmac
-import ipaddress
 import json
 import logging
 import re
-import signal
 import sys
 import threading
 import time
@@ -50,6 +48,7 @@ import lz4.frame
 import zstandard
 from chdb import session as chdb_session
 
+from infra.serving import is_allowed_host, serve_until_signalled
 from streams.sql import split_statements
 
 log = logging.getLogger("lintas.clickhouse_http")
@@ -432,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
-    if not args.allow_non_loopback and not ipaddress.ip_address(args.host).is_loopback:
+    if not is_allowed_host(args.host, args.allow_non_loopback):
         print(f"clickhouse: refusing to bind {args.host}: not a loopback address", file=sys.stderr)
         return 2
     try:
@@ -448,20 +447,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"clickhouse: cannot bind {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
         return 2
 
-    def stop(signum: int, _frame: object) -> None:
-        log.info("signal %d: shutting down", signum)
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
     log.info("serving ClickHouse %s over HTTP on %s:%d, data in %s", server.version, args.host, args.port,
              args.data_dir)
-    try:
-        server.serve_forever(poll_interval=0.2)
-    finally:
-        server.server_close()
-        engine.close()
-        log.info("stopped")
+    serve_until_signalled(server, engine.close, log)
     return 0
 
 

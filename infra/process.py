@@ -121,13 +121,7 @@ class ManagedProcess:
         if self.pid() is not None:
             return False
         self.pid_file.unlink(missing_ok=True)
-        for port in self.ports:
-            if port_is_bound(self.host, port):
-                raise PortInUseError(
-                    self.name,
-                    f"port {self.host}:{port} is already in use by another process; "
-                    "stop it or set another port (see `lintas stack status`)",
-                )
+        self.check_ports()
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_file, "ab") as log:
@@ -144,6 +138,16 @@ class ManagedProcess:
             )
         self.pid_file.write_text(f"{self._proc.pid}\n")
         return True
+
+    def check_ports(self) -> None:
+        """Raise naming this server if one of its ports is already taken by another process."""
+        for port in self.ports:
+            if port_is_bound(self.host, port):
+                raise PortInUseError(
+                    self.name,
+                    f"port {self.host}:{port} is already in use by another process; stop it or "
+                    "set another port (LINTAS_*_PORT)",
+                )
 
     def await_ready(self, timeout_s: float) -> None:
         """Wait for the health check; raise naming the server and its log if it never answers."""

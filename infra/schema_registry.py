@@ -21,11 +21,9 @@ Avro only. Schemas live in SQLite in the state directory, so ids survive restart
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import logging
 import re
-import signal
 import sqlite3
 import sys
 import threading
@@ -37,6 +35,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import avro.errors
 import avro.schema
 
+from infra.serving import is_allowed_host, serve_until_signalled
 from schemas.compatibility import LEVELS, incompatibilities
 
 log = logging.getLogger("lintas.schema_registry")
@@ -440,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--allow-non-loopback", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    if not args.allow_non_loopback and not ipaddress.ip_address(args.host).is_loopback:
+    if not is_allowed_host(args.host, args.allow_non_loopback):
         print(f"registry: refusing to bind {args.host}: not a loopback address", file=sys.stderr)
         return 2
     store = Store(args.data_dir / "registry.sqlite")
@@ -451,19 +450,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"registry: cannot bind {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
         return 2
 
-    def stop(signum: int, _frame: object) -> None:
-        log.info("signal %d: shutting down", signum)
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
     log.info("schema registry on http://%s:%d, data in %s", args.host, args.port, args.data_dir)
-    try:
-        server.serve_forever(poll_interval=0.2)
-    finally:
-        server.server_close()
-        store.close()
-        log.info("stopped")
+    serve_until_signalled(server, store.close, log)
     return 0
 
 

@@ -27,7 +27,7 @@ from infra.clickhouse import LocalClickHouse
 from infra.kafka import KafkaCluster, create_topics, wait_for_brokers
 from infra.process import ManagedProcess, port_is_bound, rss_bytes
 from infra.registry import SchemaRegistry
-from streams.errors import PortInUseError, StackError
+from streams.errors import StackError
 from streams.settings import Settings
 
 Say = Callable[[str], None]
@@ -167,13 +167,7 @@ class Stack:
         """Fail before starting anything if a port of a server that is not running is taken."""
         for proc in self.servers():
             if proc.pid() is None:
-                for port in proc.ports:
-                    if port_is_bound(proc.host, port):
-                        raise PortInUseError(
-                            proc.name,
-                            f"port {proc.host}:{port} is already in use by another process; stop it or "
-                            "set another port (LINTAS_*_PORT)",
-                        )
+                proc.check_ports()
 
     def _install(self, say: Say) -> None:
         def timed(job: Callable[[], bool]) -> float | None:
