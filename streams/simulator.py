@@ -179,13 +179,13 @@ class Simulator:
         born = self.start.date() - timedelta(days=int(years * 365.25))
         center = self._centers.get(nationality, self._centers["OTHER"])
         # Faces cluster by population: a shared component makes impostor scores overlap genuine ones.
-        face = self._unit(math.sqrt(0.12) * center + math.sqrt(0.88) * self._unit(self.np.standard_normal(self.dim)))
+        face = self._unit(math.sqrt(0.25) * center + math.sqrt(0.75) * self._unit(self.np.standard_normal(self.dim)))
         self.truth.persons += 1
         return Person(subject=self.truth.persons, identities=[self._identity(nationality, sex, born)], face=face)
 
     def _capture(self, person: Person, quality: float | None = None) -> dict[str, Any]:
-        q = quality if quality is not None else min(1.0, max(0.2, self.rng.gauss(0.8, 0.12)))
-        noise_share = 0.5 + 0.4 * (1 - q)  # poorer captures carry more noise
+        q = quality if quality is not None else min(1.0, max(0.2, self.rng.gauss(0.75, 0.15)))
+        noise_share = 0.6 + 0.35 * (1 - q)  # poorer captures carry more noise: genuine scores reach impostors
         noise = self._unit(self.np.standard_normal(self.dim))
         vec = self._unit(math.sqrt(1 - noise_share**2) * person.face + noise_share * noise)
         device = self.rng.choice(["EGATE-V3", "DESK-CAM-2", "MOBILE-K1"])

@@ -56,4 +56,6 @@ def test_genuine_and_impostor_scores_overlap_but_separate() -> None:
     impostor = (firsts[:200] @ firsts[200:400].T).ravel()
     assert len(genuine) > 50
     assert np.median(genuine) > 0.3 > np.median(impostor)
-    assert min(genuine) < np.percentile(impostor, 99.99) + 0.2  # tails come close, as real ones do
+    # The distributions overlap at the tails, as real ones do: some genuine pairs score like the best impostors.
+    overlap = float(np.mean(np.array(genuine) < np.percentile(impostor, 99.9)))
+    assert 0.0 < overlap < 0.2, overlap
