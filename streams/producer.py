@@ -80,25 +80,21 @@ class ProduceReport:
 def accept_lines(lines: Iterable[str], event_type: str, spool: Spool, report: ProduceReport,
                  on_bad: Callable[[int, list[FieldError]], None] | None = None) -> None:
     """Validate each JSON line and durably accept the good ones; bad lines are reported, never sent."""
-    contract_name, topic, key_of = EVENT_TYPES[event_type]
-    contract = EVENT_CONTRACTS[contract_name]
-    batch: list[tuple[str, bytes, str, bytes]] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        report.lines += 1
-        try:
-            record = parse_json_line(line, contract)
-        except ValidationError as err:
-            report.bad.append((number, err.errors))
-            if on_bad:
-                on_bad(number, err.errors)
-            continue
-        batch.append((topic, key_of(record).encode(), contract.name, encode_payload(contract, record)))
-        if len(batch) >= ACCEPT_BATCH:
-            report.accepted += spool.accept(batch)
-            batch.clear()
-    report.accepted += spool.accept(batch)
+    contract = EVENT_CONTRACTS[EVENT_TYPES[event_type][0]]
+
+    def valid_records() -> Iterator[dict[str, Any]]:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            report.lines += 1
+            try:
+                yield parse_json_line(line, contract)
+            except ValidationError as err:
+                report.bad.append((number, err.errors))
+                if on_bad:
+                    on_bad(number, err.errors)
+
+    report.accepted += accept_records(valid_records(), event_type, spool)
 
 
 def accept_records(records: Iterable[dict[str, Any]], event_type: str, spool: Spool) -> int:
