@@ -82,9 +82,12 @@ class ExactIndex:
 
 
 class SketchIndex:
-    """Hamming search over 512-bit SimHash sketches, then an exact re-rank of the top candidates."""
+    """Hamming search over 512-bit SimHash sketches, then an exact re-rank of the top candidates.
 
-    def __init__(self, dim: int, bits: int = 512, rerank: int = 100, seed: int = 20221017) -> None:
+    300 candidates keep 99.5 % of exact search's mated hits at 1M clustered templates; 100 kept 98.75 %.
+    """
+
+    def __init__(self, dim: int, bits: int = 512, rerank: int = 300, seed: int = 20221017) -> None:
         """A fixed random projection (seeded: sketches are stable across restarts and workers)."""
         self.dim, self.bits, self.rerank = dim, bits, rerank
         rng = np.random.default_rng(seed)
