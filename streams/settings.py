@@ -1,9 +1,9 @@
 """The one settings object of Lintas (pydantic-settings, env prefix ``LINTAS_``).
 
 Every component reads its configuration from :func:`load_settings`; nothing else
-reads ``os.environ``. Secrets are ``SecretStr`` so they never print. Secrets that
-the local stack generates (ClickHouse passwords) live as files in
-``<state_dir>/secrets`` and are read from there when not set in the environment.
+reads ``os.environ``. Secrets are ``SecretStr`` so they never print, and are read
+only through :meth:`Settings.secret`: the environment's value if set, else one the
+local stack generated once into ``<state_dir>/secrets`` (mode 0600).
 """
 
 from __future__ import annotations
@@ -121,12 +121,5 @@ class Settings(BaseSettings):
 
 @functools.cache
 def load_settings() -> Settings:
-    """Load settings from the environment, then fill generated local secrets from the state dir."""
-    settings = Settings()
-    updates: dict[str, SecretStr] = {}
-    for field in ("clickhouse_password", "clickhouse_readonly_password", "pseudonym_key"):
-        if getattr(settings, field) is None:
-            path = settings.secrets_dir / field
-            if path.is_file():
-                updates[field] = SecretStr(path.read_text().strip())
-    return settings.model_copy(update=updates) if updates else settings
+    """Settings from the environment, loaded once; generated secrets are read through :meth:`Settings.secret`."""
+    return Settings()
