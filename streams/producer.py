@@ -20,7 +20,7 @@ from typing import Any
 from confluent_kafka import KafkaError, Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from schemas.contracts import EVENT_CONTRACTS, Contract
+from schemas.contracts import EVENT_CONTRACTS
 from streams.errors import LintasError
 from streams.settings import Settings
 from streams.spool import Spool
@@ -206,8 +206,3 @@ def read_lines(path: str) -> Iterator[str]:
         return
     with open(path, encoding="utf-8") as f:
         yield from f
-
-
-def contract_for(event_type: str) -> Contract:
-    """The contract of a ``--type``."""
-    return EVENT_CONTRACTS[EVENT_TYPES[event_type][0]]
