@@ -10,19 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from agents.pseudonymise import Tokeniser, crossing_row, landing_row
 from schemas.contracts import CROSSING_EVENT, DEAD_LETTER, LANDING_EVENT, Contract
 from streams.validation import check_semantics
-from streams.wire import DecodeError, decode, encode_payload
-
-
-class WriterSchemas(Protocol):
-    """What decoding needs from the registry: the writer's schema for an id."""
-
-    def writer_schema(self, schema_id: int) -> Any:
-        """Parsed writer schema."""
+from streams.wire import DecodeError, WriterSchemas, decode, encode_payload
 
 
 @dataclass(frozen=True)
@@ -91,7 +84,7 @@ def ingest(raw: bytes | None, source: Source, kind: EventKind, schemas: WriterSc
     faults: those come back as a :class:`DeadLetter`.
     """
     try:
-        record = decode(raw, kind.contract, schemas)  # type: ignore[arg-type]
+        record = decode(raw, kind.contract, schemas)
     except DecodeError as err:
         return DeadLetter(source, err.code, "", err.reason, raw or b"")
     problems = check_semantics(kind.contract.name, record, now)

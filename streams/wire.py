@@ -12,7 +12,7 @@ import io
 import json
 import struct
 import threading
-from typing import Any
+from typing import Any, Protocol
 
 import fastavro
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
@@ -65,6 +65,13 @@ def unframe(data: bytes | None) -> tuple[int, bytes]:
     return schema_id, data[HEADER.size:]
 
 
+class WriterSchemas(Protocol):
+    """What decoding needs from the registry: the parsed writer schema for an id."""
+
+    def writer_schema(self, schema_id: int) -> Any:
+        """Parsed writer schema, or :class:`DecodeError` if the registry does not know the id."""
+
+
 def subject(topic: str) -> str:
     """Confluent's TopicNameStrategy subject for a topic's values."""
     return f"{topic}-value"
@@ -113,7 +120,7 @@ class SchemaIds:
         return parsed
 
 
-def decode(data: bytes | None, contract: Contract, ids: SchemaIds) -> dict[str, Any]:
+def decode(data: bytes | None, contract: Contract, ids: WriterSchemas) -> dict[str, Any]:
     """Decode a Confluent-framed record written with any registered version into ``contract``'s shape."""
     schema_id, payload = unframe(data)
     writer = ids.writer_schema(schema_id)
