@@ -245,10 +245,11 @@ class Engine:
 
     def _insert(self, statement: str, data: bytes) -> Result:
         fmt_match = _FORMAT_TAIL.search(statement)
+        values_match = None if fmt_match else _VALUES_TAIL.search(statement)
         if fmt_match:
             prefix, fmt = statement[: fmt_match.start()], fmt_match.group(1)
-        elif _VALUES_TAIL.search(statement):
-            prefix, fmt = statement[: _VALUES_TAIL.search(statement).start()], "Values"  # type: ignore[union-attr]
+        elif values_match:
+            prefix, fmt = statement[: values_match.start()], "Values"
         else:
             # Not an INSERT with data: ClickHouse concatenates the parameter and the body into one query.
             return self._query(f"{statement} {data.decode()}", "TabSeparated", {})
