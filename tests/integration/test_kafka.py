@@ -62,8 +62,10 @@ def test_kafka_topics_cli_lists_declared_topics(stack: Stack, settings: Settings
     assert f"retention.ms={ALL_TOPICS[0].retention_ms}" in described.stdout
 
 
-def _consume_as_group(settings: Settings, topic: str, group: str, expected: int) -> tuple[list[set[int]], list[int]]:
-    """Two confluent-kafka consumers in one group; returns each member's partitions and all values."""
+def _consume_as_group(
+    settings: Settings, topic: str, group: str, expected: int,
+) -> tuple[list[set[int]], list[int], list[threading.Thread], threading.Event]:
+    """Start two confluent-kafka consumers in one group; returns their partitions, the values, threads and stop flag."""
     values: list[int] = []
     assignments: list[set[int]] = [set(), set()]
     lock = threading.Lock()
@@ -98,7 +100,7 @@ def _consume_as_group(settings: Settings, topic: str, group: str, expected: int)
     threads = [threading.Thread(target=member, args=(i,)) for i in range(2)]
     for t in threads:
         t.start()
-    return assignments, values, threads, stop  # type: ignore[return-value]
+    return assignments, values, threads, stop
 
 
 def test_confluent_group_of_two_consumes_every_message_once(settings: Settings, unique_topic: str) -> None:
