@@ -65,6 +65,22 @@ class Settings(BaseSettings):
     pseudonym_key: SecretStr | None = None
     pseudonym_key_id: str = Field(default="analytics-1", description="Travels with every token.")
 
+    # Biometric deduplication (1:N)
+    gallery_key: SecretStr | None = Field(
+        default=None, description="AES-256-GCM key sealing every template the dedup agents write to Kafka.",
+    )
+    gallery_key_id: str = Field(default="gallery-1", description="Travels with every sealed template.")
+    dedup_dimension: int = Field(default=512, ge=8, description="Float32 values per template.")
+    dedup_quality_floor: float = Field(default=0.3, ge=0.0, le=1.0, description="Captures below it are rejected.")
+    dedup_index: str = Field(default="sketch", pattern="^(sketch|exact)$",
+                             description="Lintas' sketch index, or exact FAISS flat search.")
+    dedup_rerank: int = Field(default=300, ge=1, description="Sketch candidates re-ranked exactly.")
+    dedup_red: float = Field(default=0.45, description="Cosine score at or above which a link is red.")
+    dedup_yellow: float = Field(default=0.36, description="Grey zone lower bound: links here go to manual review.")
+    dedup_thresholds_version: str = Field(default="t1-red0.45-yellow0.36",
+                                          description="Recorded with every decision; change it with the thresholds.")
+    dedup_batch_size: int = 1000
+
     # Pipeline
     sink_batch_size: int = 5000
     sink_batch_seconds: float = 1.0
