@@ -71,6 +71,10 @@ class ExactIndex:
         """Enrol unit vectors; their rows are assigned in order."""
         self.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
 
+    def vector(self, row: int) -> np.ndarray:
+        """The enrolled template at ``row``."""
+        return np.asarray(self.index.reconstruct(row), dtype=np.float32)
+
     def search(self, queries: np.ndarray, k: int) -> Hits:
         """Top ``k`` by cosine similarity for each query."""
         scores, rows = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
@@ -117,6 +121,10 @@ class SketchIndex:
             self._chunks = []
         return self.vectors
 
+    def vector(self, row: int) -> np.ndarray:
+        """The enrolled template at ``row``."""
+        return np.array(self._all_vectors()[row])
+
     def search(self, queries: np.ndarray, k: int) -> Hits:
         """Top ``k`` after re-ranking the ``rerank`` nearest sketches exactly."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
@@ -124,7 +132,11 @@ class SketchIndex:
         n_cand = min(max(self.rerank, k), len(self))
         _, cand = self.sketches.search(self.sketch(queries), n_cand)
         safe = np.where(cand < 0, 0, cand)
-        scores = np.einsum("qd,qkd->qk", queries, vectors[safe])
+        scores = np.empty(cand.shape, dtype=np.float32)
+        # Re-rank a few queries at a time: their candidates' templates (64 × 300 × 2 KB) stay in cache,
+        # where one gather for a whole batch of 2,000 would be a 1.2 GB copy (5x slower).
+        for s in range(0, len(queries), 64):
+            scores[s:s + 64] = np.einsum("qd,qkd->qk", queries[s:s + 64], vectors[safe[s:s + 64]])
         scores = np.where(cand < 0, -np.inf, scores)
         order = np.argsort(-scores, axis=1)[:, :k]
         return Hits(np.take_along_axis(scores, order, 1).astype(np.float32), np.take_along_axis(cand, order, 1))
