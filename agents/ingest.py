@@ -12,6 +12,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
+
+from agents.biometric import Capture, captures, probe_template
+from agents.gallery import TemplateRejected
 from agents.pseudonymise import Tokeniser, crossing_row, landing_row
 from schemas.contracts import CROSSING_EVENT, DEAD_LETTER, LANDING_EVENT, Contract
 from streams.validation import check_semantics
@@ -70,15 +74,37 @@ class EventKind:
     contract: Contract
     to_row: Callable[[dict[str, Any], Tokeniser], dict[str, Any]]
     table: str
+    source: str
 
 
-CROSSINGS = EventKind(CROSSING_EVENT, crossing_row, "crossings")
-LANDINGS = EventKind(LANDING_EVENT, landing_row, "landings")
+CROSSINGS = EventKind(CROSSING_EVENT, crossing_row, "crossings", "crossing")
+LANDINGS = EventKind(LANDING_EVENT, landing_row, "landings", "landing")
+
+
+@dataclass(frozen=True)
+class TemplatePolicy:
+    """What a searchable template must be: its dimension and the lowest capture quality accepted."""
+
+    dimension: int
+    quality_floor: float
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """An accepted message: its analytics row, its searchable captures, and dead letters for rejected templates.
+
+    A bad template does not cost the crossing its row: the event is kept, the
+    template alone goes to the dead-letter topic with the reason.
+    """
+
+    row: dict[str, Any]
+    probes: list[tuple[Capture, np.ndarray]]
+    letters: list[DeadLetter]
 
 
 def ingest(raw: bytes | None, source: Source, kind: EventKind, schemas: WriterSchemas, tok: Tokeniser,
-           now: datetime) -> dict[str, Any] | DeadLetter:
-    """Decode, validate and pseudonymise one message.
+           now: datetime, templates: TemplatePolicy) -> Accepted | DeadLetter:
+    """Decode, validate and pseudonymise one message; check its biometric templates.
 
     Raises ``RegistryUnavailable`` (retry later) but never for the message's own
     faults: those come back as a :class:`DeadLetter`.
@@ -95,7 +121,14 @@ def ingest(raw: bytes | None, source: Source, kind: EventKind, schemas: WriterSc
     row["source_partition"] = source.partition
     row["source_offset"] = source.offset
     row["produced_at"] = datetime.fromtimestamp(source.timestamp_ms / 1000, tz=UTC)
-    return row
+    probes, letters = [], []
+    for cap in captures(record, kind.source, tok):
+        try:
+            probes.append((cap, probe_template(cap, templates.dimension, templates.quality_floor)))
+        except TemplateRejected as err:
+            letters.append(DeadLetter(source, f"template_{err.code}", f"{cap.field}.template", err.reason,
+                                      raw or b""))
+    return Accepted(row, probes, letters)
 
 
 def dead_letter_payload(letter: DeadLetter, now: datetime) -> bytes:

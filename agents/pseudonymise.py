@@ -26,6 +26,7 @@ TRANSFORMS = {
     "CRIME_RECORD": "keep",      # the refusal category only; no free text
     "FREE_TEXT": "drop",
     "PUBLIC": "keep",
+    "PSEUDONYMOUS": "keep",      # already a token
 }
 AGE_BANDS = ((0, "0-4"), (5, "5-11"), (12, "12-17"), (18, "18-24"), (25, "25-34"), (35, "35-44"),
              (45, "45-54"), (55, "55-64"), (65, "65+"))

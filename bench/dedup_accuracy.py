@@ -11,12 +11,11 @@ the linked subject is truly the same person under another identity.
 from __future__ import annotations
 
 import argparse
-import itertools
 from datetime import UTC, datetime
 
 import numpy as np
 
-from agents.dedup import Gallery, Outcome, Probe, Thresholds, fnir_at_fpir
+from agents.dedup import Outcome, Probe, Shard, Thresholds, Visit, fnir_at_fpir
 from agents.gallery import ExactIndex, SketchIndex, check_template
 from agents.pseudonymise import Tokeniser, document_token
 from streams.simulator import Simulator
@@ -36,10 +35,8 @@ def main() -> None:
     events = [r for kind, r in sim.events(args.events, landings=0) if kind == "crossing" and r["biometric"]]
     truth = sim.truth.event_subject
     tok = Tokeniser(b"bench-only-key", "bench")
-    counter = itertools.count(1)
-    gallery = Gallery(ExactIndex(dim) if args.index == "exact" else SketchIndex(dim),
-                      lambda: f"S{next(counter):07d}")
-    row_truth: list[int] = []
+    shard = Shard(0, ExactIndex(dim) if args.index == "exact" else SketchIndex(dim))
+    subject_truth: dict[str, int] = {}
     enrolled_truth: set[int] = set()
     mated_scores, mated_correct, nonmated_scores = [], [], []
     links = {Outcome.LINK_RED: [0, 0], Outcome.LINK_YELLOW: [0, 0]}
@@ -48,15 +45,21 @@ def main() -> None:
         probes = []
         for r in batch:
             c, d = r["biometric"], r["traveller"]["document"]
-            probes.append(Probe(check_template(c["template"], c["dimension"], c["quality"], dim, 0.0),
-                                document_token(tok, d["issuing_state"], d["number"])))
+            probes.append(Visit(Probe(str(r["event_id"]),
+                                      check_template(c["template"], c["dimension"], c["quality"], dim, 0.0),
+                                      document_token(tok, d["issuing_state"], d["number"]))))
         seen_in_batch: set[int] = set()
-        for r, (decision, row) in zip(batch, gallery.identify(probes, THRESHOLDS), strict=True):
+        for r, result in zip(batch, shard.visit(probes, THRESHOLDS, lambda probe_id: "S" + probe_id), strict=True):
+            decision = result.decision
+            assert decision is not None
             subject = truth[r["event_id"]]
             mated = subject in enrolled_truth or subject in seen_in_batch
-            rank1_truth = row_truth[row] if 0 <= row < len(row_truth) else None
+            rank1 = decision.subject if decision.outcome is not Outcome.ENROL else (
+                result.candidates[0].subject if result.candidates else None)
+            rank1_truth = subject_truth.get(rank1) if rank1 else None
             if decision.outcome is Outcome.ENROL:
-                row_truth.append(subject)
+                assert decision.subject is not None
+                subject_truth[decision.subject] = subject
                 seen_in_batch.add(subject)
             if mated:
                 mated_scores.append(decision.score)
@@ -72,7 +75,7 @@ def main() -> None:
     print(f"{'mated searches':<34} {len(mated_scores):>8,}")
     print(f"{'non-mated searches':<34} {len(nonmated_scores):>8,}")
     print(f"{'FNIR at FPIR = 0.003':<34} {fnir:>8.4f}   (threshold {threshold:.3f})")
-    print(f"{'subjects enrolled':<34} {len(row_truth):>8,}   (true subjects seen: {len(enrolled_truth):,})")
+    print(f"{'subjects enrolled':<34} {len(subject_truth):>8,}   (true subjects seen: {len(enrolled_truth):,})")
     print(f"{'planted multiple-identity persons':<34} {planted:>8}")
     print(f"{'red links right / wrong':<34} {links[Outcome.LINK_RED][0]:>4} / {links[Outcome.LINK_RED][1]}"
           f"   (red >= {THRESHOLDS.red})")

@@ -37,6 +37,7 @@ COMPATIBILITY = "FULL_TRANSITIVE"
 # The personal-data classes a field may carry; PII marks every field about a person.
 DATA_CLASSES = frozenset({
     "PUBLIC", "QUASI_IDENTIFIER", "DIRECT_IDENTIFIER", "BIOMETRIC", "CHILD", "CRIME_RECORD", "FREE_TEXT",
+    "PSEUDONYMOUS",  # a keyed token or pseudonymous id: not reversible without the key
 })
 TAGS = DATA_CLASSES | {"PII"}
 
@@ -153,4 +154,7 @@ def history(name: str) -> list[dict[str, Any]]:
 CROSSING_EVENT = load_contract("CrossingEvent")
 LANDING_EVENT = load_contract("LandingEvent")
 DEAD_LETTER = load_contract("DeadLetter")
-EVENT_CONTRACTS: dict[str, Contract] = {c.name: c for c in (CROSSING_EVENT, LANDING_EVENT, DEAD_LETTER)}
+IDENTITY_LINK = load_contract("IdentityLink")
+ADJUDICATION_DECISION = load_contract("AdjudicationDecision")
+EVENT_CONTRACTS: dict[str, Contract] = {c.name: c for c in (CROSSING_EVENT, LANDING_EVENT, DEAD_LETTER, IDENTITY_LINK,
+                                                             ADJUDICATION_DECISION)}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
@@ -20,13 +21,48 @@ from typing import Any
 import faust
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from agents.ingest import CROSSINGS, LANDINGS, DeadLetter, EventKind, Source, dead_letter_payload, ingest
+from agents.biometric import (
+    AdjudicationRejected,
+    DedupConfig,
+    adjudicate,
+    link_row,
+    load_entries,
+    search_command,
+    shard_step,
+)
+from agents.dedup import Shard, Thresholds
+from agents.gallery import ExactIndex, SketchIndex
+from agents.ingest import (
+    CROSSINGS,
+    LANDINGS,
+    Accepted,
+    DeadLetter,
+    EventKind,
+    Source,
+    TemplatePolicy,
+    dead_letter_payload,
+    ingest,
+)
 from agents.pseudonymise import Tokeniser
-from schemas.contracts import DEAD_LETTER
+from agents.sealing import Sealer
+from schemas.contracts import ADJUDICATION_DECISION, DEAD_LETTER, IDENTITY_LINK
+from streams.gallery_store import read_shard
 from streams.settings import load_settings
 from streams.sink import ClickHouseSink
-from streams.topics import CROSSING_EVENTS, CROSSING_EVENTS_DLQ, LANDING_EVENTS, LANDING_EVENTS_DLQ, TopicSpec
-from streams.wire import RegistryUnavailable, SchemaIds, frame
+from streams.topics import (
+    BIOMETRIC_ADJUDICATIONS,
+    BIOMETRIC_ADJUDICATIONS_DLQ,
+    BIOMETRIC_GALLERY,
+    BIOMETRIC_LINKS,
+    BIOMETRIC_PROBES,
+    CROSSING_EVENTS,
+    CROSSING_EVENTS_DLQ,
+    DEDUP_SHARDS,
+    LANDING_EVENTS,
+    LANDING_EVENTS_DLQ,
+    TopicSpec,
+)
+from streams.wire import DecodeError, RegistryUnavailable, SchemaIds, decode, encode_payload, frame
 
 log = logging.getLogger("lintas.app")
 settings = load_settings()
@@ -58,6 +94,16 @@ crossing_events = _topic(CROSSING_EVENTS)
 landing_events = _topic(LANDING_EVENTS)
 crossing_events_dlq = _topic(CROSSING_EVENTS_DLQ)
 landing_events_dlq = _topic(LANDING_EVENTS_DLQ)
+biometric_probes = _topic(BIOMETRIC_PROBES)
+biometric_gallery = _topic(BIOMETRIC_GALLERY)
+biometric_links = _topic(BIOMETRIC_LINKS)
+biometric_adjudications = _topic(BIOMETRIC_ADJUDICATIONS)
+biometric_adjudications_dlq = _topic(BIOMETRIC_ADJUDICATIONS_DLQ)
+
+
+async def gathered(sends: list[Any]) -> None:
+    """Wait until Kafka has acknowledged every send."""
+    await asyncio.gather(*sends)
 
 
 class Pipeline:
@@ -69,10 +115,23 @@ class Pipeline:
         self.tok = Tokeniser(settings.secret("pseudonym_key").encode(), settings.pseudonym_key_id)
         self.sink = ClickHouseSink(settings)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse-sink")
+        self.sealer = Sealer(settings.secret("gallery_key").encode(), settings.gallery_key_id)
+        self.templates = TemplatePolicy(settings.dedup_dimension, settings.dedup_quality_floor)
 
     async def run(self, fn: Any, *args: Any) -> Any:
         """Run blocking I/O (ClickHouse, registry) off the event loop, one call at a time."""
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    async def dead_letters(self, letters: list[DeadLetter], dlq: faust.TopicT, now: datetime) -> None:
+        """Dead letters to their topic (whole, with the reason) and to ClickHouse (the reason only)."""
+        if not letters:
+            return
+        dlq_id = await self.run(self.ids.id_for, dlq.get_topic_name(), DEAD_LETTER)
+        await gathered([await dlq.send(value=frame(dlq_id, dead_letter_payload(letter, now)),
+                                       headers=letter.headers()) for letter in letters])
+        await self.run(self.sink.write, "dead_letters", [letter.row(now) for letter in letters])
+        log.info("%d dead letter(s) to %s: %s", len(letters), dlq.get_topic_name(),
+                 ", ".join(sorted({letter.error_code for letter in letters})))
 
     async def process(self, events: list[faust.EventT], kind: EventKind, dlq: faust.TopicT) -> None:
         """Ingest one batch: rows to ClickHouse, dead letters to Kafka and ClickHouse; return only when both hold."""
@@ -82,29 +141,125 @@ class Pipeline:
             try:
                 results = [ingest(e.message.value, Source(e.message.topic, e.message.partition, e.message.offset,
                                                           int(e.message.timestamp * 1000)),
-                                  kind, self.ids, self.tok, now) for e in events]
+                                  kind, self.ids, self.tok, now, self.templates) for e in events]
                 break
             except RegistryUnavailable as exc:  # the messages are not at fault: wait for the registry
                 log.warning("%s; retrying the batch in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
-        rows = [r for r in results if not isinstance(r, DeadLetter)]
-        letters = [r for r in results if isinstance(r, DeadLetter)]
-        if letters:
-            dlq_id = await self.run(self.ids.id_for, dlq.get_topic_name(), DEAD_LETTER)
-            sent = [await dlq.send(value=frame(dlq_id, dead_letter_payload(letter, now)), headers=letter.headers())
-                    for letter in letters]
-            await asyncio.gather(*sent)
-            await self.run(self.sink.write, "dead_letters", [letter.row(now) for letter in letters])
-            log.info("%d message(s) from %s to %s: %s", len(letters), kind.contract.name, dlq.get_topic_name(),
-                     ", ".join(sorted({letter.error_code for letter in letters})))
+        accepted = [r for r in results if isinstance(r, Accepted)]
+        letters = [r for r in results if isinstance(r, DeadLetter)] + [x for a in accepted for x in a.letters]
+        await self.dead_letters(letters, dlq, now)
+        probes = [search_command(cap, template, self.sealer, DEDUP_SHARDS) for a in accepted
+                  for cap, template in a.probes]
+        await gathered([await biometric_probes.send(value=value, partition=partition) for partition, value in probes])
         ingested = datetime.now(UTC)
+        rows = [a.row for a in accepted]
         for row in rows:
             row["ingested_at"] = ingested
         await self.run(self.sink.write, kind.table, rows)
 
 
+class Dedup:
+    """The gallery shards this worker owns, loaded from their Kafka partitions on first use after an assignment."""
+
+    def __init__(self) -> None:
+        """No shard is loaded until a probe for it arrives."""
+        self.shards: dict[int, Shard] = {}
+        self.cfg = DedupConfig(Thresholds(settings.dedup_thresholds_version, settings.dedup_red, settings.dedup_yellow),
+                               pipeline.sealer, pipeline.tok, DEDUP_SHARDS, settings.dedup_index)
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dedup")
+
+    def _new_shard(self, number: int) -> Shard:
+        dim = settings.dedup_dimension
+        index = SketchIndex(dim, rerank=settings.dedup_rerank) if settings.dedup_index == "sketch" else ExactIndex(dim)
+        return Shard(number, index)
+
+    def _load(self, number: int) -> Shard:
+        started = time.monotonic()
+        shard = self._new_shard(number)
+        n = load_entries(shard, read_shard(settings, number), self.cfg.sealer)
+        log.info("gallery shard %d loaded: %d subjects in %.1fs", number, n, time.monotonic() - started)
+        return shard
+
+    async def shard(self, number: int) -> Shard:
+        """Shard ``number``, read back from biometric.gallery if this worker has not loaded it since it got it."""
+        if number not in self.shards:
+            self.shards[number] = await asyncio.get_running_loop().run_in_executor(self.executor, self._load, number)
+        return self.shards[number]
+
+    def forget(self, partitions: set[int]) -> None:
+        """Drop shards whose partitions moved away: whoever owns them next (maybe us again) reloads them."""
+        for number in partitions:
+            self.shards.pop(number, None)
+
+    async def process(self, events: list[faust.EventT]) -> None:
+        """One batch of probe commands: search or decide per shard, then send and write, then (on return) commit."""
+        by_shard: dict[int, list[bytes]] = {}
+        for e in events:
+            by_shard.setdefault(e.message.partition, []).append(e.message.value or b"")
+        for number, commands in sorted(by_shard.items()):
+            shard = await self.shard(number)
+            now = datetime.now(UTC)
+            out = await asyncio.get_running_loop().run_in_executor(
+                self.executor, shard_step, shard, commands, self.cfg, now)
+            sends = [await biometric_probes.send(value=v, partition=p) for p, v in out.forwards + out.aliases]
+            sends += [await biometric_gallery.send(key=k.encode(), value=v, partition=number) for k, v in out.gallery]
+            if out.links:
+                link_id = await pipeline.run(pipeline.ids.id_for, biometric_links.get_topic_name(), IDENTITY_LINK)
+                sends += [await biometric_links.send(key=link["link_id"].encode(),
+                                                     value=frame(link_id, encode_payload(IDENTITY_LINK, link)))
+                          for link in out.links]
+            await gathered(sends)
+            await pipeline.run(pipeline.sink.write, "dedup_decisions", out.decisions)
+            await pipeline.run(pipeline.sink.write, "dedup_links", [link_row(link) for link in out.links])
+
+    async def adjudicate(self, event: faust.EventT) -> None:
+        """Apply one officer's decision to its link, or dead-letter it with the reason."""
+        msg = event.message
+        source = Source(msg.topic, msg.partition, msg.offset, int(msg.timestamp * 1000))
+        now = datetime.now(UTC)
+        try:
+            decision = decode(msg.value, ADJUDICATION_DECISION, pipeline.ids)
+            link = await pipeline.run(self._link, decision["link_id"])
+            updated = adjudicate(link, decision, pipeline.tok)
+        except DecodeError as err:
+            await pipeline.dead_letters([DeadLetter(source, err.code, "", err.reason, msg.value or b"")],
+                                        biometric_adjudications_dlq, now)
+            return
+        except AdjudicationRejected as err:
+            await pipeline.dead_letters([DeadLetter(source, err.code, err.field, err.reason, msg.value or b"")],
+                                        biometric_adjudications_dlq, now)
+            return
+        if updated is link:
+            return  # the same decision replayed
+        schema_id = await pipeline.run(pipeline.ids.id_for, biometric_links.get_topic_name(), IDENTITY_LINK)
+        await gathered([await biometric_links.send(key=updated["link_id"].encode(),
+                                                   value=frame(schema_id, encode_payload(IDENTITY_LINK, updated)))])
+        await pipeline.run(pipeline.sink.write, "dedup_links", [link_row(updated)])
+
+    def _link(self, link_id: str) -> dict[str, Any] | None:
+        result = pipeline.sink.client().query(
+            "SELECT * EXCEPT version FROM dedup_links FINAL WHERE link_id = {link_id:String}",
+            parameters={"link_id": link_id})
+        if not result.result_rows:
+            return None
+        link = dict(zip(result.column_names, result.result_rows[0], strict=True))
+        link["event_id"] = str(link["event_id"])
+        for key in ("raised_at", "updated_at"):  # clickhouse-connect gives naive UTC datetimes
+            link[key] = link[key].replace(tzinfo=UTC) if link[key].tzinfo is None else link[key]
+        return link
+
+
 pipeline = Pipeline()
+dedup = Dedup()
+
+
+@app.on_partitions_revoked.connect
+def _forget_revoked(app: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+    """A shard whose partition was revoked is dropped; it is read back from Kafka if it comes back."""
+    revoked: set[Any] = args[0]
+    dedup.forget({tp.partition for tp in revoked if tp.topic == BIOMETRIC_PROBES.name})
 
 
 @app.agent(crossing_events)
@@ -123,3 +278,19 @@ async def ingest_landings(stream: faust.StreamT) -> None:
         settings.sink_batch_size, within=settings.sink_batch_seconds
     ):
         await pipeline.process(list(events), LANDINGS, landing_events_dlq)
+
+
+@app.agent(biometric_probes)
+async def dedup_shards(stream: faust.StreamT) -> None:
+    """Probes through the gallery shards this worker owns: search, forward, or decide and enrol."""
+    async for events in stream.take_events(  # type: ignore[attr-defined]  # faust-streaming 0.15 API, not in StreamT
+        settings.dedup_batch_size, within=settings.sink_batch_seconds
+    ):
+        await dedup.process(list(events))
+
+
+@app.agent(biometric_adjudications)
+async def adjudications(stream: faust.StreamT) -> None:
+    """Officers' decisions → the link's new status (biometric.links and dedup_links)."""
+    async for event in stream.events():
+        await dedup.adjudicate(event)

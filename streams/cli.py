@@ -286,7 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--landings", type=int, default=3)
     sim.add_argument("--days", type=float, default=1.0, help="simulated days of traffic, ending at --end")
     sim.add_argument("--end", default=None, help="ISO time the simulated window ends (default: now)")
-    sim.add_argument("--dim", type=int, default=512, help="template dimension")
+    sim.add_argument("--dim", type=int, default=load_settings().dedup_dimension,
+                     help="template dimension (default: the dedup setting)")
     sim.add_argument("--population", type=int, default=5000, help="returning travellers")
     sim.add_argument("--rate", type=float, default=None, help="events per second (default: as fast as possible)")
     sim.add_argument("--duration", type=float, default=None, help="seconds to run at --rate (sets --events)")

@@ -18,7 +18,7 @@ def _table(title: str, header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> 
 
 
 def regional_summary(client: Client) -> str:
-    """Per-post counts, corridors, landings, dead letters and ingest latency."""
+    """Per-post counts, corridors, landings, dead letters, dedup outcomes and links, and ingest latency."""
     q = lambda sql: [tuple(r) for r in client.query(sql).result_rows]  # noqa: E731
     total = q("SELECT count(), countIf(refused = 1), countIf(has_biometric = 1) FROM crossings FINAL")[0]
     parts = [
@@ -38,6 +38,11 @@ def regional_summary(client: Client) -> str:
         _table("Dead letters", ("topic", "error code", "messages"), q(
             "SELECT source_topic, error_code, toInt64(count()) FROM dead_letters FINAL "
             "GROUP BY source_topic, error_code ORDER BY 3 DESC")),
+        _table("Biometric dedup (1:N over the sharded gallery)", ("outcome", "captures", "median score"), q(
+            "SELECT outcome, toInt64(count()), toString(round(median(score), 3)) FROM dedup_decisions FINAL "
+            "GROUP BY outcome ORDER BY 2 DESC")),
+        _table("Multiple-identity links for review", ("colour", "status", "links"), q(
+            "SELECT colour, status, toInt64(count()) FROM dedup_links FINAL GROUP BY colour, status ORDER BY 1, 2")),
     ]
     lag = q("SELECT quantile(0.5)(d), quantile(0.99)(d) FROM (SELECT dateDiff('millisecond', produced_at, "
             "ingested_at) AS d FROM crossings WHERE ingested_at > now() - INTERVAL 1 HOUR)")

@@ -20,6 +20,7 @@ class TopicSpec:
     retention_ms: int
     cleanup_policy: str = "delete"
     doc: str = ""
+    internal: bool = False  # written only by Lintas' own agents: no outside input, so no dead-letter topic
     extra_config: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -55,9 +56,45 @@ LANDING_EVENTS_DLQ = TopicSpec(
     doc="Landing events that failed decoding or validation, with the reason.",
 )
 
+
+# Biometric deduplication. The gallery is split into shards, one per partition of
+# biometric.probes and biometric.gallery (co-partitioned: equal counts, so the
+# worker that owns probes partition s owns gallery shard s). Changing the shard
+# count re-partitions the gallery: a migration, not a setting.
+DEDUP_SHARDS = 4
+BIOMETRIC_PROBES = TopicSpec(
+    "biometric.probes", partitions=DEDUP_SHARDS, retention_ms=1 * DAY_MS,
+    doc="Captures on their way through the gallery shards (sealed templates, pseudonymous ids); internal.",
+    internal=True,
+)
+BIOMETRIC_GALLERY = TopicSpec(
+    "biometric.gallery", partitions=DEDUP_SHARDS, retention_ms=-1, cleanup_policy="compact",
+    doc="The enrolled gallery, one record per subject (sealed template, identity tokens); compacted, internal.",
+    extra_config={"min.cleanable.dirty.ratio": "0.1"},
+    internal=True,
+)
+BIOMETRIC_LINKS = TopicSpec(
+    "biometric.links", partitions=3, retention_ms=-1, cleanup_policy="compact",
+    doc="Multiple-identity links for human adjudication and their status (pseudonymous; no templates).",
+    internal=True,
+)
+BIOMETRIC_ADJUDICATIONS = TopicSpec(
+    "biometric.adjudications", partitions=3, retention_ms=365 * DAY_MS,
+    doc="Officers' decisions on links: confirm or reject (Avro).",
+)
+BIOMETRIC_ADJUDICATIONS_DLQ = TopicSpec(
+    BIOMETRIC_ADJUDICATIONS.dlq, partitions=1, retention_ms=365 * DAY_MS,
+    doc="Adjudication decisions that could not be applied, with the reason.",
+)
+
 ALL_TOPICS: tuple[TopicSpec, ...] = (
     CROSSING_EVENTS,
     LANDING_EVENTS,
     CROSSING_EVENTS_DLQ,
     LANDING_EVENTS_DLQ,
+    BIOMETRIC_PROBES,
+    BIOMETRIC_GALLERY,
+    BIOMETRIC_LINKS,
+    BIOMETRIC_ADJUDICATIONS,
+    BIOMETRIC_ADJUDICATIONS_DLQ,
 )

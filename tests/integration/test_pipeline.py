@@ -53,13 +53,14 @@ def pstack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 class Worker:
     """`lintas worker` as a real process in its own process group."""
 
-    def __init__(self, settings: Settings, log: Path) -> None:
+    def __init__(self, settings: Settings, log: Path, env: dict[str, str] | None = None) -> None:
         self.settings, self.log = settings, log
+        self.env = {"LINTAS_DEDUP_DIMENSION": "32", **(env or {})}  # _simulate's templates
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         env = {**os.environ, **settings_env(self.settings), "LINTAS_SINK_BATCH_SIZE": "1000",
-               "LINTAS_SINK_BATCH_SECONDS": "0.5"}
+               "LINTAS_SINK_BATCH_SECONDS": "0.5", **self.env}
         self.proc = subprocess.Popen([str(Path(sys.executable).parent / "lintas"), "worker"], cwd=REPO, env=env,
                                      stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
 

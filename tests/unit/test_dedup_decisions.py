@@ -11,17 +11,20 @@ T = Thresholds("t-2026-11-1", red=0.6, yellow=0.45)
 
 
 @pytest.mark.parametrize(
-    ("score", "subject", "identities", "identity", "outcome"),
+    ("score", "subject", "same_identity", "outcome"),
     [
-        (0.80, "s1", frozenset({"doc-a"}), "doc-a", Outcome.KNOWN),
-        (0.80, "s1", frozenset({"doc-a"}), "doc-b", Outcome.LINK_RED),
-        (0.50, "s1", frozenset({"doc-a"}), "doc-b", Outcome.LINK_YELLOW),
-        (0.40, "s1", frozenset({"doc-a"}), "doc-b", Outcome.ENROL),
-        (0.99, None, frozenset(), "doc-b", Outcome.ENROL),
+        (0.80, "s1", True, Outcome.KNOWN),
+        (0.80, "s1", False, Outcome.LINK_RED),
+        (0.60, "s1", False, Outcome.LINK_RED),
+        (0.50, "s1", False, Outcome.LINK_YELLOW),
+        (0.45, "s1", False, Outcome.LINK_YELLOW),
+        (0.40, "s1", False, Outcome.ENROL),
+        (0.40, "s1", True, Outcome.ENROL),
+        (0.99, None, False, Outcome.ENROL),
     ],
 )
-def test_decisions(score, subject, identities, identity, outcome) -> None:
-    d = decide(score, subject, identities, identity, T)
+def test_decisions(score, subject, same_identity, outcome) -> None:
+    d = decide(score, subject, same_identity, T)
     assert d.outcome == outcome and d.thresholds_version == "t-2026-11-1" and d.score == score
 
 
@@ -45,29 +48,26 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return (v / np.linalg.norm(v)).astype(np.float32)
 
 
-def test_gallery_enrols_once_knows_returning_and_links_aliases() -> None:
-    import itertools
-
-    from agents.dedup import Gallery, Probe
+def test_shard_enrols_once_knows_returning_and_links_aliases() -> None:
+    from agents.dedup import Probe, Shard, Visit
     from agents.gallery import ExactIndex
 
     rng = np.random.default_rng(3)
     faces = [_unit(rng.standard_normal(64)) for _ in range(3)]
+    n = iter(range(100))
 
-    def capture(face: np.ndarray) -> np.ndarray:
-        return _unit(0.8 * face + 0.6 * _unit(rng.standard_normal(64)))
+    def probe(face: np.ndarray, identity: str) -> Visit:
+        return Visit(Probe(f"p{next(n)}", _unit(0.8 * face + 0.6 * _unit(rng.standard_normal(64))), identity))
 
-    ids = itertools.count(1)
-    gallery = Gallery(ExactIndex(64), lambda: f"S{next(ids)}")
+    shard = Shard(0, ExactIndex(64))
+    subject = lambda probe_id: "S-" + probe_id  # noqa: E731
     # One batch: person 0 twice under the same document, person 1 once.
-    first = gallery.identify([Probe(capture(faces[0]), "doc-a"), Probe(capture(faces[0]), "doc-a"),
-                              Probe(capture(faces[1]), "doc-b")], T)
-    assert [d.outcome for d, _ in first] == [Outcome.ENROL, Outcome.KNOWN, Outcome.ENROL]
-    assert first[1][0].subject == first[0][0].subject  # the same new person is not enrolled twice
-    assert len(gallery.index) == 2
-    later = gallery.identify([Probe(capture(faces[0]), "doc-a"), Probe(capture(faces[1]), "doc-z"),
-                              Probe(capture(faces[2]), "doc-c")], T)
-    assert later[0][0].outcome == Outcome.KNOWN and later[0][0].subject == first[0][0].subject
-    assert later[1][0].outcome in (Outcome.LINK_RED, Outcome.LINK_YELLOW)  # person 1 under another document
-    assert later[1][0].subject == first[2][0].subject
-    assert later[2][0].outcome == Outcome.ENROL and len(gallery.index) == 3
+    first = shard.visit([probe(faces[0], "doc-a"), probe(faces[0], "doc-a"), probe(faces[1], "doc-b")], T, subject)
+    assert [r.decision.outcome for r in first] == [Outcome.ENROL, Outcome.KNOWN, Outcome.ENROL]
+    assert first[1].decision.subject == first[0].decision.subject == "S-p0"  # not enrolled twice
+    assert [r.enrolled for r in first] == [True, False, True] and len(shard) == 2
+    later = shard.visit([probe(faces[0], "doc-a"), probe(faces[1], "doc-z"), probe(faces[2], "doc-c")], T, subject)
+    assert later[0].decision.outcome == Outcome.KNOWN and later[0].decision.subject == "S-p0"
+    assert later[1].decision.outcome in (Outcome.LINK_RED, Outcome.LINK_YELLOW)  # person 1 under another document
+    assert later[1].decision.subject == "S-p2" and later[1].alias.subject == "S-p2"
+    assert later[2].decision.outcome == Outcome.ENROL and len(shard) == 3

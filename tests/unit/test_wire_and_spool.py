@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from schemas.contracts import CROSSING_EVENT
@@ -87,3 +88,34 @@ def test_spool_accepts_in_order_and_forgets_delivered(tmp_path: Path) -> None:
     spool.close()
     reopened = Spool(tmp_path / "outbox.sqlite")  # survives the process
     assert [e.payload for e in reopened.after(0, 100)] == [bytes([i]) for i in range(4, 10)]
+
+
+@pytest.mark.parametrize(
+    ("template", "quality", "code"),
+    [
+        (np.full(4, np.nan, "<f4").tobytes(), 0.9, "template_not_finite"),
+        (np.zeros(4, "<f4").tobytes(), 0.9, "template_zero_norm"),
+        (np.ones(4, "<f4").tobytes(), 0.1, "template_low_quality"),
+        (None, 0.9, None),
+    ],
+)
+def test_ingest_keeps_the_crossing_and_dead_letters_only_a_bad_template(record, template, quality, code) -> None:
+    from datetime import UTC, datetime
+
+    from agents.ingest import CROSSINGS, Accepted, Source, TemplatePolicy, ingest
+    from agents.pseudonymise import Tokeniser
+
+    bad = {**record, "biometric": {**record["biometric"], "quality": quality,
+                                   "template": template or record["biometric"]["template"]}}
+    data = frame(42, encode_payload(CROSSING_EVENT, bad))
+    now = record["occurred_at"] if record["occurred_at"] > datetime(2000, 1, 1, tzinfo=UTC) else datetime.now(UTC)
+    out = ingest(data, Source("crossing_events", 1, 7, 0), CROSSINGS, FakeIds({42: CROSSING_EVENT.schema}),
+                 Tokeniser(b"k", "k"), now, TemplatePolicy(dimension=4, quality_floor=0.3))
+    assert isinstance(out, Accepted) and out.row["event_id"] == record["event_id"]
+    if code is None:
+        assert out.letters == [] and [c.probe_id for c, _ in out.probes] == [str(record["event_id"])]
+        assert abs(float(np.linalg.norm(out.probes[0][1])) - 1) < 1e-6
+    else:
+        assert out.probes == [] and [(x.error_code, x.error_field) for x in out.letters] == [
+            (code, "biometric.template")]
+        assert out.letters[0].source.offset == 7 and str(record["event_id"]) not in out.letters[0].reason

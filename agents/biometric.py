@@ -1,0 +1,274 @@
+"""Dedup on the stream: captures → probes → shard visits → decisions, links and gallery records (pure functions).
+
+The Faust agents in :mod:`streams.app` only loop, call these and send:
+
+1. ingest turns each biometric capture of a crossing or landing into a probe
+   (sealed template, identity token) sent to the first shard of its chain;
+2. each shard searches its part of the gallery (:meth:`agents.dedup.Shard.visit`)
+   and forwards the probe with the best candidates so far to the next shard;
+3. the last shard of the chain is the probe's owner: it decides, enrols new
+   subjects (a sealed :data:`GALLERY_ENTRY` record, the shard's changelog), sends
+   aliases to the shard of a linked subject, and emits the decision row and, for
+   a red or yellow link, an ``IdentityLink`` for adjudication.
+
+Templates exist in clear only inside a shard's memory: sealed on Kafka, absent
+from rows, links, logs and dead letters.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import fastavro
+import numpy as np
+
+from agents.dedup import Candidate, Decision, Outcome, Probe, Shard, Thresholds, Visit, route, shard_of
+from agents.gallery import check_template
+from agents.pseudonymise import Tokeniser, document_token
+from agents.sealing import Sealer
+
+_INTERNAL = Path(__file__).resolve().parent.parent / "schemas" / "internal"
+PROBE_COMMAND = fastavro.parse_schema(json.loads((_INTERNAL / "ProbeCommand.avsc").read_text()))
+GALLERY_ENTRY = fastavro.parse_schema(json.loads((_INTERNAL / "GalleryEntry.avsc").read_text()))
+LINK_OUTCOMES = {Outcome.LINK_RED: "RED", Outcome.LINK_YELLOW: "YELLOW"}
+
+
+def _write(schema: Any, record: dict[str, Any]) -> bytes:
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, schema, record)
+    return buf.getvalue()
+
+
+def _read(schema: Any, data: bytes) -> dict[str, Any]:
+    return fastavro.schemaless_reader(io.BytesIO(data), schema, schema)  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Capture:
+    """One person's biometric capture in an event, with the identity they presented (a token)."""
+
+    probe_id: str
+    event_id: str
+    source: str
+    post_id: str
+    occurred_at: datetime
+    identity: str
+    capture: dict[str, Any]
+    field: str
+
+
+def captures(record: dict[str, Any], source: str, tok: Tokeniser) -> list[Capture]:
+    """Every biometric capture of a decoded crossing (``source='crossing'``) or landing event."""
+
+    def identity(traveller: dict[str, Any]) -> str:
+        doc = traveller.get("document")
+        if doc:
+            return document_token(tok, doc["issuing_state"], doc["number"])
+        return tok.token("name", traveller["given_names"], traveller["surname"])
+
+    if source == "crossing":
+        if not record.get("biometric"):
+            return []
+        return [Capture(str(record["event_id"]), str(record["event_id"]), source, record["post"]["post_id"],
+                        record["occurred_at"], identity(record["traveller"]), record["biometric"], "biometric")]
+    out = []
+    for n, person in enumerate(record.get("persons") or []):
+        if person.get("biometric"):
+            out.append(Capture(f"{record['landing_id']}/{n}", str(record["landing_id"]), source,
+                               record["site"]["site_id"], record["occurred_at"], identity(person["traveller"]),
+                               person["biometric"], f"persons[{n}].biometric"))
+    return out
+
+
+def search_command(cap: Capture, template: np.ndarray, sealer: Sealer, shards: int) -> tuple[int, bytes]:
+    """The first hop of a capture's chain: (partition, ProbeCommand bytes)."""
+    owner = shard_of(cap.probe_id, shards)
+    first, _ = route(owner, 0, shards)
+    return first, _write(PROBE_COMMAND, {
+        "kind": "SEARCH", "probe_id": cap.probe_id, "event_id": cap.event_id, "source": cap.source,
+        "post_id": cap.post_id, "occurred_at": cap.occurred_at, "identity": cap.identity,
+        "sealed_template": sealer.seal(np.ascontiguousarray(template, "<f4").tobytes(), cap.probe_id),
+        "owner": owner, "hop": 0, "candidates": [], "subject": "",
+    })
+
+
+def probe_template(cap: Capture, dimension: int, quality_floor: float) -> np.ndarray:
+    """The capture's unit template, or :class:`TemplateRejected` (for the dead-letter topic)."""
+    c = cap.capture
+    return check_template(c["template"], c["dimension"], c["quality"], dimension, quality_floor)
+
+
+def entry_bytes(subject: str, template: np.ndarray, identities: dict[str, str], sealer: Sealer,
+                enrolled_at: datetime) -> bytes:
+    """A subject's gallery record (its shard's changelog), template sealed to the subject id."""
+    return _write(GALLERY_ENTRY, {
+        "subject": subject, "sealed_template": sealer.seal(np.ascontiguousarray(template, "<f4").tobytes(), subject),
+        "identities": [{"identity": i, "probe_id": p} for i, p in sorted(identities.items())],
+        "enrolled_at": enrolled_at,
+    })
+
+
+def load_entries(shard: Shard, values: Sequence[bytes], sealer: Sealer) -> int:
+    """Rebuild a shard from its gallery records (later records of a subject win); returns subjects added."""
+    latest: dict[str, dict[str, Any]] = {}
+    for value in values:
+        rec = _read(GALLERY_ENTRY, value)
+        latest[rec["subject"]] = rec
+    if not latest:
+        return 0
+    subjects = list(latest)
+    templates = np.stack([np.frombuffer(sealer.open(latest[s]["sealed_template"], s), "<f4") for s in subjects])
+    identities = [{u["identity"]: u["probe_id"] for u in latest[s]["identities"]} for s in subjects]
+    return shard.enrol(subjects, templates, identities)
+
+
+@dataclass
+class StepOutput:
+    """What one batch at one shard sends on.
+
+    ``forwards`` and ``aliases``: (partition, ProbeCommand) for biometric.probes;
+    ``gallery``: (subject, GalleryEntry) for biometric.gallery at this shard's partition;
+    ``decisions``: dedup_decisions rows; ``links``: IdentityLink records.
+    """
+
+    forwards: list[tuple[int, bytes]] = field(default_factory=list)
+    aliases: list[tuple[int, bytes]] = field(default_factory=list)
+    gallery: list[tuple[str, bytes]] = field(default_factory=list)
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+    links: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class DedupConfig:
+    """What a shard step needs besides the shard: thresholds, sealing, tokens, shard count, index name."""
+
+    thresholds: Thresholds
+    sealer: Sealer
+    tok: Tokeniser
+    shards: int
+    index_kind: str
+
+
+def subject_id(tok: Tokeniser, probe_id: str) -> str:
+    """The pseudonymous id a probe's subject gets if enrolled: the same on every replay."""
+    return "S" + tok.token("subject", probe_id)[:24]
+
+
+def link_id(tok: Tokeniser, subject: str, identity: str) -> str:
+    """One link per subject and identity, however often it is raised."""
+    return "L" + tok.token("link", subject, identity)[:24]
+
+
+def shard_step(shard: Shard, commands: Sequence[bytes], cfg: DedupConfig, now: datetime) -> StepOutput:
+    """Apply a batch of ProbeCommands to ``shard``, in order: aliases, then searches (one batched index search)."""
+    out = StepOutput()
+    searches: list[dict[str, Any]] = []
+    for raw in commands:
+        cmd = _read(PROBE_COMMAND, raw)
+        if cmd["kind"] == "ALIAS":
+            if shard.add_identity(cmd["subject"], cmd["identity"], cmd["probe_id"]):
+                out.gallery.append(_entry(shard, cmd["subject"], cfg, now))
+        else:
+            searches.append(cmd)
+    if not searches:
+        return out
+    visits = []
+    for cmd in searches:
+        template = np.frombuffer(cfg.sealer.open(cmd["sealed_template"], cmd["probe_id"]), "<f4")
+        probe = Probe(cmd["probe_id"], template, cmd["identity"])
+        carried = tuple(Candidate(c["subject"], c["shard"], c["score"], c["same_identity"])
+                        for c in cmd["candidates"])
+        visits.append(Visit(probe, carried, final=route(cmd["owner"], cmd["hop"], cfg.shards)[1]))
+    results = shard.visit(visits, cfg.thresholds, lambda probe_id: subject_id(cfg.tok, probe_id))
+    for cmd, visit, result in zip(searches, visits, results, strict=True):
+        if result.decision is None:
+            nxt, _ = route(cmd["owner"], cmd["hop"] + 1, cfg.shards)
+            out.forwards.append((nxt, _write(PROBE_COMMAND, {
+                **cmd, "hop": cmd["hop"] + 1,
+                "candidates": [c.__dict__ for c in result.candidates]})))
+            continue
+        decision = result.decision
+        if result.enrolled and decision.subject:
+            out.gallery.append(_entry(shard, decision.subject, cfg, now, visit.probe.template))
+        if result.alias is not None:
+            out.aliases.append((result.alias.shard, _write(PROBE_COMMAND, {
+                **cmd, "kind": "ALIAS", "sealed_template": b"", "candidates": [], "subject": result.alias.subject})))
+        out.decisions.append(decision_row(cmd, decision, result.candidates, cfg, now))
+        if decision.outcome in LINK_OUTCOMES:
+            out.links.append(link_record(cmd, decision, cfg, now))
+    return out
+
+
+def _entry(shard: Shard, subject: str, cfg: DedupConfig, now: datetime,
+           template: np.ndarray | None = None) -> tuple[str, bytes]:
+    vec = template if template is not None else shard.template(subject)
+    return subject, entry_bytes(subject, vec, shard.identities[subject], cfg.sealer, now)
+
+
+def decision_row(cmd: dict[str, Any], decision: Decision, candidates: Sequence[Candidate], cfg: DedupConfig,
+                 now: datetime) -> dict[str, Any]:
+    """The dedup_decisions row: ids, scores and the threshold version; never a template."""
+    return {
+        "probe_id": cmd["probe_id"], "event_id": uuid.UUID(cmd["event_id"]), "source": cmd["source"],
+        "post_id": cmd["post_id"], "occurred_at": cmd["occurred_at"], "outcome": decision.outcome.value,
+        "subject_id": decision.subject or "", "identity_token": cmd["identity"], "score": decision.score,
+        "thresholds_version": decision.thresholds_version, "index_kind": cfg.index_kind,
+        "candidate_subjects": [c.subject for c in candidates], "candidate_scores": [c.score for c in candidates],
+        "decided_at": now, "key_id": cfg.tok.key_id,
+    }
+
+
+def link_record(cmd: dict[str, Any], decision: Decision, cfg: DedupConfig, now: datetime) -> dict[str, Any]:
+    """A new, open IdentityLink for adjudication (a link decision always names the matched subject)."""
+    subject = decision.subject or ""
+    return {
+        "link_id": link_id(cfg.tok, subject, cmd["identity"]), "subject_id": subject,
+        "identity_token": cmd["identity"], "probe_id": cmd["probe_id"], "event_id": cmd["event_id"],
+        "source": cmd["source"], "post_id": cmd["post_id"], "colour": LINK_OUTCOMES[decision.outcome],
+        "score": decision.score, "thresholds_version": decision.thresholds_version, "status": "OPEN",
+        "officer_token": "", "raised_at": now, "updated_at": now, "key_id": cfg.tok.key_id,
+    }
+
+
+STATUS_RANK = {"OPEN": 0, "CONFIRMED": 1, "REJECTED": 1}
+
+
+def link_row(link: dict[str, Any]) -> dict[str, Any]:
+    """The dedup_links row of a link state; ``version`` lets a decided state win over a replayed open one."""
+    updated: datetime = link["updated_at"]
+    version = STATUS_RANK[link["status"]] * 10**13 + int(updated.timestamp() * 1000)
+    return {**link, "event_id": uuid.UUID(str(link["event_id"])), "version": version}
+
+
+class AdjudicationRejected(ValueError):
+    """An adjudication decision that cannot be applied; ``code`` and ``field`` for the dead letter."""
+
+    def __init__(self, code: str, field: str, reason: str) -> None:
+        """Stable code, the field at fault, and why (never the value)."""
+        self.code, self.field, self.reason = code, field, reason
+        super().__init__(f"{field}: {code}: {reason}")
+
+
+def adjudicate(link: dict[str, Any] | None, decision: dict[str, Any], tok: Tokeniser) -> dict[str, Any]:
+    """The link's new state after an officer's decision, or :class:`AdjudicationRejected`."""
+    if link is None:
+        raise AdjudicationRejected("unknown_link", "link_id", "no link with this id was raised")
+    status = "CONFIRMED" if decision["decision"] == "CONFIRM" else "REJECTED"
+    officer = tok.token("officer", decision["officer_id"])
+    if link["status"] == status and link["officer_token"] == officer:
+        return link  # the same decision again (a replay): nothing changes
+    if link["status"] != "OPEN":
+        raise AdjudicationRejected("already_decided", "link_id", f"the link is already {link['status']}")
+    if not decision["officer_id"].strip():
+        raise AdjudicationRejected("missing_officer", "officer_id", "a decision needs the officer's id")
+    decided_at: datetime = decision["decided_at"]
+    if decided_at < link["raised_at"]:
+        raise AdjudicationRejected("before_link", "decided_at", "decided before the link was raised")
+    return {**link, "status": status, "officer_token": officer, "updated_at": decided_at.astimezone(UTC)}

@@ -1,0 +1,55 @@
+"""Read one gallery shard back from its compacted Kafka partition (biometric.gallery).
+
+The topic is the shard's changelog: every enrolment and alias is written (and
+acknowledged by Kafka) before the probe that caused it is committed, so reading
+the partition to its end gives every enrolment a committed probe ever made.
+"""
+
+from __future__ import annotations
+
+import time
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+from streams.errors import LintasError
+from streams.settings import Settings
+from streams.topics import BIOMETRIC_GALLERY
+
+
+class GalleryUnavailable(LintasError):
+    """The gallery partition could not be read to its end in time; the shard is not served half-loaded."""
+
+    code = "gallery_unavailable"
+
+
+def read_shard(settings: Settings, shard: int, timeout_s: float = 300.0) -> list[bytes]:
+    """Every record value of gallery partition ``shard``, oldest first (tombstones skipped)."""
+    consumer = Consumer({
+        "bootstrap.servers": settings.kafka_bootstrap, "group.id": "lintas-gallery-loader",
+        "enable.auto.commit": False, "enable.partition.eof": True, "fetch.max.bytes": 64 * 1024 * 1024,
+        "max.partition.fetch.bytes": 16 * 1024 * 1024,
+    })
+    try:
+        low, high = consumer.get_watermark_offsets(TopicPartition(BIOMETRIC_GALLERY.name, shard), timeout=30)
+        values: list[bytes] = []
+        if high <= low:
+            return values
+        consumer.assign([TopicPartition(BIOMETRIC_GALLERY.name, shard, OFFSET_BEGINNING)])
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for msg in consumer.consume(10_000, timeout=1.0):
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        if (msg.offset() or 0) >= high:
+                            return values
+                        continue
+                    raise GalleryUnavailable(f"reading gallery shard {shard}: {err.str()}")
+                value, offset = msg.value(), msg.offset() or 0
+                if value is not None:
+                    values.append(value)
+                if offset >= high - 1:
+                    return values
+        raise GalleryUnavailable(f"gallery shard {shard} not read to offset {high} within {timeout_s:.0f}s")
+    finally:
+        consumer.close()
