@@ -27,8 +27,12 @@ from streams.simulator import Simulator
 from streams.spool import Spool
 
 
-def run(settings, n: int, rate: float | None, seed: int, tmp: Path) -> tuple[float, float, float, float]:
-    """Send ``n`` crossings (paced at ``rate`` or as fast as possible); (seconds, events/s, p50 ms, p99 ms)."""
+def run(settings, n: int, rate: float | None, seed: int, tmp: Path) -> tuple[float, ...]:
+    """Send ``n`` crossings (paced at ``rate`` or as fast as possible).
+
+    Returns (seconds, events/s, p50 ms, p99 ms) for rows in ``crossings``, then the same
+    for dedup decisions (``dedup_decisions``, every capture through all gallery shards).
+    """
     sim = Simulator(seed=seed, dim=512, end=datetime.now(UTC) - timedelta(minutes=5), population=5000)
     records = [r for kind, r in sim.events(n, landings=0) if kind == "crossing"]
     client = admin_client(settings)
@@ -59,8 +63,23 @@ def run(settings, n: int, rate: float | None, seed: int, tmp: Path) -> tuple[flo
         "SELECT quantile(0.5)(d), quantile(0.99)(d) FROM (SELECT min(dateDiff('millisecond', produced_at, "
         f"ingested_at)) AS d FROM crossings WHERE event_id IN (SELECT event_id FROM {table}) GROUP BY event_id)"
     ).result_rows[0]
+    captures = sum(1 for r in records if r["biometric"])
+    decided = 0
+    while decided < captures:
+        decided = client.query(f"SELECT uniqExact(event_id) FROM dedup_decisions WHERE event_id IN "
+                               f"(SELECT event_id FROM {table})").result_rows[0][0]
+        if decided < captures:
+            time.sleep(0.2)
+    dedup_seconds = time.monotonic() - t0
+    d50, d99 = client.query(
+        "SELECT quantile(0.5)(d), quantile(0.99)(d) FROM (SELECT dateDiff('millisecond', c.produced_at, "
+        f"min(d.decided_at)) AS d FROM dedup_decisions AS d INNER JOIN (SELECT event_id, any(produced_at) AS "
+        f"produced_at FROM crossings WHERE event_id IN (SELECT event_id FROM {table}) GROUP BY event_id) AS c "
+        "ON d.event_id = c.event_id GROUP BY d.event_id, c.produced_at)"
+    ).result_rows[0]
     client.command(f"DROP TABLE {table}")
-    return seconds, n / seconds, float(p50), float(p99)
+    return (seconds, n / seconds, float(p50), float(p99),
+            dedup_seconds, captures / dedup_seconds, float(d50), float(d99), captures)
 
 
 def main() -> None:
@@ -83,8 +102,12 @@ def main() -> None:
     rss = rss_bytes(stack.worker().pid() or 0)
     print("\nEnd-to-end pipeline (simulated crossings, 512-d templates; one worker, 6 partitions)")
     print(f"{'run':<30} {'events':>8} {'seconds':>8} {'events/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
-    for name, n, secs, eps, p50, p99 in rows:
+    for name, n, secs, eps, p50, p99, *_ in rows:
         print(f"{name:<30} {n:>8,} {secs:>8.1f} {eps:>9,.0f} {p50:>8,.0f} {p99:>8,.0f}")
+    print("\nBiometric dedup on the same runs (capture -> decision through all 4 gallery shards; sketch index)")
+    print(f"{'run':<30} {'captures':>8} {'seconds':>8} {'decided/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
+    for name, _, *_, dsecs, dps, d50, d99, captures in rows:
+        print(f"{name:<30} {captures:>8,} {dsecs:>8.1f} {dps:>9,.0f} {d50:>8,.0f} {d99:>8,.0f}")
     print(f"worker resident memory after the runs: {rss / 2**20:.0f} MB" if rss else "worker not running")
 
 
