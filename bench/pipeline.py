@@ -63,7 +63,8 @@ def run(settings, n: int, rate: float | None, seed: int, tmp: Path) -> tuple[flo
         "SELECT quantile(0.5)(d), quantile(0.99)(d) FROM (SELECT min(dateDiff('millisecond', produced_at, "
         f"ingested_at)) AS d FROM crossings WHERE event_id IN (SELECT event_id FROM {table}) GROUP BY event_id)"
     ).result_rows[0]
-    captures = sum(1 for r in records if r["biometric"])
+    floor = settings.dedup_quality_floor  # captures below it are dead-lettered, never searched
+    captures = sum(1 for r in records if r["biometric"] and r["biometric"]["quality"] >= floor)
     decided = 0
     while decided < captures:
         decided = client.query(f"SELECT uniqExact(event_id) FROM dedup_decisions WHERE event_id IN "
