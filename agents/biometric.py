@@ -33,6 +33,7 @@ from agents.dedup import Candidate, Decision, Outcome, Probe, Shard, Thresholds,
 from agents.gallery import check_template
 from agents.pseudonymise import Tokeniser, document_token
 from agents.sealing import Sealer
+from streams.wire import avro_bytes
 
 _INTERNAL = Path(__file__).resolve().parent.parent / "schemas" / "internal"
 PROBE_COMMAND = fastavro.parse_schema(json.loads((_INTERNAL / "ProbeCommand.avsc").read_text()))
@@ -40,14 +41,18 @@ GALLERY_ENTRY = fastavro.parse_schema(json.loads((_INTERNAL / "GalleryEntry.avsc
 LINK_OUTCOMES = {Outcome.LINK_RED: "RED", Outcome.LINK_YELLOW: "YELLOW"}
 
 
-def _write(schema: Any, record: dict[str, Any]) -> bytes:
-    buf = io.BytesIO()
-    fastavro.schemaless_writer(buf, schema, record)
-    return buf.getvalue()
-
-
 def _read(schema: Any, data: bytes) -> dict[str, Any]:
     return fastavro.schemaless_reader(io.BytesIO(data), schema, schema)  # type: ignore[return-value]
+
+
+def seal_template(sealer: Sealer, template: np.ndarray, record: str) -> bytes:
+    """A template as sealed little-endian float32 bytes, bound to ``record`` (a probe or subject id)."""
+    return sealer.seal(np.ascontiguousarray(template, "<f4").tobytes(), record)
+
+
+def open_template(sealer: Sealer, sealed: bytes, record: str) -> np.ndarray:
+    """The template sealed by :func:`seal_template` for ``record``."""
+    return np.frombuffer(sealer.open(sealed, record), "<f4")
 
 
 @dataclass(frozen=True)
@@ -64,8 +69,19 @@ class Capture:
     field: str
 
 
-def captures(record: dict[str, Any], source: str, tok: Tokeniser) -> list[Capture]:
-    """Every biometric capture of a decoded crossing (``source='crossing'``) or landing event."""
+def captures(record: dict[str, Any], row: dict[str, Any], source: str, tok: Tokeniser) -> list[Capture]:
+    """Every biometric capture of a decoded crossing (``source='crossing'``) or landing event.
+
+    The identity presented is the document token, or the name token without a
+    document; a crossing's are already in its analytics ``row``, so they are not
+    computed twice.
+    """
+    if source == "crossing":
+        if not record.get("biometric"):
+            return []
+        return [Capture(str(record["event_id"]), str(record["event_id"]), source, record["post"]["post_id"],
+                        record["occurred_at"], row["document_token"] or row["name_token"], record["biometric"],
+                        "biometric")]
 
     def identity(traveller: dict[str, Any]) -> str:
         doc = traveller.get("document")
@@ -73,11 +89,6 @@ def captures(record: dict[str, Any], source: str, tok: Tokeniser) -> list[Captur
             return document_token(tok, doc["issuing_state"], doc["number"])
         return tok.token("name", traveller["given_names"], traveller["surname"])
 
-    if source == "crossing":
-        if not record.get("biometric"):
-            return []
-        return [Capture(str(record["event_id"]), str(record["event_id"]), source, record["post"]["post_id"],
-                        record["occurred_at"], identity(record["traveller"]), record["biometric"], "biometric")]
     out = []
     for n, person in enumerate(record.get("persons") or []):
         if person.get("biometric"):
@@ -91,10 +102,10 @@ def search_command(cap: Capture, template: np.ndarray, sealer: Sealer, shards: i
     """The first hop of a capture's chain: (partition, ProbeCommand bytes)."""
     owner = shard_of(cap.probe_id, shards)
     first, _ = route(owner, 0, shards)
-    return first, _write(PROBE_COMMAND, {
+    return first, avro_bytes(PROBE_COMMAND, {
         "kind": "SEARCH", "probe_id": cap.probe_id, "event_id": cap.event_id, "source": cap.source,
         "post_id": cap.post_id, "occurred_at": cap.occurred_at, "identity": cap.identity,
-        "sealed_template": sealer.seal(np.ascontiguousarray(template, "<f4").tobytes(), cap.probe_id),
+        "sealed_template": seal_template(sealer, template, cap.probe_id),
         "owner": owner, "hop": 0, "candidates": [], "subject": "",
     })
 
@@ -108,8 +119,8 @@ def probe_template(cap: Capture, dimension: int, quality_floor: float) -> np.nda
 def entry_bytes(subject: str, template: np.ndarray, identities: dict[str, str], sealer: Sealer,
                 enrolled_at: datetime) -> bytes:
     """A subject's gallery record (its shard's changelog), template sealed to the subject id."""
-    return _write(GALLERY_ENTRY, {
-        "subject": subject, "sealed_template": sealer.seal(np.ascontiguousarray(template, "<f4").tobytes(), subject),
+    return avro_bytes(GALLERY_ENTRY, {
+        "subject": subject, "sealed_template": seal_template(sealer, template, subject),
         "identities": [{"identity": i, "probe_id": p} for i, p in sorted(identities.items())],
         "enrolled_at": enrolled_at,
     })
@@ -124,7 +135,7 @@ def load_entries(shard: Shard, values: Sequence[bytes], sealer: Sealer) -> int:
     if not latest:
         return 0
     subjects = list(latest)
-    templates = np.stack([np.frombuffer(sealer.open(latest[s]["sealed_template"], s), "<f4") for s in subjects])
+    templates = np.stack([open_template(sealer, latest[s]["sealed_template"], s) for s in subjects])
     identities = [{u["identity"]: u["probe_id"] for u in latest[s]["identities"]} for s in subjects]
     return shard.enrol(subjects, templates, identities)
 
@@ -181,7 +192,7 @@ def shard_step(shard: Shard, commands: Sequence[bytes], cfg: DedupConfig, now: d
         return out
     visits = []
     for cmd in searches:
-        template = np.frombuffer(cfg.sealer.open(cmd["sealed_template"], cmd["probe_id"]), "<f4")
+        template = open_template(cfg.sealer, cmd["sealed_template"], cmd["probe_id"])
         probe = Probe(cmd["probe_id"], template, cmd["identity"])
         carried = tuple(Candidate(c["subject"], c["shard"], c["score"], c["same_identity"])
                         for c in cmd["candidates"])
@@ -190,7 +201,7 @@ def shard_step(shard: Shard, commands: Sequence[bytes], cfg: DedupConfig, now: d
     for cmd, visit, result in zip(searches, visits, results, strict=True):
         if result.decision is None:
             nxt, _ = route(cmd["owner"], cmd["hop"] + 1, cfg.shards)
-            out.forwards.append((nxt, _write(PROBE_COMMAND, {
+            out.forwards.append((nxt, avro_bytes(PROBE_COMMAND, {
                 **cmd, "hop": cmd["hop"] + 1,
                 "candidates": [c.__dict__ for c in result.candidates]})))
             continue
@@ -198,7 +209,7 @@ def shard_step(shard: Shard, commands: Sequence[bytes], cfg: DedupConfig, now: d
         if result.enrolled and decision.subject:
             out.gallery.append(_entry(shard, decision.subject, cfg, now, visit.probe.template))
         if result.alias is not None:
-            out.aliases.append((result.alias.shard, _write(PROBE_COMMAND, {
+            out.aliases.append((result.alias.shard, avro_bytes(PROBE_COMMAND, {
                 **cmd, "kind": "ALIAS", "sealed_template": b"", "candidates": [], "subject": result.alias.subject})))
         out.decisions.append(decision_row(cmd, decision, result.candidates, cfg, now))
         if decision.outcome in LINK_OUTCOMES:

@@ -167,8 +167,8 @@ class Shard:
         return len(self.row_subject)
 
     def __contains__(self, subject: object) -> bool:
-        """Whether ``subject`` is enrolled here."""
-        return subject in self.subject_row or subject in self.identities
+        """Whether ``subject`` is enrolled here (or in the batch being visited)."""
+        return subject in self.identities
 
     def enrol(self, subjects: Sequence[str], templates: np.ndarray, identities: Sequence[dict[str, str]]) -> int:
         """Add subjects (e.g. loaded from the gallery topic); ones already here only update identities."""

@@ -122,7 +122,7 @@ def ingest(raw: bytes | None, source: Source, kind: EventKind, schemas: WriterSc
     row["source_offset"] = source.offset
     row["produced_at"] = datetime.fromtimestamp(source.timestamp_ms / 1000, tz=UTC)
     probes, letters = [], []
-    for cap in captures(record, kind.source, tok):
+    for cap in captures(record, row, kind.source, tok):
         try:
             probes.append((cap, probe_template(cap, templates.dimension, templates.quality_floor)))
         except TemplateRejected as err:

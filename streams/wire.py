@@ -43,11 +43,16 @@ class RegistryUnavailable(LintasError):
     code = "registry_unavailable"
 
 
+def avro_bytes(parsed: Any, record: dict[str, Any]) -> bytes:
+    """Avro binary of one record in a parsed schema (no framing, no registry)."""
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, parsed, record)
+    return buf.getvalue()
+
+
 def encode_payload(contract: Contract, record: dict[str, Any]) -> bytes:
     """Avro binary of one record, without the framing."""
-    buf = io.BytesIO()
-    fastavro.schemaless_writer(buf, contract.parsed, record)
-    return buf.getvalue()
+    return avro_bytes(contract.parsed, record)
 
 
 def frame(schema_id: int, payload: bytes) -> bytes:
