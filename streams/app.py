@@ -198,21 +198,23 @@ class Dedup:
         by_shard: dict[int, list[bytes]] = {}
         for e in events:
             by_shard.setdefault(e.message.partition, []).append(e.message.value or b"")
+        sends: list[Any] = []
+        decisions: list[dict[str, Any]] = []
+        links: list[dict[str, Any]] = []
         for number, commands in sorted(by_shard.items()):
             shard = await self.shard(number)
             now = datetime.now(UTC)
             out = await asyncio.get_running_loop().run_in_executor(
                 self.executor, shard_step, shard, commands, self.cfg, now)
-            sends = [await biometric_probes.send(value=v, partition=p) for p, v in out.forwards + out.aliases]
+            sends += [await biometric_probes.send(value=v, partition=p) for p, v in out.forwards + out.aliases]
             sends += [await biometric_gallery.send(key=k.encode(), value=v, partition=number) for k, v in out.gallery]
-            if out.links:
-                link_id = await pipeline.run(pipeline.ids.id_for, biometric_links.get_topic_name(), IDENTITY_LINK)
-                sends += [await biometric_links.send(key=link["link_id"].encode(),
-                                                     value=frame(link_id, encode_payload(IDENTITY_LINK, link)))
-                          for link in out.links]
-            await gathered(sends)
-            await pipeline.run(pipeline.sink.write, "dedup_decisions", out.decisions)
-            await pipeline.run(pipeline.sink.write, "dedup_links", [link_row(link) for link in out.links])
+            decisions += out.decisions
+            links += out.links
+        # one insert per table for the whole batch, after Kafka has every send
+        sends += await self._send_links(links)
+        await gathered(sends)
+        await pipeline.run(pipeline.sink.write, "dedup_decisions", decisions)
+        await pipeline.run(pipeline.sink.write, "dedup_links", [link_row(link) for link in links])
 
     async def adjudicate(self, event: faust.EventT) -> None:
         """Apply one officer's decision to its link, or dead-letter it with the reason."""
@@ -223,20 +225,24 @@ class Dedup:
             decision = decode(msg.value, ADJUDICATION_DECISION, pipeline.ids)
             link = await pipeline.run(self._link, decision["link_id"])
             updated = adjudicate(link, decision, pipeline.tok)
-        except DecodeError as err:
-            await pipeline.dead_letters([DeadLetter(source, err.code, "", err.reason, msg.value or b"")],
-                                        biometric_adjudications_dlq, now)
-            return
-        except AdjudicationRejected as err:
-            await pipeline.dead_letters([DeadLetter(source, err.code, err.field, err.reason, msg.value or b"")],
+        except (DecodeError, AdjudicationRejected) as err:
+            field = err.field if isinstance(err, AdjudicationRejected) else ""  # undecodable: no field to name
+            await pipeline.dead_letters([DeadLetter(source, err.code, field, err.reason, msg.value or b"")],
                                         biometric_adjudications_dlq, now)
             return
         if updated is link:
             return  # the same decision replayed
-        schema_id = await pipeline.run(pipeline.ids.id_for, biometric_links.get_topic_name(), IDENTITY_LINK)
-        await gathered([await biometric_links.send(key=updated["link_id"].encode(),
-                                                   value=frame(schema_id, encode_payload(IDENTITY_LINK, updated)))])
+        await gathered(await self._send_links([updated]))
         await pipeline.run(pipeline.sink.write, "dedup_links", [link_row(updated)])
+
+    async def _send_links(self, links: list[dict[str, Any]]) -> list[Any]:
+        """Link states to biometric.links (keyed by link id, framed with the registry id); the sends to await."""
+        if not links:
+            return []
+        schema_id = await pipeline.run(pipeline.ids.id_for, biometric_links.get_topic_name(), IDENTITY_LINK)
+        return [await biometric_links.send(key=link["link_id"].encode(),
+                                           value=frame(schema_id, encode_payload(IDENTITY_LINK, link)))
+                for link in links]
 
     def _link(self, link_id: str) -> dict[str, Any] | None:
         result = pipeline.sink.client().query(
