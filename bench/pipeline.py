@@ -27,6 +27,13 @@ from streams.simulator import Simulator
 from streams.spool import Spool
 
 
+def _wait_for_ids(client, table: str, ids_table: str, n: int) -> None:
+    """Poll until ``table`` holds ``n`` distinct event ids of ``ids_table``."""
+    while client.query(f"SELECT uniqExact(event_id) FROM {table} WHERE event_id IN "
+                       f"(SELECT event_id FROM {ids_table})").result_rows[0][0] < n:
+        time.sleep(0.2)
+
+
 def run(settings, n: int, rate: float | None, seed: int, tmp: Path) -> tuple[float, ...]:
     """Send ``n`` crossings (paced at ``rate`` or as fast as possible).
 
@@ -52,12 +59,7 @@ def run(settings, n: int, rate: float | None, seed: int, tmp: Path) -> tuple[flo
                 time.sleep(ahead)
     forwarder.pump(timeout_s=600)
     forwarder.close()
-    visible = 0
-    while visible < n:
-        visible = client.query(f"SELECT uniqExact(event_id) FROM crossings WHERE event_id IN "
-                               f"(SELECT event_id FROM {table})").result_rows[0][0]
-        if visible < n:
-            time.sleep(0.2)
+    _wait_for_ids(client, "crossings", table, n)
     seconds = time.monotonic() - t0
     p50, p99 = client.query(
         "SELECT quantile(0.5)(d), quantile(0.99)(d) FROM (SELECT min(dateDiff('millisecond', produced_at, "
@@ -65,12 +67,7 @@ def run(settings, n: int, rate: float | None, seed: int, tmp: Path) -> tuple[flo
     ).result_rows[0]
     floor = settings.dedup_quality_floor  # captures below it are dead-lettered, never searched
     captures = sum(1 for r in records if r["biometric"] and r["biometric"]["quality"] >= floor)
-    decided = 0
-    while decided < captures:
-        decided = client.query(f"SELECT uniqExact(event_id) FROM dedup_decisions WHERE event_id IN "
-                               f"(SELECT event_id FROM {table})").result_rows[0][0]
-        if decided < captures:
-            time.sleep(0.2)
+    _wait_for_ids(client, "dedup_decisions", table, captures)
     dedup_seconds = time.monotonic() - t0
     d50, d99 = client.query(
         "SELECT quantile(0.5)(d), quantile(0.99)(d) FROM (SELECT dateDiff('millisecond', c.produced_at, "
