@@ -18,33 +18,35 @@ class PostInfo:
     post_type: str  # LAND, SEA, AIR
     country: str
     biometric_rate: float  # share of crossings with a face capture (e-gates at airports)
+    latitude: float = 0.0  # WGS84, for travel-time checks between posts
+    longitude: float = 0.0
 
 
 POSTS: dict[str, PostInfo] = {p.post_id: p for p in [
-    PostInfo("ID-CGK", "Soekarno-Hatta International Airport", "AIR", "IDN", 0.9),
-    PostInfo("ID-DPS", "I Gusti Ngurah Rai International Airport", "AIR", "IDN", 0.9),
-    PostInfo("ID-KNO", "Kualanamu International Airport, Medan", "AIR", "IDN", 0.8),
-    PostInfo("ID-BTH", "Batam Centre International Ferry Terminal", "SEA", "IDN", 0.6),
-    PostInfo("ID-TPI", "Sri Bintan Pura Ferry Terminal, Tanjung Pinang", "SEA", "IDN", 0.5),
-    PostInfo("ID-TBK", "Tanjung Balai Karimun Port", "SEA", "IDN", 0.4),
-    PostInfo("ID-DUM", "Dumai Port", "SEA", "IDN", 0.4),
-    PostInfo("ID-ETK", "PLBN Entikong", "LAND", "IDN", 0.5),
-    PostInfo("ID-ARU", "PLBN Aruk, Sambas", "LAND", "IDN", 0.4),
-    PostInfo("ID-NNK", "Tunon Taka Port, Nunukan", "SEA", "IDN", 0.4),
-    PostInfo("MY-KUL", "Kuala Lumpur International Airport", "AIR", "MYS", 0.9),
-    PostInfo("MY-JBC", "Johor Bahru CIQ (Bangunan Sultan Iskandar)", "LAND", "MYS", 0.6),
-    PostInfo("MY-STL", "Stulang Laut Ferry Terminal, Johor", "SEA", "MYS", 0.5),
-    PostInfo("MY-MLK", "Melaka Ferry Terminal", "SEA", "MYS", 0.5),
-    PostInfo("MY-TBD", "Tebedu ICQS, Sarawak", "LAND", "MYS", 0.5),
-    PostInfo("MY-BRH", "Biawak ICQS, Sarawak", "LAND", "MYS", 0.4),
-    PostInfo("MY-TWU", "Tawau Ferry Terminal, Sabah", "SEA", "MYS", 0.5),
-    PostInfo("SG-SIN", "Changi Airport", "AIR", "SGP", 0.95),
-    PostInfo("SG-WDL", "Woodlands Checkpoint", "LAND", "SGP", 0.8),
-    PostInfo("SG-HBF", "HarbourFront Ferry Terminal", "SEA", "SGP", 0.8),
-    PostInfo("SG-TNM", "Tanah Merah Ferry Terminal", "SEA", "SGP", 0.8),
-    PostInfo("TH-BKK", "Suvarnabhumi Airport", "AIR", "THA", 0.9),
-    PostInfo("KH-PNH", "Phnom Penh International Airport", "AIR", "KHM", 0.7),
-    PostInfo("KH-PPT", "Poipet International Border Checkpoint", "LAND", "KHM", 0.3),
+    PostInfo("ID-CGK", "Soekarno-Hatta International Airport", "AIR", "IDN", 0.9, -6.13, 106.66),
+    PostInfo("ID-DPS", "I Gusti Ngurah Rai International Airport", "AIR", "IDN", 0.9, -8.75, 115.17),
+    PostInfo("ID-KNO", "Kualanamu International Airport, Medan", "AIR", "IDN", 0.8, 3.64, 98.88),
+    PostInfo("ID-BTH", "Batam Centre International Ferry Terminal", "SEA", "IDN", 0.6, 1.13, 104.05),
+    PostInfo("ID-TPI", "Sri Bintan Pura Ferry Terminal, Tanjung Pinang", "SEA", "IDN", 0.5, 0.92, 104.45),
+    PostInfo("ID-TBK", "Tanjung Balai Karimun Port", "SEA", "IDN", 0.4, 1.0, 103.43),
+    PostInfo("ID-DUM", "Dumai Port", "SEA", "IDN", 0.4, 1.69, 101.45),
+    PostInfo("ID-ETK", "PLBN Entikong", "LAND", "IDN", 0.5, 0.98, 110.38),
+    PostInfo("ID-ARU", "PLBN Aruk, Sambas", "LAND", "IDN", 0.4, 1.88, 109.64),
+    PostInfo("ID-NNK", "Tunon Taka Port, Nunukan", "SEA", "IDN", 0.4, 4.14, 117.67),
+    PostInfo("MY-KUL", "Kuala Lumpur International Airport", "AIR", "MYS", 0.9, 2.74, 101.7),
+    PostInfo("MY-JBC", "Johor Bahru CIQ (Bangunan Sultan Iskandar)", "LAND", "MYS", 0.6, 1.46, 103.76),
+    PostInfo("MY-STL", "Stulang Laut Ferry Terminal, Johor", "SEA", "MYS", 0.5, 1.47, 103.78),
+    PostInfo("MY-MLK", "Melaka Ferry Terminal", "SEA", "MYS", 0.5, 2.19, 102.25),
+    PostInfo("MY-TBD", "Tebedu ICQS, Sarawak", "LAND", "MYS", 0.5, 1.02, 110.36),
+    PostInfo("MY-BRH", "Biawak ICQS, Sarawak", "LAND", "MYS", 0.4, 1.92, 109.63),
+    PostInfo("MY-TWU", "Tawau Ferry Terminal, Sabah", "SEA", "MYS", 0.5, 4.24, 117.88),
+    PostInfo("SG-SIN", "Changi Airport", "AIR", "SGP", 0.95, 1.36, 103.99),
+    PostInfo("SG-WDL", "Woodlands Checkpoint", "LAND", "SGP", 0.8, 1.45, 103.77),
+    PostInfo("SG-HBF", "HarbourFront Ferry Terminal", "SEA", "SGP", 0.8, 1.26, 103.82),
+    PostInfo("SG-TNM", "Tanah Merah Ferry Terminal", "SEA", "SGP", 0.8, 1.32, 103.99),
+    PostInfo("TH-BKK", "Suvarnabhumi Airport", "AIR", "THA", 0.9, 13.69, 100.75),
+    PostInfo("KH-PNH", "Phnom Penh International Airport", "AIR", "KHM", 0.7, 11.55, 104.84),
+    PostInfo("KH-PPT", "Poipet International Border Checkpoint", "LAND", "KHM", 0.3, 13.66, 102.56),
 ]}
 
 

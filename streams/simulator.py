@@ -58,6 +58,10 @@ from streams.geography import (
 
 TRAVEL_TIME = {"FLIGHT": timedelta(hours=2, minutes=30), "VESSEL": timedelta(hours=1, minutes=20),
                "VEHICLE": timedelta(minutes=40)}
+FLIGHT_SPEED_KMH, FLIGHT_OVERHEAD = 750.0, timedelta(minutes=45)  # gate to gate, incl. taxi and climb
+# An ordinary traveller's trips are at least this far apart (commuters: a return the same day), so nobody
+# ordinary is at two posts at once.
+TRIP_GAP, COMMUTER_GAP = timedelta(hours=12), timedelta(hours=3)
 # Planted patterns per 10,000 trips: well under 1 % of travellers in total.
 RATES_PER_10K = {
     "multiple_identity": 4, "escort_fanout": 1, "minor_unrelated_adult": 3, "shuttling": 1,
@@ -145,9 +149,12 @@ class Simulator:
             HOURLY[(t.hour + LOCAL_OFFSET_H) % 24] * WEEKDAY[(t + timedelta(hours=LOCAL_OFFSET_H)).weekday()]
             for t in self._hours
         ]
-        self.people = [self._new_person(self._nationality("IDN" if i % 2 else "MYS")) for i in range(population)]
         self._heap: list[tuple[datetime, int, str, dict[str, Any]]] = []
         self._tick = 0
+        self._pushed_crossings = 0
+        self._numbers: set[str] = set()  # document numbers issued: unique, as real ones are
+        self._trips: dict[int, list[tuple[datetime, timedelta]]] = {}  # subject → (departure, gap) of each trip
+        self.people = [self._new_person(self._nationality("IDN" if i % 2 else "MYS")) for i in range(population)]
 
     # -- people -----------------------------------------------------------------------------------------------
     @staticmethod
@@ -165,9 +172,12 @@ class Simulator:
         pool = nationality if nationality in GIVEN_NAMES else "OTHER"
         given = self.rng.choice(GIVEN_NAMES[pool][0 if sex == "M" else 1])
         surname = self.rng.choice(FAMILY_NAMES[pool])
-        letter = self.rng.choice("ABCEXT")
+        number = ""
+        while not number or number in self._numbers:
+            number = f"{self.rng.choice('ABCEXT')}{self.rng.randrange(10**7):07d}"
+        self._numbers.add(number)
         return Identity(
-            number=f"{letter}{self.rng.randrange(10**7):07d}", document_type="PASSPORT",
+            number=number, document_type="PASSPORT",
             issuing_state=nationality if nationality != "XXA" else "MMR",
             expiry=self.start.date() + timedelta(days=self.rng.randrange(30, 3650)),
             given_names=given, surname=surname, date_of_birth=born, sex=sex, nationality=nationality,
@@ -229,6 +239,7 @@ class Simulator:
 
     def _push(self, at: datetime, kind: str, record: dict[str, Any]) -> None:
         self._tick += 1
+        self._pushed_crossings += kind == "crossing"
         heapq.heappush(self._heap, (at, self._tick, kind, record))
 
     def _carrier(self, corridor: Corridor) -> tuple[str, str]:
@@ -251,10 +262,33 @@ class Simulator:
         carrier = self._carrier(corridor)
         out = self._crossing(person, exit_post, "EXIT", at, origin=origin, destination=destination, carrier=carrier,
                              identity=ident, **kw)
-        arrive = at + TRAVEL_TIME[corridor.carrier_mode] + timedelta(minutes=self.rng.randrange(0, 40))
+        gap = COMMUTER_GAP if kw.get("visa") == "COMMUTER_PASS" else TRIP_GAP
+        self._trips.setdefault(person.subject, []).append((at, gap))
+        arrive = at + self._travel_time(corridor) + timedelta(minutes=self.rng.randrange(0, 40))
         entry = self._crossing(person, entry_post, "ENTRY", arrive, origin=origin, destination=destination,
                                carrier=carrier, identity=ident, **kw)
         return [out, entry]
+
+    @staticmethod
+    def _travel_time(corridor: Corridor) -> timedelta:
+        """Flights take longer the farther they go; ferries and road crossings a fixed time."""
+        if corridor.carrier_mode != "FLIGHT":
+            return TRAVEL_TIME[corridor.carrier_mode]
+        a, b = POSTS[corridor.exit_post], POSTS[corridor.entry_post]
+        p1, p2, dl = math.radians(a.latitude), math.radians(b.latitude), math.radians(b.longitude - a.longitude)
+        h = math.sin((p2 - p1) / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+        km = 2 * 6371.0 * math.asin(math.sqrt(h))
+        return FLIGHT_OVERHEAD + timedelta(hours=km / FLIGHT_SPEED_KMH)
+
+    def _free(self, candidates: list[Person], at: datetime, gap: timedelta) -> Person:
+        """A random candidate with no other trip within ``gap`` of ``at``; a new traveller if all are busy."""
+        for _ in range(20):
+            person = self.rng.choice(candidates)
+            if all(abs(t - at) >= max(gap, other) for t, other in self._trips.get(person.subject, ())):
+                return person
+        person = self._new_person(self._nationality("IDN" if self.rng.random() < 0.5 else "MYS"))
+        self.people.append(person)
+        return person
 
     def _random_time(self) -> datetime:
         """A moment in the window, following hourly and weekday rhythms (local time)."""
@@ -274,10 +308,10 @@ class Simulator:
         roll = self.rng.random()
         if corridor.exit_post == "MY-JBC" and roll < COMMUTER_SHARE * 4:
             # Causeway commuters: the same people cross every working day; shuttling that is normal.
-            person = self.people[self.rng.randrange(0, min(200, len(self.people)))]
+            person = self._free(self.people[:200], at, COMMUTER_GAP)
             self._trip(person, corridor, at, reverse, purpose="BUSINESS", visa="COMMUTER_PASS")
             return
-        person = self.rng.choice(self.people)
+        person = self._free(self.people, at, TRIP_GAP)
         if roll < FAMILY_SHARE:
             parent, kids = person, [self._new_person(person.identities[0].nationality, (2, 17))
                                     for _ in range(self.rng.randint(1, 3))]
@@ -289,7 +323,7 @@ class Simulator:
             guide = person
             self._trip(guide, corridor, at, reverse, purpose="BUSINESS")
             for _ in range(self.rng.randint(8, 25)):
-                tourist = self.rng.choice(self.people)
+                tourist = self._free(self.people, at, TRIP_GAP)
                 self._trip(tourist, corridor, at + timedelta(seconds=self.rng.randrange(20, 600)), reverse,
                            purpose="TOURISM", companions=[self._companion(guide, "TOUR_GUIDE", False)])
         elif roll < FAMILY_SHARE + TOUR_GROUP_SHARE + PLACED_WORKER_SHARE and corridor.exit_post.startswith("ID-"):
@@ -401,13 +435,14 @@ class Simulator:
         person = self._new_person("IDN", (18, 40))
         corridor = self.rng.choice([self._corridor("ID-ETK", "MY-TBD"), self._corridor("ID-ARU", "MY-BRH"),
                                     self._corridor("ID-NNK", "MY-TWU")])
-        if self.rng.random() < 0.5:
+        variant = "work" if self.rng.random() < 0.5 else "tourist"
+        if variant == "work":
             kw: dict[str, Any] = {"purpose": "WORK", "sponsor": {"kind": "EMPLOYER", "name": "Ladang Sawit Sdn Bhd",
                                                                  "registration_id": None, "contact": None}}
         else:
             kw = {"purpose": "TOURISM", "visa": "VISA_FREE"}
         ids = [e["event_id"] for e in self._trip(person, corridor, self._random_time(), **kw)]
-        self.truth.add("non_procedural_worker", [person.subject], ids)
+        self.truth.add("non_procedural_worker", [person.subject], ids, variant=variant)
 
     def _landing(self, at: datetime, large: bool) -> None:
         site = self.rng.choice(LANDING_SITES)
@@ -453,28 +488,29 @@ class Simulator:
                 self._plant(kind)
         for i in range(landings):
             self._landing(self._random_time(), large=i % 3 == 0)
-        while sum(1 for e in self._heap if e[2] == "crossing") < n_crossings:
+        while self._pushed_crossings < n_crossings:
             self._ordinary_trip()
-        emitted = 0
+        emitted: set[str] = set()
         while self._heap:
             at, _, kind, record = heapq.heappop(self._heap)
             if kind == "crossing":
-                if emitted >= n_crossings:
+                if len(emitted) >= n_crossings:
                     self.truth.event_subject.pop(record["event_id"], None)
                     continue
-                emitted += 1
+                emitted.add(record["event_id"])
                 self.truth.crossings += 1
             else:
                 self.truth.landings += 1
             yield kind, record
         # Planted evidence trimmed by the exact count is dropped from the truth too.
-        self._trim_truth()
+        self._trim_truth(emitted)
 
-    def _trim_truth(self) -> None:
-        kept = set(self.truth.event_subject)
+    def _trim_truth(self, emitted: set[str]) -> None:
         for s in self.truth.scenarios:
-            s["event_ids"] = [e for e in s["event_ids"] if e in kept or s["scenario"] == "boat_landing"
-                              or not s["event_ids"]]
+            planted = s["event_ids"]
+            s["event_ids"] = [e for e in planted if e in emitted or s["scenario"] == "boat_landing"]
+            # a pattern cut by the end of the stream is not all there: recall counts complete ones only
+            s["complete"] = len(s["event_ids"]) == len(planted)
 
 
 def to_json_line(record: dict[str, Any]) -> str:
