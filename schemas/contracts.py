@@ -156,5 +156,6 @@ LANDING_EVENT = load_contract("LandingEvent")
 DEAD_LETTER = load_contract("DeadLetter")
 IDENTITY_LINK = load_contract("IdentityLink")
 ADJUDICATION_DECISION = load_contract("AdjudicationDecision")
+ALERT = load_contract("Alert")
 EVENT_CONTRACTS: dict[str, Contract] = {c.name: c for c in (CROSSING_EVENT, LANDING_EVENT, DEAD_LETTER, IDENTITY_LINK,
-                                                             ADJUDICATION_DECISION)}
+                                                             ADJUDICATION_DECISION, ALERT)}
