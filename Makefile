@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PYTHON ?= python3.11
 
-.PHONY: setup demo test test-unit stack-up stack-down bench bench-dedup lint
+.PHONY: setup demo test test-unit stack-up stack-down bench bench-dedup bench-trafficking lint
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	./infra/setup-system.sh
@@ -36,6 +36,9 @@ bench: setup
 
 bench-dedup: setup
 	$(PY) -m bench.dedup_index --sizes 100000 1000000 --queries 500
+
+bench-trafficking: setup
+	$(PY) -m bench.trafficking --crossings 100000 --days 7
 
 lint: setup
 	$(VENV)/bin/ruff check streams agents infra tests bench

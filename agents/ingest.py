@@ -17,6 +17,7 @@ import numpy as np
 from agents.biometric import Capture, captures, probe_template
 from agents.gallery import TemplateRejected
 from agents.pseudonymise import Tokeniser, crossing_row, landing_row
+from agents.trafficking import Fact, crossing_facts, landing_facts
 from schemas.contracts import CROSSING_EVENT, DEAD_LETTER, LANDING_EVENT, Contract
 from streams.validation import check_semantics
 from streams.wire import DecodeError, WriterSchemas, decode, encode_payload
@@ -73,12 +74,13 @@ class EventKind:
 
     contract: Contract
     to_row: Callable[[dict[str, Any], Tokeniser], dict[str, Any]]
+    to_facts: Callable[[dict[str, Any], dict[str, Any], Tokeniser], list[Fact]]
     table: str
     source: str
 
 
-CROSSINGS = EventKind(CROSSING_EVENT, crossing_row, "crossings", "crossing")
-LANDINGS = EventKind(LANDING_EVENT, landing_row, "landings", "landing")
+CROSSINGS = EventKind(CROSSING_EVENT, crossing_row, crossing_facts, "crossings", "crossing")
+LANDINGS = EventKind(LANDING_EVENT, landing_row, lambda _record, row, _tok: landing_facts(row), "landings", "landing")
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,7 @@ class TemplatePolicy:
 
 @dataclass(frozen=True)
 class Accepted:
-    """An accepted message: its analytics row, its searchable captures, and dead letters for rejected templates.
+    """An accepted message: its row, captures, template dead letters and facts for the trafficking rules.
 
     A bad template does not cost the crossing its row: the event is kept, the
     template alone goes to the dead-letter topic with the reason.
@@ -100,6 +102,7 @@ class Accepted:
     row: dict[str, Any]
     probes: list[tuple[Capture, np.ndarray]]
     letters: list[DeadLetter]
+    facts: list[Fact]
 
 
 def ingest(raw: bytes | None, source: Source, kind: EventKind, schemas: WriterSchemas, tok: Tokeniser,
@@ -128,7 +131,7 @@ def ingest(raw: bytes | None, source: Source, kind: EventKind, schemas: WriterSc
         except TemplateRejected as err:
             letters.append(DeadLetter(source, f"template_{err.code}", f"{cap.field}.template", err.reason,
                                       raw or b""))
-    return Accepted(row, probes, letters)
+    return Accepted(row, probes, letters, kind.to_facts(record, row, tok))
 
 
 def dead_letter_payload(letter: DeadLetter, now: datetime) -> bytes:

@@ -45,11 +45,13 @@ from agents.ingest import (
 )
 from agents.pseudonymise import Tokeniser
 from agents.sealing import Sealer
-from schemas.contracts import ADJUDICATION_DECISION, DEAD_LETTER, IDENTITY_LINK
+from agents.trafficking import Alert, Fact, KeyState, decision_facts, evaluate, latest, load_rules
+from schemas.contracts import ADJUDICATION_DECISION, ALERT, DEAD_LETTER, IDENTITY_LINK
 from streams.gallery_store import read_shard
 from streams.settings import load_settings
 from streams.sink import ClickHouseSink
 from streams.topics import (
+    ALERTS,
     BIOMETRIC_ADJUDICATIONS,
     BIOMETRIC_ADJUDICATIONS_DLQ,
     BIOMETRIC_GALLERY,
@@ -60,6 +62,8 @@ from streams.topics import (
     DEDUP_SHARDS,
     LANDING_EVENTS,
     LANDING_EVENTS_DLQ,
+    TRAFFICKING_FACTS,
+    TRAFFICKING_STATE_TABLE,
     TopicSpec,
 )
 from streams.wire import DecodeError, RegistryUnavailable, SchemaIds, decode, encode_payload, frame
@@ -99,11 +103,25 @@ biometric_gallery = _topic(BIOMETRIC_GALLERY)
 biometric_links = _topic(BIOMETRIC_LINKS)
 biometric_adjudications = _topic(BIOMETRIC_ADJUDICATIONS)
 biometric_adjudications_dlq = _topic(BIOMETRIC_ADJUDICATIONS_DLQ)
+trafficking_facts = _topic(TRAFFICKING_FACTS)
+alerts_topic = _topic(ALERTS)
+# Per-key rule state, changelog-backed: a restarted worker reads it back before its agent resumes.
+# use_partitioner: the changelog is partitioned by key like trafficking.facts (both through the
+# producer's partitioner), so the state of a key lives on the partition its facts arrive on.
+trafficking_state = app.Table(
+    TRAFFICKING_STATE_TABLE, default=None, partitions=TRAFFICKING_FACTS.partitions, key_type=bytes,
+    value_type=bytes, use_partitioner=True,  # raw bytes: the app's serializers
+)
 
 
 async def gathered(sends: list[Any]) -> None:
     """Wait until Kafka has acknowledged every send."""
     await asyncio.gather(*sends)
+
+
+async def send_facts(facts: list[Fact]) -> list[Any]:
+    """Facts to trafficking.facts, keyed so the producer's partitioner puts each key on its state's partition."""
+    return [await trafficking_facts.send(key=f.key.encode(), value=f.to_bytes()) for f in facts]
 
 
 class Pipeline:
@@ -152,7 +170,9 @@ class Pipeline:
         await self.dead_letters(letters, dlq, now)
         probes = [search_command(cap, template, self.sealer, DEDUP_SHARDS) for a in accepted
                   for cap, template in a.probes]
-        await gathered([await biometric_probes.send(value=value, partition=partition) for partition, value in probes])
+        sends = [await biometric_probes.send(value=value, partition=partition) for partition, value in probes]
+        sends += await send_facts([f for a in accepted for f in a.facts])
+        await gathered(sends)
         ingested = datetime.now(UTC)
         rows = [a.row for a in accepted]
         for row in rows:
@@ -212,6 +232,7 @@ class Dedup:
             links += out.links
         # one insert per table for the whole batch, after Kafka has every send
         sends += await self._send_links(links)
+        sends += await send_facts([f for d in decisions for f in decision_facts(d)])
         await gathered(sends)
         await pipeline.run(pipeline.sink.write, "dedup_decisions", decisions)
         await pipeline.run(pipeline.sink.write, "dedup_links", [link_row(link) for link in links])
@@ -257,8 +278,40 @@ class Dedup:
         return link
 
 
+class Rules:
+    """The trafficking rules: each batch of facts through :func:`agents.trafficking.evaluate`, alerts out."""
+
+    def __init__(self) -> None:
+        """Rules from the configured file, checked now so a bad file stops the worker at start."""
+        self.rules = load_rules(settings.trafficking_rules)
+        log.info("trafficking rules %s: %d rules, %d routes", self.rules.version, len(self.rules.rules),
+                 len(self.rules.routes))
+
+    async def process(self, events: list[faust.EventT]) -> None:
+        """Apply each fact to its key's state (table), then alerts to Kafka and ClickHouse; return = commit."""
+        raised: list[Alert] = []
+        for e in events:
+            fact = Fact.from_bytes(e.message.value or b"")
+            key = e.message.key or fact.key.encode()
+            state, alerts = evaluate(fact, KeyState.from_bytes(trafficking_state.get(key)), self.rules)
+            trafficking_state[key] = state.to_bytes()
+            raised += alerts
+        if not raised:
+            return
+        current = list(latest(raised).values())
+        schema_id = await pipeline.run(pipeline.ids.id_for, alerts_topic.get_topic_name(), ALERT)
+        await gathered([await alerts_topic.send(key=a.alert_id.encode(),
+                                                value=frame(schema_id, encode_payload(ALERT, a.record(
+                                                    pipeline.tok.key_id))))
+                        for a in current])
+        now = datetime.now(UTC)
+        await pipeline.run(pipeline.sink.write, "alerts", [a.row(pipeline.tok.key_id, now) for a in current])
+        log.info("%d alert update(s): %s", len(current), ", ".join(sorted({a.rule_id for a in current})))
+
+
 pipeline = Pipeline()
 dedup = Dedup()
+rules = Rules()
 
 
 @app.on_partitions_revoked.connect
@@ -293,6 +346,15 @@ async def dedup_shards(stream: faust.StreamT) -> None:
         settings.dedup_batch_size, within=settings.sink_batch_seconds
     ):
         await dedup.process(list(events))
+
+
+@app.agent(trafficking_facts)
+async def trafficking_rules(stream: faust.StreamT) -> None:
+    """Facts → per-key rule state → alerts for officers' review (alerts topic and table)."""
+    async for events in stream.take_events(  # type: ignore[attr-defined]  # faust-streaming 0.15 API, not in StreamT
+        settings.trafficking_batch_size, within=settings.sink_batch_seconds
+    ):
+        await rules.process(list(events))
 
 
 @app.agent(biometric_adjudications)

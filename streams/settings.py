@@ -81,6 +81,12 @@ class Settings(BaseSettings):
                                           description="Recorded with every decision; change it with the thresholds.")
     dedup_batch_size: int = 1000
 
+    # Trafficking-pattern rules
+    trafficking_rules: Path | None = Field(
+        default=None, description="Rules file (thresholds, windows); default agents/trafficking_rules.toml.",
+    )
+    trafficking_batch_size: int = 2000
+
     # Pipeline
     sink_batch_size: int = 5000
     sink_batch_seconds: float = 1.0

@@ -18,7 +18,7 @@ def _table(title: str, header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> 
 
 
 def regional_summary(client: Client) -> str:
-    """Per-post counts, corridors, landings, dead letters, dedup outcomes and links, and ingest latency."""
+    """Per-post counts, corridors, landings, dead letters, dedup outcomes and links, alerts, and ingest latency."""
     q = lambda sql: [tuple(r) for r in client.query(sql).result_rows]  # noqa: E731
     total = q("SELECT count(), countIf(refused = 1), countIf(has_biometric = 1) FROM crossings FINAL")[0]
     parts = [
@@ -43,6 +43,9 @@ def regional_summary(client: Client) -> str:
             "GROUP BY outcome ORDER BY 2 DESC")),
         _table("Multiple-identity links for review", ("colour", "status", "links"), q(
             "SELECT colour, status, toInt64(count()) FROM dedup_links FINAL GROUP BY colour, status ORDER BY 1, 2")),
+        _table("Trafficking-pattern alerts for review", ("rule", "severity", "alerts", "evidence events"), q(
+            "SELECT rule_id, severity, toInt64(count()), toInt64(sum(evidence_count)) FROM alerts FINAL "
+            "WHERE family = 'trafficking' GROUP BY rule_id, severity ORDER BY 3 DESC, 1")),
     ]
     lag = q("SELECT quantile(0.5)(d), quantile(0.99)(d) FROM (SELECT dateDiff('millisecond', produced_at, "
             "ingested_at) AS d FROM crossings WHERE ingested_at > now() - INTERVAL 1 HOUR)")

@@ -87,6 +87,25 @@ BIOMETRIC_ADJUDICATIONS_DLQ = TopicSpec(
     doc="Adjudication decisions that could not be applied, with the reason.",
 )
 
+# Trafficking-pattern rules. Facts are keyed by a pseudonymous id, so every fact
+# about one document, sponsor, subject or vessel reaches the same partition, where
+# the rule agent keeps that key's state in a Faust table; the table's changelog
+# (created by Faust, compacted) has the same partition count.
+TRAFFICKING_FACTS = TopicSpec(
+    "trafficking.facts", partitions=6, retention_ms=7 * DAY_MS,
+    doc="Pseudonymous facts from crossings, landings and dedup decisions, keyed by doc:/sponsor:/subject:/vessel: "
+        "id, for the trafficking rules; internal.",
+    internal=True,
+)
+TRAFFICKING_STATE_TABLE = "trafficking_state"  # Faust table; changelog lintas-pipeline-trafficking_state-changelog
+ALERTS = TopicSpec(
+    "alerts", partitions=3, retention_ms=-1, cleanup_policy="compact",
+    doc="Alerts for officers' review (Avro Alert, registered), keyed by alert id: the latest copy of each "
+        "pattern instance is kept; pseudonymous.",
+    extra_config={"min.cleanable.dirty.ratio": "0.1"},
+    internal=True,
+)
+
 ALL_TOPICS: tuple[TopicSpec, ...] = (
     CROSSING_EVENTS,
     LANDING_EVENTS,
@@ -97,4 +116,6 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     BIOMETRIC_LINKS,
     BIOMETRIC_ADJUDICATIONS,
     BIOMETRIC_ADJUDICATIONS_DLQ,
+    TRAFFICKING_FACTS,
+    ALERTS,
 )
