@@ -295,7 +295,8 @@ class KeyState:
     subjects: list[list[Any]] = field(default_factory=list)   # BIOMETRIC: [ms, event, subject, post]
     documents: list[list[Any]] = field(default_factory=list)  # DOCUMENT: [ms, event, document, post]
     landings: list[list[Any]] = field(default_factory=list)   # LANDING: [ms, event, site]
-    episodes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    episodes: dict[str, dict[str, Any]] = field(default_factory=dict)  # alert id → the alert as last emitted
+    current: dict[str, str] = field(default_factory=dict)  # rule (or rule/instance) → its open episode's alert id
     seen: list[str] = field(default_factory=list)
     max_ms: int = 0
 
@@ -319,7 +320,8 @@ class KeyState:
         live = {e[1] for name in ("crossings", "escorted", "sponsored", "subjects", "documents", "landings")
                 for e in getattr(self, name)}
         self.seen = [s for s in self.seen if s.rsplit("/", 1)[0] in live]
-        self.episodes = {r: ep for r, ep in self.episodes.items() if ep["last_ms"] >= floor}
+        self.episodes = {a: ep for a, ep in self.episodes.items() if ep["last_ms"] >= floor}
+        self.current = {slot: a for slot, a in self.current.items() if a in self.episodes}
 
 
 @dataclass(frozen=True)
@@ -379,11 +381,14 @@ def _version(alert: Alert) -> int:
 def evaluate(fact: Fact, state: KeyState, rules: RuleSet) -> tuple[KeyState, list[Alert]]:
     """Apply one fact to its key's state and run the rules of its role; the state is updated in place.
 
-    A fact already applied (same event, same role) changes nothing and raises nothing.
+    A fact already applied (same event, same role) changes nothing; it re-sends the current
+    alerts it is evidence of, unchanged. That is what a redelivery after a crash needs: the
+    state may have reached the changelog before the alerts reached Kafka.
     """
     seen_id = f"{fact.event_id}/{fact.role}"
     if seen_id in state.seen:
-        return state, []
+        return state, [_alert(fact.key, ep) for ep in state.episodes.values()
+                       if any(e[1] == fact.event_id for e in ep["evidence"])]
     state.seen.append(seen_id)
     state.max_ms = max(state.max_ms, fact.ms)
     findings = list(_RULES_BY_ROLE[fact.role](fact, state, rules))
@@ -396,7 +401,7 @@ def _emit(key: str, finding: Finding, state: KeyState, rules: RuleSet) -> Alert 
     """Open or grow the finding's episode; an alert only when the evidence or the severity changed."""
     rule = rules.rule(finding.rule_id)
     slot = f"{finding.rule_id}/{finding.instance}" if finding.instance else finding.rule_id
-    ep = state.episodes.get(slot)
+    ep = state.episodes.get(state.current.get(slot, ""))
     first_ms = finding.evidence[0][0]
     if ep is not None and not finding.instance and first_ms - ep["last_ms"] > rule.window_ms:
         ep = None  # the last episode ended a window ago: this is a new pattern instance
@@ -411,16 +416,28 @@ def _emit(key: str, finding: Finding, state: KeyState, rules: RuleSet) -> Alert 
         alert_id = ep["alert_id"]
     else:
         alert_id = "A" + hashlib.sha256(f"{finding.rule_id}\x1f{key}\x1f{evidence[0][1]}".encode()).hexdigest()[:31]
-    subjects = sorted(set(finding.subjects) | set(ep["subjects"] if ep else ()))
-    state.episodes[slot] = {"alert_id": alert_id, "first_ms": evidence[0][0], "last_ms": evidence[-1][0],
-                            "evidence": [list(e) for e in evidence], "severity": severity, "subjects": subjects}
+    state.current[slot] = alert_id
+    state.episodes[alert_id] = {
+        "alert_id": alert_id, "rule_id": finding.rule_id, "rule_version": rule.version,
+        "rules_version": rules.version, "indicators": list(rule.indicators), "severity": severity,
+        "first_ms": evidence[0][0], "last_ms": evidence[-1][0], "evidence": [list(e) for e in evidence],
+        "subjects": sorted(set(finding.subjects) | set(ep["subjects"] if ep else ())),
+        "explanation": finding.explanation, "features": finding.features,
+    }
+    return _alert(key, state.episodes[alert_id])
+
+
+def _alert(key: str, ep: dict[str, Any]) -> Alert:
+    """The alert an episode stands for, as last emitted."""
     kind, _, token = key.partition(":")
+    evidence = ep["evidence"]
     return Alert(
-        alert_id=alert_id, rule_id=finding.rule_id, rule_version=rule.version, rules_version=rules.version,
-        indicators=rule.indicators, severity=severity, key_kind=kind, key_token=token, subjects=tuple(subjects),
+        alert_id=ep["alert_id"], rule_id=ep["rule_id"], rule_version=ep["rule_version"],
+        rules_version=ep["rules_version"], indicators=tuple(ep["indicators"]), severity=ep["severity"],
+        key_kind=kind, key_token=token, subjects=tuple(ep["subjects"]),
         evidence_event_ids=tuple(_unique(e[1] for e in evidence)),
-        post_ids=tuple(sorted({e[2] for e in evidence if e[2]})), explanation=finding.explanation,
-        features=finding.features, first_seen=_dt(evidence[0][0]), last_seen=_dt(evidence[-1][0]),
+        post_ids=tuple(sorted({e[2] for e in evidence if e[2]})), explanation=ep["explanation"],
+        features=dict(ep["features"]), first_seen=_dt(evidence[0][0]), last_seen=_dt(evidence[-1][0]),
     )
 
 
