@@ -58,6 +58,10 @@ The rules and the indicators they map to (codes in ``trafficking_rules.toml``):
 ``maritime_landing`` / ``repeat_vessel``
     Boat landings with many people or a high share of minors; the same vessel
     landing again.
+``anomaly_score``
+    A document whose window of crossings and escorted travellers an
+    IsolationForest finds unusual (:mod:`agents.anomaly`); LOW, with the
+    features that stand out as its explanation.
 """
 
 from __future__ import annotations
@@ -100,6 +104,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "tourist_exit_recruitment_corridor": ("window_hours", "posts", "nationalities", "purposes", "visas", "age_bands"),
     "maritime_landing": ("min_persons", "min_minor_share", "severity_with_minors"),
     "repeat_vessel": ("window_hours", "min_landings"),
+    "anomaly_score": ("window_hours", "top_features", "alert_rate"),
 }
 
 
@@ -677,6 +682,19 @@ def _on_landing(fact: Fact, state: KeyState, rules: RuleSet) -> Iterator[Finding
             yield Finding("repeat_vessel", tuple((e[0], e[1], e[2]) for e in recent), (), repeat.severity,
                           f"the same vessel landed {len(recent)} times within {days} days "
                           f"(threshold {repeat['min_landings']})", {"landings": float(len(recent))})
+
+
+def flag_anomaly(fact: Fact, state: KeyState, rules: RuleSet, score: float, threshold: float, model_version: str,
+                 why: str, top: dict[str, float]) -> Alert | None:
+    """Record an anomaly-score finding for the fact's key (scored in batches by :mod:`agents.anomaly`)."""
+    rule = rules.rule("anomaly_score")
+    finding = Finding("anomaly_score", ((fact.ms, fact.event_id, fact.post_id),), (fact.key.partition(":")[2],),
+                      rule.severity, f"unusual window for this document (score {-score:.3f}, alert beyond "
+                      f"{-threshold:.3f}, model {model_version}); stands out on: {why}",
+                      {"score": round(-score, 4), "threshold": round(-threshold, 4), **top})
+    alert = _emit(fact.key, finding, state, rules)
+    state.prune(rules.horizon_ms)
+    return alert
 
 
 _RULES_BY_ROLE = {"SELF": _on_self, "ESCORT": _on_escort, "SPONSOR": _on_sponsor, "BIOMETRIC": _on_biometric,

@@ -21,6 +21,8 @@ from typing import Any
 import faust
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
+from agents.anomaly import evaluate_batch
+from agents.anomaly import load as load_model
 from agents.biometric import (
     AdjudicationRejected,
     DedupConfig,
@@ -45,7 +47,7 @@ from agents.ingest import (
 )
 from agents.pseudonymise import Tokeniser
 from agents.sealing import Sealer
-from agents.trafficking import Alert, Fact, KeyState, decision_facts, evaluate, latest, load_rules
+from agents.trafficking import Fact, KeyState, decision_facts, latest, load_rules
 from schemas.contracts import ADJUDICATION_DECISION, ALERT, DEAD_LETTER, IDENTITY_LINK
 from streams.gallery_store import read_shard
 from streams.settings import load_settings
@@ -279,23 +281,26 @@ class Dedup:
 
 
 class Rules:
-    """The trafficking rules: each batch of facts through :func:`agents.trafficking.evaluate`, alerts out."""
+    """The trafficking rules: each batch of facts through :func:`agents.anomaly.evaluate_batch`, alerts out."""
 
     def __init__(self) -> None:
-        """Rules from the configured file, checked now so a bad file stops the worker at start."""
+        """Rules (and the anomaly model, if one was trained) checked now, so a bad file stops the worker at start."""
         self.rules = load_rules(settings.trafficking_rules)
-        log.info("trafficking rules %s: %d rules, %d routes", self.rules.version, len(self.rules.rules),
-                 len(self.rules.routes))
+        path = settings.anomaly_model_path
+        self.model = load_model(path) if path.exists() else None
+        log.info("trafficking rules %s: %d rules, %d routes; anomaly model %s", self.rules.version,
+                 len(self.rules.rules), len(self.rules.routes),
+                 self.model.version if self.model else "none (run `lintas trafficking train`; rule off)")
 
     async def process(self, events: list[faust.EventT]) -> None:
         """Apply each fact to its key's state (table), then alerts to Kafka and ClickHouse; return = commit."""
-        raised: list[Alert] = []
-        for e in events:
-            fact = Fact.from_bytes(e.message.value or b"")
-            key = e.message.key or fact.key.encode()
-            state, alerts = evaluate(fact, KeyState.from_bytes(trafficking_state.get(key)), self.rules)
-            trafficking_state[key] = state.to_bytes()
-            raised += alerts
+        facts = [Fact.from_bytes(e.message.value or b"") for e in events]
+
+        def store(key: str, state: KeyState) -> None:
+            trafficking_state[key.encode()] = state.to_bytes()
+
+        raised = evaluate_batch(facts, lambda key: KeyState.from_bytes(trafficking_state.get(key.encode())), store,
+                                self.rules, self.model)
         if not raised:
             return
         current = list(latest(raised).values())

@@ -63,6 +63,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     settings = _settings(args)
     stack = Stack(settings)
     stack.up()
+    if not settings.anomaly_model_path.exists():  # the trafficking rules' anomaly score needs a trained model
+        _train_anomaly_model(settings, 30_000, 3.0, 15_000, 1, settings.anomaly_model_path)
     stack.start_worker()
     events = int(args.rate * args.duration)
     print(f"\nsimulating one day of regional traffic: {events:,} crossings at {args.rate:.0f} events/s "
@@ -250,6 +252,35 @@ def _cmd_schemas(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def _cmd_trafficking(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    _train_anomaly_model(settings, args.crossings, args.days, args.population, args.seed,
+                         args.out or settings.anomaly_model_path)
+    return 0
+
+
+def _train_anomaly_model(settings: Settings, crossings: int, days: float, population: int, seed: int,
+                         out: Path) -> None:
+    import secrets
+    from datetime import UTC, datetime
+
+    from agents.anomaly import FEATURES, save, train, training_rows
+    from agents.pseudonymise import Tokeniser
+    from agents.trafficking import load_rules
+    from streams.simulator import Simulator, simulated_facts
+
+    rules = load_rules(settings.trafficking_rules)
+    # Tokens only need to be consistent within the training run: a throwaway key, never the pipeline's.
+    tok = Tokeniser(secrets.token_bytes(32), "training")
+    sim = Simulator(seed=seed, dim=8, days=days, population=population,
+                    end=datetime.now(UTC).replace(minute=0, second=0))
+    x = training_rows(simulated_facts(sim, crossings, 10, tok), rules)
+    model = train(x, float(rules.rule("anomaly_score")["alert_rate"]), seed=seed)
+    path = save(model, out)
+    print(f"trained anomaly model {model.version} on {len(x):,} document windows ({len(FEATURES)} features, "
+          f"{crossings:,} simulated crossings); alerts below score {model.threshold:.4f}; saved {path}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every ``lintas`` subcommand."""
     parser = argparse.ArgumentParser(prog="lintas", description=__doc__)
@@ -308,6 +339,15 @@ def build_parser() -> argparse.ArgumentParser:
     schemas = sub.add_parser("schemas", help="event contracts: check or freeze versions")
     schemas.add_argument("action", choices=["check", "freeze"])
     schemas.set_defaults(func=_cmd_schemas)
+
+    traffic = sub.add_parser("trafficking", help="trafficking rules: train the anomaly model")
+    traffic.add_argument("action", choices=["train"])
+    traffic.add_argument("--crossings", type=int, default=100_000, help="simulated crossings to train on")
+    traffic.add_argument("--days", type=float, default=7.0)
+    traffic.add_argument("--population", type=int, default=40_000)
+    traffic.add_argument("--seed", type=int, default=1)
+    traffic.add_argument("--out", type=Path, default=None, help="model file (default: the worker's model path)")
+    traffic.set_defaults(func=_cmd_trafficking)
 
     demo = sub.add_parser("demo", help="the main job: stack, worker, simulated traffic, regional summary")
     demo.add_argument("--rate", type=float, default=100.0, help="events per second (default 100)")

@@ -86,6 +86,14 @@ class Settings(BaseSettings):
         default=None, description="Rules file (thresholds, windows); default agents/trafficking_rules.toml.",
     )
     trafficking_batch_size: int = 2000
+    trafficking_model: Path | None = Field(
+        default=None, description="Anomaly model (lintas trafficking train); default <state_dir>/models/.",
+    )
+
+    @property
+    def anomaly_model_path(self) -> Path:
+        """Where ``lintas trafficking train`` writes the model and the worker looks for it."""
+        return self.trafficking_model or self.state_dir / "models" / "trafficking-anomaly.joblib"
 
     # Pipeline
     sink_batch_size: int = 5000

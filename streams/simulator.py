@@ -38,7 +38,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -55,6 +55,10 @@ from streams.geography import (
     WEEKDAY,
     Corridor,
 )
+
+if TYPE_CHECKING:
+    from agents.pseudonymise import Tokeniser
+    from agents.trafficking import Fact
 
 TRAVEL_TIME = {"FLIGHT": timedelta(hours=2, minutes=30), "VESSEL": timedelta(hours=1, minutes=20),
                "VEHICLE": timedelta(minutes=40)}
@@ -546,3 +550,25 @@ def write_truth(truth: Truth, out_dir: Path) -> None:
         f.write("event_id,subject\n")
         for event_id, subject in truth.event_subject.items():
             f.write(f"{event_id},{subject}\n")
+
+
+def simulated_facts(sim: Simulator, crossings: int, landings: int, tok: Tokeniser) -> Iterator[Fact]:
+    """The trafficking facts the pipeline would make from a simulation, in event order.
+
+    Biometric subjects come from the ground truth (a perfect dedup): for measuring
+    and training the rules on their own.
+    """
+    from agents.pseudonymise import crossing_row, landing_row
+    from agents.trafficking import crossing_facts, decision_facts, landing_facts
+
+    for kind, record in sim.events(crossings, landings):
+        if kind == "landing":
+            yield from landing_facts(landing_row(record, tok))
+            continue
+        row = crossing_row(record, tok)
+        yield from crossing_facts(record, row, tok)
+        subject = sim.truth.event_subject.get(record["event_id"])
+        if subject is not None:
+            yield from decision_facts({"subject_id": tok.token("subject", str(subject)),
+                                       "identity_token": row["document_token"], "event_id": record["event_id"],
+                                       "occurred_at": row["occurred_at"], "post_id": row["post_id"]})
