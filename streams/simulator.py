@@ -213,6 +213,7 @@ class Simulator:
                   placement: str | None = None, sponsor: dict[str, Any] | None = None,
                   identity: Identity | None = None, capture: bool | None = None) -> dict[str, Any]:
         post = POSTS[post_id]
+        at = at.replace(microsecond=at.microsecond // 1000 * 1000)  # Avro timestamp-millis: what a post can send
         ident = identity or person.identity()
         event_id = self._uuid()
         take = capture if capture is not None else self.rng.random() < post.biometric_rate
@@ -450,6 +451,7 @@ class Simulator:
 
     def _landing(self, at: datetime, large: bool) -> None:
         site = self.rng.choice(LANDING_SITES)
+        at = at.replace(microsecond=at.microsecond // 1000 * 1000)
         adults = self.rng.randint(40, 150) if large else self.rng.randint(4, 15)
         minors = int(adults * self.rng.uniform(0.3, 0.8)) if large else self.rng.randint(0, 3)
         unaccompanied = int(minors * self.rng.uniform(0.05, 0.3)) if large else 0

@@ -59,3 +59,8 @@ def test_genuine_and_impostor_scores_overlap_but_separate() -> None:
     # The distributions overlap at the tails, as real ones do: some genuine pairs score like the best impostors.
     overlap = float(np.mean(np.array(genuine) < np.percentile(impostor, 99.9)))
     assert 0.0 < overlap < 0.25, overlap  # seeds 6-9 give 0.17-0.21 at dim 64
+
+
+def test_event_times_are_whole_milliseconds_as_avro_carries_them() -> None:
+    _, events = _run(5, 3000)
+    assert all(r["occurred_at"].microsecond % 1000 == 0 for _, r in events)
