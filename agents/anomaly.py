@@ -22,13 +22,12 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import joblib
 import numpy as np
 from sklearn.ensemble import IsolationForest
 
-from agents.trafficking import HOUR_MS, Alert, Fact, KeyState, RuleSet, evaluate, flag_anomaly
+from agents.trafficking import HOUR_MS, Alert, Fact, KeyState, RuleSet, escort_occasions, evaluate, flag_anomaly, within
 from streams.errors import LintasError
 
 FEATURES = (
@@ -37,6 +36,7 @@ FEATURES = (
     "tourism", "subjects_on_document",
 )
 FAMILY = frozenset({"PARENT", "LEGAL_GUARDIAN", "SPOUSE", "SIBLING"})
+OCCASION_GAP_MS = 2 * HOUR_MS  # fixed, not from the rules file: a trained model's features must not drift
 
 
 class ModelError(LintasError):
@@ -50,21 +50,14 @@ def features(fact: Fact, state: KeyState) -> np.ndarray | None:
     if not fact.key.startswith("doc:") or fact.role not in ("SELF", "ESCORT"):
         return None
     now = fact.ms
-
-    def recent(entries: list[list[Any]], hours: int) -> list[list[Any]]:
-        return [e for e in entries if now - hours * HOUR_MS <= e[0] <= now]
-
-    own72, own7d = recent(state.crossings, 72), recent(state.crossings, 168)
-    esc7d = recent(state.escorted, 168)
+    own72, own7d = within(state.crossings, now, 72 * HOUR_MS), within(state.crossings, now, 168 * HOUR_MS)
+    esc7d = within(state.escorted, now, 168 * HOUR_MS)
     before = [e[0] for e in state.crossings if e[0] < now]
-    occasions, last = 0, None
-    for e in sorted(esc7d, key=lambda e: e[0]):
-        if last is None or e[0] - last >= 2 * HOUR_MS:
-            occasions, last = occasions + 1, e[0]
     self_fact = fact.role == "SELF"
     return np.array([
         sum(e[4] == "EXIT" for e in own72), sum(e[4] == "ENTRY" for e in own72), len({e[2] for e in own7d}),
-        len({e[3] for e in own7d}), len({e[2] for e in esc7d}), len({e[2] for e in esc7d if e[3]}), occasions,
+        len({e[3] for e in own7d}), len({e[2] for e in esc7d}), len({e[2] for e in esc7d if e[3]}),
+        escort_occasions(esc7d, OCCASION_GAP_MS),
         min(168.0, (now - max(before)) / HOUR_MS) if before else 168.0,
         float(self_fact and fact.is_minor),
         float(sum(c.relationship not in FAMILY for c in fact.companions)) if self_fact else 0.0,

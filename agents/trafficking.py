@@ -69,7 +69,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import math
 import tomllib
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -81,7 +80,7 @@ import fastavro
 
 from agents.pseudonymise import Tokeniser, document_token
 from streams.errors import LintasError
-from streams.geography import POSTS
+from streams.geography import POSTS, distance_km
 from streams.wire import avro_bytes
 
 RULES_FILE = Path(__file__).resolve().parent / "trafficking_rules.toml"
@@ -454,7 +453,8 @@ def _dt(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
-def _within(entries: list[list[Any]], now_ms: int, window_ms: int) -> list[list[Any]]:
+def within(entries: list[list[Any]], now_ms: int, window_ms: int) -> list[list[Any]]:
+    """State entries whose time lies in the window ending at ``now_ms``."""
     return [e for e in entries if now_ms - window_ms <= e[0] <= now_ms]
 
 
@@ -481,7 +481,9 @@ def _on_self(fact: Fact, state: KeyState, rules: RuleSet) -> Iterator[Finding]:
     if fact.direction == "EXIT":
         yield from _labour_exit(fact, here, me, rules)
     yield from _impossible_travel(fact, state, me, rules)
-    yield from _shuttling(fact, state, me, rules)
+    shuttling = rules.rule("shuttling")
+    if fact.visa_type not in shuttling["exempt_visas"] and fact.travel_purpose not in shuttling["exempt_purposes"]:
+        yield from _shuttling(fact.ms, state, me, rules)
     for route in rules.routes:
         yield from _route(route, fact, state, me)
 
@@ -507,7 +509,7 @@ def _labour_exit(fact: Fact, here: tuple[tuple[int, str, str], ...], me: str, ru
 
 def _impossible_travel(fact: Fact, state: KeyState, me: str, rules: RuleSet) -> Iterator[Finding]:
     rule = rules.rule("impossible_travel")
-    for e in _within(state.crossings, fact.ms + rule.window_ms, 2 * rule.window_ms):
+    for e in within(state.crossings, fact.ms + rule.window_ms, 2 * rule.window_ms):
         if e[1] == fact.event_id or e[2] == fact.post_id:
             continue
         needed = travel_hours(e[2], fact.post_id, rule["speed_kmh"], rule["minimum_hours"])
@@ -525,25 +527,15 @@ def travel_hours(post_a: str, post_b: str, speed_kmh: float, minimum_hours: floa
     a, b = POSTS.get(post_a), POSTS.get(post_b)
     if a is None or b is None or not (a.latitude or a.longitude) or not (b.latitude or b.longitude):
         return None
-    return minimum_hours + haversine_km(a.latitude, a.longitude, b.latitude, b.longitude) / speed_kmh
+    return minimum_hours + distance_km(a, b) / speed_kmh
 
 
-def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """Great-circle distance in km."""
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    dp, dl = p2 - p1, math.radians(lon2 - lon1)
-    h = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * 6371.0 * math.asin(math.sqrt(h))
-
-
-def _shuttling(fact: Fact, state: KeyState, me: str, rules: RuleSet) -> Iterator[Finding]:
+def _shuttling(now_ms: int, state: KeyState, me: str, rules: RuleSet) -> Iterator[Finding]:
     rule = rules.rule("shuttling")
-    if fact.visa_type in rule["exempt_visas"] or fact.travel_purpose in rule["exempt_purposes"]:
-        return
-    exits = [e for e in _within(state.crossings, fact.ms, rule.window_ms)
+    exits = [e for e in within(state.crossings, now_ms, rule.window_ms)
              if e[4] == "EXIT" and e[6] not in rule["exempt_visas"] and e[5] not in rule["exempt_purposes"]]
-    escorted = _within(state.escorted, fact.ms, rule.window_ms)
-    occasions = _occasions(escorted, int(rule["occasion_gap_hours"] * HOUR_MS))
+    escorted = within(state.escorted, now_ms, rule.window_ms)
+    occasions = escort_occasions(escorted, int(rule["occasion_gap_hours"] * HOUR_MS))
     companions = {e[2] for e in escorted}
     enough = min(occasions, len(companions)) >= rule["min_companions"]
     if len(exits) >= rule["min_exits"] and enough:
@@ -557,7 +549,7 @@ def _shuttling(fact: Fact, state: KeyState, me: str, rules: RuleSet) -> Iterator
                        "window_hours": float(hours)})
 
 
-def _occasions(escorted: list[list[Any]], gap_ms: int) -> int:
+def escort_occasions(escorted: list[list[Any]], gap_ms: int) -> int:
     """Separate escorting trips: escorted crossings at least ``gap_ms`` apart."""
     count, last = 0, None
     for e in sorted(escorted, key=lambda e: e[0]):
@@ -568,7 +560,7 @@ def _occasions(escorted: list[list[Any]], gap_ms: int) -> int:
 
 
 def _route(route: Rule, fact: Fact, state: KeyState, me: str) -> Iterator[Finding]:
-    crossings = _within(state.crossings, fact.ms, route.window_ms)
+    crossings = within(state.crossings, fact.ms, route.window_ms)
     matched: list[list[Any]] = []
     legs = route["legs"]
     for e in crossings:  # greedy in-order match of the legs
@@ -597,7 +589,7 @@ def _on_escort(fact: Fact, state: KeyState, rules: RuleSet) -> Iterator[Finding]
     state.escorted.append([fact.ms, fact.event_id, fact.traveller, fact.is_minor, fact.relationship, fact.post_id])
     rule = rules.rule("escort_fanout")
     family = set(rule["family"])
-    recent = [e for e in _within(state.escorted, fact.ms, rule.window_ms) if e[4] not in family]
+    recent = [e for e in within(state.escorted, fact.ms, rule.window_ms) if e[4] not in family]
     travellers = {e[2] for e in recent}
     me = fact.key.partition(":")[2]
     if len(travellers) >= rule["min_travellers"]:
@@ -610,8 +602,7 @@ def _on_escort(fact: Fact, state: KeyState, rules: RuleSet) -> Iterator[Finding]
                       {"travellers": float(len(travellers)), "minors": float(len(minors)),
                        "window_hours": float(hours)})
     # an escort's own exits may now complete a shuttling pattern
-    yield from _shuttling(Fact(key=fact.key, role="SELF", event_id=fact.event_id, occurred_at=fact.occurred_at),
-                          state, me, rules)
+    yield from _shuttling(fact.ms, state, me, rules)
 
 
 def _on_sponsor(fact: Fact, state: KeyState, rules: RuleSet) -> Iterator[Finding]:
@@ -619,7 +610,7 @@ def _on_sponsor(fact: Fact, state: KeyState, rules: RuleSet) -> Iterator[Finding
     if fact.sponsor_kind not in rule["kinds"] or fact.sponsor_registered:
         return
     state.sponsored.append([fact.ms, fact.event_id, fact.traveller, fact.post_id])
-    recent = _within(state.sponsored, fact.ms, rule.window_ms)
+    recent = within(state.sponsored, fact.ms, rule.window_ms)
     travellers = {e[2] for e in recent}
     if len(travellers) >= rule["min_travellers"]:
         hours = rule.window_ms // HOUR_MS
@@ -646,7 +637,7 @@ def _on_document(fact: Fact, state: KeyState, rules: RuleSet) -> Iterator[Findin
 def _many(fact: Fact, entries: list[list[Any]], rule: Rule, threshold: str, text: str,
           feature: str) -> Iterator[Finding]:
     """Several distinct values (``entry[2]``) seen with one key within the rule's window."""
-    recent = _within(entries, fact.ms, rule.window_ms)
+    recent = within(entries, fact.ms, rule.window_ms)
     values = {e[2] for e in recent}
     if len(values) >= rule[threshold]:
         yield Finding(rule.rule_id, tuple((e[0], e[1], e[3]) for e in recent),
@@ -676,7 +667,7 @@ def _on_landing(fact: Fact, state: KeyState, rules: RuleSet) -> Iterator[Finding
                        "unaccompanied_minors": float(fact.unaccompanied_minors)}, instance=fact.event_id)
     repeat = rules.rule("repeat_vessel")
     if fact.key.startswith("vessel:"):
-        recent = _within(state.landings, fact.ms, repeat.window_ms)
+        recent = within(state.landings, fact.ms, repeat.window_ms)
         if len(recent) >= repeat["min_landings"]:
             days = repeat.window_ms // (24 * HOUR_MS)
             yield Finding("repeat_vessel", tuple((e[0], e[1], e[2]) for e in recent), (), repeat.severity,

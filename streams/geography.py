@@ -6,6 +6,7 @@ realistic mix, not official statistics.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -48,6 +49,14 @@ POSTS: dict[str, PostInfo] = {p.post_id: p for p in [
     PostInfo("KH-PNH", "Phnom Penh International Airport", "AIR", "KHM", 0.7, 11.55, 104.84),
     PostInfo("KH-PPT", "Poipet International Border Checkpoint", "LAND", "KHM", 0.3, 13.66, 102.56),
 ]}
+
+
+def distance_km(a: PostInfo, b: PostInfo) -> float:
+    """Great-circle distance between two posts."""
+    p1, p2 = math.radians(a.latitude), math.radians(b.latitude)
+    dp, dl = p2 - p1, math.radians(b.longitude - a.longitude)
+    h = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * 6371.0 * math.asin(math.sqrt(h))
 
 
 @dataclass(frozen=True)

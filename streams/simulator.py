@@ -54,6 +54,7 @@ from streams.geography import (
     POSTS,
     WEEKDAY,
     Corridor,
+    distance_km,
 )
 
 if TYPE_CHECKING:
@@ -279,10 +280,7 @@ class Simulator:
         """Flights take longer the farther they go; ferries and road crossings a fixed time."""
         if corridor.carrier_mode != "FLIGHT":
             return TRAVEL_TIME[corridor.carrier_mode]
-        a, b = POSTS[corridor.exit_post], POSTS[corridor.entry_post]
-        p1, p2, dl = math.radians(a.latitude), math.radians(b.latitude), math.radians(b.longitude - a.longitude)
-        h = math.sin((p2 - p1) / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-        km = 2 * 6371.0 * math.asin(math.sqrt(h))
+        km = distance_km(POSTS[corridor.exit_post], POSTS[corridor.entry_post])
         return FLIGHT_OVERHEAD + timedelta(hours=km / FLIGHT_SPEED_KMH)
 
     def _free(self, candidates: list[Person], at: datetime, gap: timedelta) -> Person:
