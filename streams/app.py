@@ -142,6 +142,15 @@ class Pipeline:
         """Run blocking I/O (ClickHouse, registry) off the event loop, one call at a time."""
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
+    async def send_registered(self, topic: faust.TopicT, contract: Any,
+                              records: list[tuple[str, dict[str, Any]]]) -> list[Any]:
+        """Keyed records framed with the topic's registry id (registered on first use); the sends to await."""
+        if not records:
+            return []
+        schema_id = await self.run(self.ids.id_for, topic.get_topic_name(), contract)
+        return [await topic.send(key=key.encode(), value=frame(schema_id, encode_payload(contract, record)))
+                for key, record in records]
+
     async def dead_letters(self, letters: list[DeadLetter], dlq: faust.TopicT, now: datetime) -> None:
         """Dead letters to their topic (whole, with the reason) and to ClickHouse (the reason only)."""
         if not letters:
@@ -259,13 +268,8 @@ class Dedup:
         await pipeline.run(pipeline.sink.write, "dedup_links", [link_row(updated)])
 
     async def _send_links(self, links: list[dict[str, Any]]) -> list[Any]:
-        """Link states to biometric.links (keyed by link id, framed with the registry id); the sends to await."""
-        if not links:
-            return []
-        schema_id = await pipeline.run(pipeline.ids.id_for, biometric_links.get_topic_name(), IDENTITY_LINK)
-        return [await biometric_links.send(key=link["link_id"].encode(),
-                                           value=frame(schema_id, encode_payload(IDENTITY_LINK, link)))
-                for link in links]
+        """Link states to biometric.links, keyed by link id; the sends to await."""
+        return await pipeline.send_registered(biometric_links, IDENTITY_LINK, [(lk["link_id"], lk) for lk in links])
 
     def _link(self, link_id: str) -> dict[str, Any] | None:
         result = pipeline.sink.client().query(
@@ -304,11 +308,8 @@ class Rules:
         if not raised:
             return
         current = list(latest(raised).values())
-        schema_id = await pipeline.run(pipeline.ids.id_for, alerts_topic.get_topic_name(), ALERT)
-        await gathered([await alerts_topic.send(key=a.alert_id.encode(),
-                                                value=frame(schema_id, encode_payload(ALERT, a.record(
-                                                    pipeline.tok.key_id))))
-                        for a in current])
+        await gathered(await pipeline.send_registered(
+            alerts_topic, ALERT, [(a.alert_id, a.record(pipeline.tok.key_id)) for a in current]))
         now = datetime.now(UTC)
         await pipeline.run(pipeline.sink.write, "alerts", [a.row(pipeline.tok.key_id, now) for a in current])
         log.info("%d alert update(s): %s", len(current), ", ".join(sorted({a.rule_id for a in current})))
