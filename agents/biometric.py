@@ -31,7 +31,7 @@ import numpy as np
 
 from agents.dedup import Candidate, Decision, Outcome, Probe, Shard, Thresholds, Visit, route, shard_of
 from agents.gallery import check_template
-from agents.pseudonymise import Tokeniser, document_token
+from agents.pseudonymise import Tokeniser, person_token
 from agents.sealing import Sealer
 from streams.wire import avro_bytes
 
@@ -69,31 +69,22 @@ class Capture:
     field: str
 
 
-def captures(record: dict[str, Any], row: dict[str, Any], source: str, tok: Tokeniser) -> list[Capture]:
+def captures(record: dict[str, Any], source: str, tok: Tokeniser) -> list[Capture]:
     """Every biometric capture of a decoded crossing (``source='crossing'``) or landing event.
 
-    The identity presented is the document token, or the name token without a
-    document; a crossing's are already in its analytics ``row``, so they are not
-    computed twice.
+    The identity presented is the person's operations token (:func:`person_token`).
     """
     if source == "crossing":
         if not record.get("biometric"):
             return []
         return [Capture(str(record["event_id"]), str(record["event_id"]), source, record["post"]["post_id"],
-                        record["occurred_at"], row["document_token"] or row["name_token"], record["biometric"],
+                        record["occurred_at"], person_token(tok, record["traveller"]), record["biometric"],
                         "biometric")]
-
-    def identity(traveller: dict[str, Any]) -> str:
-        doc = traveller.get("document")
-        if doc:
-            return document_token(tok, doc["issuing_state"], doc["number"])
-        return tok.token("name", traveller["given_names"], traveller["surname"])
-
     out = []
     for n, person in enumerate(record.get("persons") or []):
         if person.get("biometric"):
             out.append(Capture(f"{record['landing_id']}/{n}", str(record["landing_id"]), source,
-                               record["site"]["site_id"], record["occurred_at"], identity(person["traveller"]),
+                               record["site"]["site_id"], record["occurred_at"], person_token(tok, person["traveller"]),
                                person["biometric"], f"persons[{n}].biometric"))
     return out
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from agents.biometric import Capture, captures, probe_template
 from agents.gallery import TemplateRejected
+from agents.keys import Purposes
 from agents.pseudonymise import Tokeniser, crossing_row, landing_row
 from agents.trafficking import Fact, crossing_facts, landing_facts
 from schemas.contracts import CROSSING_EVENT, DEAD_LETTER, LANDING_EVENT, Contract
@@ -80,7 +81,7 @@ class EventKind:
 
 
 CROSSINGS = EventKind(CROSSING_EVENT, crossing_row, crossing_facts, "crossings", "crossing")
-LANDINGS = EventKind(LANDING_EVENT, landing_row, lambda _record, row, _tok: landing_facts(row), "landings", "landing")
+LANDINGS = EventKind(LANDING_EVENT, landing_row, landing_facts, "landings", "landing")
 
 
 @dataclass(frozen=True)
@@ -105,9 +106,12 @@ class Accepted:
     facts: list[Fact]
 
 
-def ingest(raw: bytes | None, source: Source, kind: EventKind, schemas: WriterSchemas, tok: Tokeniser,
+def ingest(raw: bytes | None, source: Source, kind: EventKind, schemas: WriterSchemas, keys: Purposes,
            now: datetime, templates: TemplatePolicy) -> Accepted | DeadLetter:
     """Decode, validate and pseudonymise one message; check its biometric templates.
+
+    The analytics row is tokenised with the analytics key; probes and facts, which
+    stay inside the pipeline, with the operations key.
 
     Raises ``RegistryUnavailable`` (retry later) but never for the message's own
     faults: those come back as a :class:`DeadLetter`.
@@ -120,18 +124,18 @@ def ingest(raw: bytes | None, source: Source, kind: EventKind, schemas: WriterSc
     if problems:
         first = problems[0]
         return DeadLetter(source, first.code, first.field, first.reason, raw or b"")
-    row = kind.to_row(record, tok)
+    row = kind.to_row(record, keys.analytics)
     row["source_partition"] = source.partition
     row["source_offset"] = source.offset
     row["produced_at"] = datetime.fromtimestamp(source.timestamp_ms / 1000, tz=UTC)
     probes, letters = [], []
-    for cap in captures(record, row, kind.source, tok):
+    for cap in captures(record, kind.source, keys.operations):
         try:
             probes.append((cap, probe_template(cap, templates.dimension, templates.quality_floor)))
         except TemplateRejected as err:
             letters.append(DeadLetter(source, f"template_{err.code}", f"{cap.field}.template", err.reason,
                                       raw or b""))
-    return Accepted(row, probes, letters, kind.to_facts(record, row, tok))
+    return Accepted(row, probes, letters, kind.to_facts(record, row, keys.operations))
 
 
 def dead_letter_payload(letter: DeadLetter, now: datetime) -> bytes:

@@ -77,6 +77,14 @@ def document_token(tok: Tokeniser, issuing_state: str, number: str) -> str:
     return tok.token("document", issuing_state, number)
 
 
+def person_token(tok: Tokeniser, traveller: dict[str, Any]) -> str:
+    """A person's token: their document's, or their name's when they have no document."""
+    doc = traveller.get("document")
+    if doc:
+        return document_token(tok, doc["issuing_state"], doc["number"])
+    return tok.token("name", traveller["given_names"], traveller["surname"])
+
+
 def crossing_row(record: dict[str, Any], tok: Tokeniser) -> dict[str, Any]:
     """The analytics row of a crossing: tokens, bands and codes only."""
     traveller = record["traveller"]

@@ -78,7 +78,7 @@ from typing import Any
 
 import fastavro
 
-from agents.pseudonymise import Tokeniser, document_token
+from agents.pseudonymise import Tokeniser, document_token, person_token
 from streams.errors import LintasError
 from streams.geography import POSTS, distance_km
 from streams.wire import avro_bytes
@@ -245,10 +245,15 @@ class Fact:
 
 
 def crossing_facts(record: dict[str, Any], row: dict[str, Any], tok: Tokeniser) -> list[Fact]:
-    """The facts of one decoded crossing: the traveller's own, one per escort, one for an unregistered sponsor."""
+    """The facts of one decoded crossing: the traveller's own, one per escort, one for an unregistered sponsor.
+
+    Codes come from the analytics ``row``; every token is made again with ``tok``,
+    the operations key, so facts and alerts never carry an analytics token.
+    """
     companions = tuple(Companion(document_token(tok, c["document_issuing_state"], c["document_number"]),
                                  c["relationship"], bool(c.get("is_escort"))) for c in record.get("companions") or [])
-    traveller = row["document_token"] or row["name_token"]
+    traveller = person_token(tok, record["traveller"])
+    sponsor = record.get("sponsor")
     base = dict(
         event_id=str(record["event_id"]), occurred_at=row["occurred_at"], post_id=row["post_id"],
         post_country=row["post_country"], direction=row["direction"], traveller=traveller,
@@ -260,14 +265,16 @@ def crossing_facts(record: dict[str, Any], row: dict[str, Any], tok: Tokeniser) 
     facts = [Fact(key=f"doc:{traveller}", role="SELF", companions=companions, **base)]
     facts += [Fact(key=f"doc:{c.token}", role="ESCORT", relationship=c.relationship, **base)
               for c in companions if c.is_escort and c.token != traveller]
-    if row["sponsor_token"] and not row["sponsor_registered"]:
-        facts.append(Fact(key=f"sponsor:{row['sponsor_token']}", role="SPONSOR", **base))
+    if sponsor and not sponsor.get("registration_id"):
+        facts.append(Fact(key=f"sponsor:{tok.token('sponsor', sponsor['name'])}", role="SPONSOR", **base))
     return facts
 
 
-def landing_facts(row: dict[str, Any]) -> list[Fact]:
-    """The fact of one landing, keyed by its vessel when known (repeat landings), else by its site."""
-    key = f"vessel:{row['vessel_token']}" if row["vessel_token"] else f"site:{row['site_id']}"
+def landing_facts(record: dict[str, Any], row: dict[str, Any], tok: Tokeniser) -> list[Fact]:
+    """The fact of one landing, keyed by its vessel (operations token) when known, else by its site."""
+    vessel = record["vessel"]
+    vessel_ref = vessel.get("registration") or vessel.get("name") or ""
+    key = f"vessel:{tok.token('vessel', vessel_ref)}" if vessel_ref else f"site:{row['site_id']}"
     return [Fact(key=key, role="LANDING", event_id=str(row["landing_id"]), occurred_at=row["occurred_at"],
                  post_id=row["site_id"], post_country=row["country"], adults=int(row["adults"]),
                  minors=int(row["minors"]), unaccompanied_minors=int(row["unaccompanied_minors"]))]

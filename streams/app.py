@@ -23,6 +23,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from agents.anomaly import evaluate_batch
 from agents.anomaly import load as load_model
+from agents.audit import Processing, classes_of, offsets
 from agents.biometric import (
     AdjudicationRejected,
     DedupConfig,
@@ -45,6 +46,7 @@ from agents.ingest import (
     dead_letter_payload,
     ingest,
 )
+from agents.keys import FileKeyring, Purposes
 from agents.pseudonymise import Tokeniser
 from agents.sealing import Sealer
 from agents.trafficking import Fact, KeyState, decision_facts, latest, load_rules
@@ -54,6 +56,7 @@ from streams.settings import load_settings
 from streams.sink import ClickHouseSink
 from streams.topics import (
     ALERTS,
+    AUDIT_PROCESSING,
     BIOMETRIC_ADJUDICATIONS,
     BIOMETRIC_ADJUDICATIONS_DLQ,
     BIOMETRIC_GALLERY,
@@ -71,6 +74,8 @@ from streams.topics import (
 from streams.wire import DecodeError, RegistryUnavailable, SchemaIds, decode, encode_payload, frame
 
 log = logging.getLogger("lintas.app")
+# What pseudonymised rows and facts still carry: tokens, coarse codes, a minor flag, a refusal category.
+ANALYTICS_CLASSES = ("CHILD", "CRIME_RECORD", "PSEUDONYMOUS", "QUASI_IDENTIFIER")
 settings = load_settings()
 
 app = faust.App(
@@ -106,6 +111,7 @@ biometric_links = _topic(BIOMETRIC_LINKS)
 biometric_adjudications = _topic(BIOMETRIC_ADJUDICATIONS)
 biometric_adjudications_dlq = _topic(BIOMETRIC_ADJUDICATIONS_DLQ)
 trafficking_facts = _topic(TRAFFICKING_FACTS)
+audit_processing = _topic(AUDIT_PROCESSING)
 alerts_topic = _topic(ALERTS)
 # Per-key rule state, changelog-backed: a restarted worker reads it back before its agent resumes.
 # use_partitioner: the changelog is partitioned by key like trafficking.facts (both through the
@@ -132,11 +138,24 @@ class Pipeline:
     def __init__(self) -> None:
         """Nothing connects until the first batch."""
         self.ids = SchemaIds(SchemaRegistryClient({"url": settings.schema_registry_url}))
-        self.tok = Tokeniser(settings.secret("pseudonym_key").encode(), settings.pseudonym_key_id)
+        self.keyring = FileKeyring(settings.keyring_path)
+        self.keys = Purposes.from_provider(self.keyring)
         self.sink = ClickHouseSink(settings)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse-sink")
         self.sealer = Sealer(settings.secret("gallery_key").encode(), settings.gallery_key_id)
         self.templates = TemplatePolicy(settings.dedup_dimension, settings.dedup_quality_floor)
+
+    @property
+    def tok(self) -> Tokeniser:
+        """The operations tokeniser: dedup, links, facts and alerts."""
+        return self.keys.operations
+
+    def refresh_keys(self) -> None:
+        """Pick up a rotation made by ``lintas keys rotate`` (one stat per batch)."""
+        if self.keyring.reload_if_changed():
+            self.keys = Purposes.from_provider(self.keyring)
+            log.info("pseudonymisation keys now: operations %s, analytics %s, regional %s",
+                     self.keys.operations.key_id, self.keys.analytics.key_id, self.keys.regional.key_id)
 
     async def run(self, fn: Any, *args: Any) -> Any:
         """Run blocking I/O (ClickHouse, registry) off the event loop, one call at a time."""
@@ -150,6 +169,14 @@ class Pipeline:
         schema_id = await self.run(self.ids.id_for, topic.get_topic_name(), contract)
         return [await topic.send(key=key.encode(), value=frame(schema_id, encode_payload(contract, record)))
                 for key, record in records]
+
+    async def audit(self, records: list[Processing]) -> None:
+        """Record of processing: to the audit topic and the processing_log table, before the batch commits."""
+        records = [r for r in records if r.records]
+        if not records:
+            return
+        await gathered([await audit_processing.send(value=r.to_json()) for r in records])
+        await self.run(self.sink.write, "processing_log", [r.row() for r in records])
 
     async def dead_letters(self, letters: list[DeadLetter], dlq: faust.TopicT, now: datetime) -> None:
         """Dead letters to their topic (whole, with the reason) and to ClickHouse (the reason only)."""
@@ -165,12 +192,13 @@ class Pipeline:
     async def process(self, events: list[faust.EventT], kind: EventKind, dlq: faust.TopicT) -> None:
         """Ingest one batch: rows to ClickHouse, dead letters to Kafka and ClickHouse; return only when both hold."""
         delay = 0.5
+        self.refresh_keys()
         while True:
             now = datetime.now(UTC)
             try:
                 results = [ingest(e.message.value, Source(e.message.topic, e.message.partition, e.message.offset,
                                                           int(e.message.timestamp * 1000)),
-                                  kind, self.ids, self.tok, now, self.templates) for e in events]
+                                  kind, self.ids, self.keys, now, self.templates) for e in events]
                 break
             except RegistryUnavailable as exc:  # the messages are not at fault: wait for the registry
                 log.warning("%s; retrying the batch in %.1fs", exc, delay)
@@ -189,6 +217,19 @@ class Pipeline:
         for row in rows:
             row["ingested_at"] = ingested
         await self.run(self.sink.write, kind.table, rows)
+        component, source = f"ingest_{kind.table}", f"{events[0].message.topic}:" + offsets(
+            [(e.message.partition, e.message.offset) for e in events])
+        inputs = classes_of(kind.contract)
+        await self.audit([
+            Processing(component, "store", "analytics", ANALYTICS_CLASSES, len(rows), source,
+                       f"clickhouse:{kind.table}", self.keys.analytics.key_id),
+            Processing(component, "analyse", "operations", inputs, len(probes), source, BIOMETRIC_PROBES.name,
+                       self.keys.operations.key_id, detail="biometric captures, sealed"),
+            Processing(component, "analyse", "operations", ANALYTICS_CLASSES, len(accepted), source,
+                       TRAFFICKING_FACTS.name, self.keys.operations.key_id),
+            Processing(component, "store", "operations", inputs, len(letters), source, dlq.get_topic_name(),
+                       outcome="dead_letter", detail=",".join(sorted({x.error_code for x in letters}))),
+        ])
 
 
 class Dedup:
@@ -247,6 +288,10 @@ class Dedup:
         await gathered(sends)
         await pipeline.run(pipeline.sink.write, "dedup_decisions", decisions)
         await pipeline.run(pipeline.sink.write, "dedup_links", [link_row(link) for link in links])
+        source = BIOMETRIC_PROBES.name + ":" + offsets([(e.message.partition, e.message.offset) for e in events])
+        await pipeline.audit([Processing("dedup", "analyse", "operations", ("BIOMETRIC",), len(decisions), source,
+                                         "clickhouse:dedup_decisions", pipeline.tok.key_id,
+                                         detail=f"1:N search, {len(events)} shard visits, {len(links)} links")])
 
     async def adjudicate(self, event: faust.EventT) -> None:
         """Apply one officer's decision to its link, or dead-letter it with the reason."""
@@ -305,14 +350,17 @@ class Rules:
 
         raised = evaluate_batch(facts, lambda key: KeyState.from_bytes(trafficking_state.get(key.encode())), store,
                                 self.rules, self.model)
-        if not raised:
-            return
         current = list(latest(raised).values())
-        await gathered(await pipeline.send_registered(
-            alerts_topic, ALERT, [(a.alert_id, a.record(pipeline.tok.key_id)) for a in current]))
-        now = datetime.now(UTC)
-        await pipeline.run(pipeline.sink.write, "alerts", [a.row(pipeline.tok.key_id, now) for a in current])
-        log.info("%d alert update(s): %s", len(current), ", ".join(sorted({a.rule_id for a in current})))
+        if current:
+            await gathered(await pipeline.send_registered(
+                alerts_topic, ALERT, [(a.alert_id, a.record(pipeline.tok.key_id)) for a in current]))
+            now = datetime.now(UTC)
+            await pipeline.run(pipeline.sink.write, "alerts", [a.row(pipeline.tok.key_id, now) for a in current])
+            log.info("%d alert update(s): %s", len(current), ", ".join(sorted({a.rule_id for a in current})))
+        source = TRAFFICKING_FACTS.name + ":" + offsets([(e.message.partition, e.message.offset) for e in events])
+        await pipeline.audit([Processing("trafficking_rules", "analyse", "operations", ANALYTICS_CLASSES, len(facts),
+                                         source, "clickhouse:alerts", pipeline.tok.key_id,
+                                         detail=f"{len(current)} alert updates, rules {self.rules.version}")])
 
 
 pipeline = Pipeline()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from clickhouse_connect.driver.client import Client
 
+from agents.privacy import Policy, policy
 from streams.errors import LintasError
 from streams.sql import split_statements
 
@@ -48,4 +49,28 @@ def migrate(client: Client) -> list[str]:
         client.insert("schema_migrations", [(version, path.stem, checksum, datetime.now(UTC))],
                       column_names=["version", "name", "checksum", "applied_at"])
         done.append(path.stem)
+    apply_retention(client, policy())
     return done
+
+
+def ttl_expression(column: str, days: int) -> str:
+    """The TTL clause of a retention, as ClickHouse prints it back in ``system.tables.engine_full``."""
+    return f"toDateTime({column}) + toIntervalDay({days})"
+
+
+def apply_retention(client: Client, pol: Policy) -> list[str]:
+    """Set every table's TTL from the policy's retention class (only where it differs); the tables changed."""
+    changed = []
+    rows = client.query("SELECT name, engine_full FROM system.tables WHERE database = currentDatabase() "
+                        "AND engine LIKE '%MergeTree' AND name != 'schema_migrations'").result_rows
+    for table, engine in rows:
+        column, days = pol.ttl(table)
+        if days < 0:
+            if " TTL " in f" {engine} ":
+                client.command(f"ALTER TABLE {table} REMOVE TTL")
+                changed.append(table)
+            continue
+        if ttl_expression(column, days) not in engine:
+            client.command(f"ALTER TABLE {table} MODIFY TTL toDateTime({column}) + INTERVAL {days} DAY")
+            changed.append(table)
+    return changed

@@ -61,9 +61,15 @@ class Settings(BaseSettings):
     clickhouse_readonly_user: str = "grafana"
     clickhouse_readonly_password: SecretStr | None = None
 
-    # Pseudonymisation: HMAC key for analytics tokens (generated locally, never logged)
-    pseudonym_key: SecretStr | None = None
-    pseudonym_key_id: str = Field(default="analytics-1", description="Travels with every token.")
+    # Pseudonymisation keys per purpose (agents/keys.py): a key file, created on first use
+    keyring: Path | None = Field(
+        default=None, description="Key file of the purposes' token keys (mode 0600); default <state_dir>/secrets/.",
+    )
+
+    @property
+    def keyring_path(self) -> Path:
+        """The key file the pipeline and ``lintas keys`` use."""
+        return self.keyring or self.secrets_dir / "keyring.json"
 
     # Biometric deduplication (1:N)
     gallery_key: SecretStr | None = Field(

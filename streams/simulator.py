@@ -558,17 +558,18 @@ def simulated_facts(sim: Simulator, crossings: int, landings: int, tok: Tokenise
     Biometric subjects come from the ground truth (a perfect dedup): for measuring
     and training the rules on their own.
     """
-    from agents.pseudonymise import crossing_row, landing_row
+    from agents.pseudonymise import crossing_row, landing_row, person_token
     from agents.trafficking import crossing_facts, decision_facts, landing_facts
 
     for kind, record in sim.events(crossings, landings):
         if kind == "landing":
-            yield from landing_facts(landing_row(record, tok))
+            yield from landing_facts(record, landing_row(record, tok), tok)
             continue
         row = crossing_row(record, tok)
         yield from crossing_facts(record, row, tok)
         subject = sim.truth.event_subject.get(record["event_id"])
         if subject is not None:
             yield from decision_facts({"subject_id": tok.token("subject", str(subject)),
-                                       "identity_token": row["document_token"], "event_id": record["event_id"],
+                                       "identity_token": person_token(tok, record["traveller"]),
+                                       "event_id": record["event_id"],
                                        "occurred_at": row["occurred_at"], "post_id": row["post_id"]})

@@ -8,20 +8,38 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-DAY_MS = 24 * 60 * 60 * 1000
+from agents.privacy import policy
 
 
 @dataclass(frozen=True)
 class TopicSpec:
-    """One topic: name, partitions, retention and cleanup policy."""
+    """One topic: name, partitions, retention class (from the privacy policy) and cleanup policy.
+
+    ``restricted`` topics carry personal data in clear (what posts send, and its
+    dead letters): only the ingest agents and ops read them. Everything else holds
+    tokens, codes, counts or sealed bytes only; a test scans them for clear values.
+    """
 
     name: str
     partitions: int
-    retention_ms: int
+    retention: str
     cleanup_policy: str = "delete"
     doc: str = ""
     internal: bool = False  # written only by Lintas' own agents: no outside input, so no dead-letter topic
+    restricted: bool = False
     extra_config: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def retention_ms(self) -> int:
+        """``retention.ms`` of the topic's retention class (-1: kept until erased)."""
+        return policy().retention[self.retention].ms
+
+    @property
+    def cleanup(self) -> str:
+        """Compacted topics with a finite retention class also delete what is older than it."""
+        if self.cleanup_policy == "compact" and self.retention_ms > 0:
+            return "compact,delete"
+        return self.cleanup_policy
 
     @property
     def dlq(self) -> str:
@@ -31,7 +49,7 @@ class TopicSpec:
     def config(self) -> dict[str, str]:
         """Topic-level Kafka config."""
         return {
-            "cleanup.policy": self.cleanup_policy,
+            "cleanup.policy": self.cleanup,
             "retention.ms": str(self.retention_ms),
             **self.extra_config,
         }
@@ -39,20 +57,20 @@ class TopicSpec:
 
 # Raw border-post input carries personal data: short retention, restricted access.
 CROSSING_EVENTS = TopicSpec(
-    "crossing_events", partitions=6, retention_ms=7 * DAY_MS,
+    "crossing_events", partitions=6, retention="personal_clear", restricted=True,
     doc="Crossing events from border posts (Avro, contains personal data).",
 )
 LANDING_EVENTS = TopicSpec(
-    "landing_events", partitions=3, retention_ms=7 * DAY_MS,
+    "landing_events", partitions=3, retention="personal_clear", restricted=True,
     doc="Maritime landing events (Avro, contains personal data).",
 )
 # Dead letters keep the raw bytes for repair, so they share the source's retention.
 CROSSING_EVENTS_DLQ = TopicSpec(
-    CROSSING_EVENTS.dlq, partitions=1, retention_ms=7 * DAY_MS,
+    CROSSING_EVENTS.dlq, partitions=1, retention="personal_clear", restricted=True,
     doc="Crossing events that failed decoding or validation, with the reason.",
 )
 LANDING_EVENTS_DLQ = TopicSpec(
-    LANDING_EVENTS.dlq, partitions=1, retention_ms=7 * DAY_MS,
+    LANDING_EVENTS.dlq, partitions=1, retention="personal_clear", restricted=True,
     doc="Landing events that failed decoding or validation, with the reason.",
 )
 
@@ -63,27 +81,27 @@ LANDING_EVENTS_DLQ = TopicSpec(
 # count re-partitions the gallery: a migration, not a setting.
 DEDUP_SHARDS = 4
 BIOMETRIC_PROBES = TopicSpec(
-    "biometric.probes", partitions=DEDUP_SHARDS, retention_ms=1 * DAY_MS,
+    "biometric.probes", partitions=DEDUP_SHARDS, retention="operational",
     doc="Captures on their way through the gallery shards (sealed templates, pseudonymous ids); internal.",
     internal=True,
 )
 BIOMETRIC_GALLERY = TopicSpec(
-    "biometric.gallery", partitions=DEDUP_SHARDS, retention_ms=-1, cleanup_policy="compact",
+    "biometric.gallery", partitions=DEDUP_SHARDS, retention="personal_sealed", cleanup_policy="compact",
     doc="The enrolled gallery, one record per subject (sealed template, identity tokens); compacted, internal.",
     extra_config={"min.cleanable.dirty.ratio": "0.1"},
     internal=True,
 )
 BIOMETRIC_LINKS = TopicSpec(
-    "biometric.links", partitions=3, retention_ms=-1, cleanup_policy="compact",
+    "biometric.links", partitions=3, retention="case", cleanup_policy="compact",
     doc="Multiple-identity links for human adjudication and their status (pseudonymous; no templates).",
     internal=True,
 )
 BIOMETRIC_ADJUDICATIONS = TopicSpec(
-    "biometric.adjudications", partitions=3, retention_ms=365 * DAY_MS,
+    "biometric.adjudications", partitions=3, retention="personal_clear", restricted=True,
     doc="Officers' decisions on links: confirm or reject (Avro).",
 )
 BIOMETRIC_ADJUDICATIONS_DLQ = TopicSpec(
-    BIOMETRIC_ADJUDICATIONS.dlq, partitions=1, retention_ms=365 * DAY_MS,
+    BIOMETRIC_ADJUDICATIONS.dlq, partitions=1, retention="personal_clear", restricted=True,
     doc="Adjudication decisions that could not be applied, with the reason.",
 )
 
@@ -92,17 +110,25 @@ BIOMETRIC_ADJUDICATIONS_DLQ = TopicSpec(
 # the rule agent keeps that key's state in a Faust table; the table's changelog
 # (created by Faust, compacted) has the same partition count.
 TRAFFICKING_FACTS = TopicSpec(
-    "trafficking.facts", partitions=6, retention_ms=7 * DAY_MS,
+    "trafficking.facts", partitions=6, retention="operational",
     doc="Pseudonymous facts from crossings, landings and dedup decisions, keyed by doc:/sponsor:/subject:/vessel: "
         "id, for the trafficking rules; internal.",
     internal=True,
 )
 TRAFFICKING_STATE_TABLE = "trafficking_state"  # Faust table; changelog lintas-pipeline-trafficking_state-changelog
 ALERTS = TopicSpec(
-    "alerts", partitions=3, retention_ms=-1, cleanup_policy="compact",
+    "alerts", partitions=3, retention="case", cleanup_policy="compact",
     doc="Alerts for officers' review (Avro Alert, registered), keyed by alert id: the latest copy of each "
         "pattern instance is kept; pseudonymous.",
     extra_config={"min.cleanable.dirty.ratio": "0.1"},
+    internal=True,
+)
+
+# Record of processing: one JSON line per batch each component handled (agents/audit.py).
+AUDIT_PROCESSING = TopicSpec(
+    "audit.processing", partitions=1, retention="audit",
+    doc="Record of processing (UU PDP): component, activity, data classes, purpose, counts, policy version; "
+        "append-only JSON lines, no personal data.",
     internal=True,
 )
 
@@ -118,4 +144,5 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     BIOMETRIC_ADJUDICATIONS_DLQ,
     TRAFFICKING_FACTS,
     ALERTS,
+    AUDIT_PROCESSING,
 )

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
+from agents.pseudonymise import Tokeniser
 from infra.clickhouse import admin_client
 from infra.stack import Stack
 from schemas.contracts import CROSSING_EVENT
@@ -304,7 +305,7 @@ def _changelog_messages(settings: Settings) -> int:
 
 def test_rule_windows_survive_a_worker_kill(pstack: Stack, worker: Worker, tmp_path: Path) -> None:
     """Half a fan-out and half an impossible journey, kill -9, the other halves: the alerts of an unbroken run."""
-    from agents.pseudonymise import Tokeniser, crossing_row
+    from agents.pseudonymise import crossing_row
     from agents.trafficking import crossing_facts, latest, load_rules, run
 
     settings = pstack.settings
@@ -331,7 +332,7 @@ def test_rule_windows_survive_a_worker_kill(pstack: Stack, worker: Worker, tmp_p
 
     worker.start()
     _produce(settings, second, tmp_path / "b.sqlite")
-    tok = Tokeniser(settings.secret("pseudonym_key").encode(), settings.pseudonym_key_id)
+    tok = _operations(settings)
     facts = [f for r in first + second for f in crossing_facts(r, crossing_row(r, tok), tok)]
     facts.sort(key=lambda f: f.occurred_at)
     expected = latest(run(facts, load_rules())[1])  # the unbroken run
@@ -351,7 +352,14 @@ def test_rule_windows_survive_a_worker_kill(pstack: Stack, worker: Worker, tmp_p
     assert len(fan[2]) == 6 and fan[1] == "HIGH", "all six travellers, across the restart; a minor among them"
 
 
-def _token(settings: Settings, doc: str) -> str:
-    from agents.pseudonymise import Tokeniser, document_token
+def _operations(settings: Settings) -> Tokeniser:
+    """The operations tokeniser of the stack's key file (shared with the worker)."""
+    from agents.keys import FileKeyring, tokeniser
 
-    return document_token(Tokeniser(settings.secret("pseudonym_key").encode(), settings.pseudonym_key_id), "IDN", doc)
+    return tokeniser(FileKeyring(settings.keyring_path), "operations")
+
+
+def _token(settings: Settings, doc: str) -> str:
+    from agents.pseudonymise import document_token
+
+    return document_token(_operations(settings), "IDN", doc)

@@ -292,14 +292,15 @@ def test_facts_and_alerts_carry_tokens_not_identities() -> None:
 
 
 def test_landing_row_becomes_one_fact() -> None:
-    row = landing_row({
+    record = {
         "landing_id": "5d0c6a9e-8f1b-4c39-9a55-0d2d7f3b9e01", "occurred_at": T0,
         "site": {"site_id": "ID-AC-LSM", "name": "Lhokseumawe", "province": "Aceh", "country": "IDN",
                  "latitude": 5.18, "longitude": 97.15},
         "vessel": {"name": None, "registration": None, "flag_state": None, "vessel_type": "WOODEN_BOAT"},
         "landing_kind": "ARRIVAL", "adults": 90, "minors": 40, "unaccompanied_minors": 3, "nationalities": ["XXA"],
-        "persons": [], "officer_id": "OFF-IDN-0002"}, TOK)
-    (fact,) = landing_facts(row)
+        "persons": [], "officer_id": "OFF-IDN-0002"}
+    row = landing_row(record, TOK)
+    (fact,) = landing_facts(record, row, TOK)
     assert fact.key == "site:ID-AC-LSM" and rules_of([fact]) == {"maritime_landing"}
 
 

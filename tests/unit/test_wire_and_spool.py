@@ -103,6 +103,7 @@ def test_ingest_keeps_the_crossing_and_dead_letters_only_a_bad_template(record, 
     from datetime import UTC, datetime
 
     from agents.ingest import CROSSINGS, Accepted, Source, TemplatePolicy, ingest
+    from agents.keys import Purposes
     from agents.pseudonymise import Tokeniser
 
     bad = {**record, "biometric": {**record["biometric"], "quality": quality,
@@ -110,7 +111,7 @@ def test_ingest_keeps_the_crossing_and_dead_letters_only_a_bad_template(record, 
     data = frame(42, encode_payload(CROSSING_EVENT, bad))
     now = record["occurred_at"] if record["occurred_at"] > datetime(2000, 1, 1, tzinfo=UTC) else datetime.now(UTC)
     out = ingest(data, Source("crossing_events", 1, 7, 0), CROSSINGS, FakeIds({42: CROSSING_EVENT.schema}),
-                 Tokeniser(b"k", "k"), now, TemplatePolicy(dimension=4, quality_floor=0.3))
+                 Purposes.single(Tokeniser(b"k", "k")), now, TemplatePolicy(dimension=4, quality_floor=0.3))
     assert isinstance(out, Accepted) and out.row["event_id"] == record["event_id"]
     if code is None:
         assert out.letters == [] and [c.probe_id for c, _ in out.probes] == [str(record["event_id"])]
