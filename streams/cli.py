@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -281,6 +282,38 @@ def _train_anomaly_model(settings: Settings, crossings: int, days: float, popula
           f"{crossings:,} simulated crossings); alerts below score {model.threshold:.4f}; saved {path}")
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from streams.privacy_ops import regional_export
+
+    settings = _settings(args)
+    out = args.out or settings.state_dir / "exports" / f"regional-{args.destination}-{args.start}-{args.end}.json"
+    manifest = regional_export(settings, args.destination, args.consent_basis, args.start, args.end, out)["manifest"]
+    print(f"regional export to {manifest['destination']} (basis: {manifest['basis']}; policy "
+          f"{manifest['policy_version']}, k={manifest['k']}): " + ", ".join(
+              f"{name} {n} cells ({manifest['suppressed'][name]} suppressed)" for name, n in manifest["cells"].items())
+          + f"; written {out}")
+    return 0
+
+
+def _cmd_keys(args: argparse.Namespace) -> int:
+    from agents.keys import FileKeyring
+
+    settings = _settings(args)
+    ring = FileKeyring(settings.keyring_path)
+    if args.action == "rotate":
+        if not args.purpose:
+            raise SystemExit("lintas keys rotate: --purpose is required")
+        print(f"{args.purpose}: new active key {ring.rotate(args.purpose)}; workers switch at their next batch")
+    elif args.action == "retire":
+        if not args.key_id:
+            raise SystemExit("lintas keys retire: --key-id is required")
+        ring.retire(args.key_id)
+        print(f"retired {args.key_id}: tokens it made can no longer be recomputed")
+    for key in ring.describe():
+        print(f"{key['id']:<16} {key['purpose']:<11} {key['state']:<9} created {key['created']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every ``lintas`` subcommand."""
     parser = argparse.ArgumentParser(prog="lintas", description=__doc__)
@@ -348,6 +381,21 @@ def build_parser() -> argparse.ArgumentParser:
     traffic.add_argument("--seed", type=int, default=1)
     traffic.add_argument("--out", type=Path, default=None, help="model file (default: the worker's model path)")
     traffic.set_defaults(func=_cmd_trafficking)
+
+    export = sub.add_parser("export", help="regional aggregates for a partner state (k-suppressed, adequacy-checked)")
+    export.add_argument("--destination", required=True, help="ISO 3166-1 alpha-3 code of the receiving state")
+    export.add_argument("--consent-basis", default=None,
+                        help="reference of the recorded consent or binding safeguards (needed off the adequacy list)")
+    export.add_argument("--from", dest="start", type=date.fromisoformat, required=True, help="first day, YYYY-MM-DD")
+    export.add_argument("--to", dest="end", type=date.fromisoformat, required=True, help="last day, YYYY-MM-DD")
+    export.add_argument("--out", type=Path, default=None)
+    export.set_defaults(func=_cmd_export)
+
+    keys = sub.add_parser("keys", help="pseudonymisation keys per purpose: list, rotate, retire")
+    keys.add_argument("action", choices=["list", "rotate", "retire"])
+    keys.add_argument("--purpose", choices=["operations", "analytics", "regional"])
+    keys.add_argument("--key-id", default=None)
+    keys.set_defaults(func=_cmd_keys)
 
     demo = sub.add_parser("demo", help="the main job: stack, worker, simulated traffic, regional summary")
     demo.add_argument("--rate", type=float, default=100.0, help="events per second (default 100)")

@@ -234,6 +234,23 @@ def test_10k_events_exactly_10k_rows_and_no_raw_identity(pstack: Stack, worker: 
                and r["purpose"] == "analytics") == stored
     assert {r["policy_version"] for r in audit} == {policy().version}
 
+    # Regional export from this ClickHouse: cells, none below k, no token; a refused destination gets nothing.
+    from agents.export import ExportRefused, smallest_cell
+    from streams.privacy_ops import regional_export
+
+    day = min(r["occurred_at"] for r in records).date()
+    out = tmp_path / "export-mys.json"
+    document = regional_export(settings, "MYS", None, day - timedelta(days=1), day + timedelta(days=1), out)
+    assert sum(document["manifest"]["cells"].values()) > 0 and sum(document["manifest"]["suppressed"].values()) > 0
+    assert smallest_cell(json.loads(out.read_text())) >= policy().export_k
+    assert not re.search(r"[0-9a-f]{32}", out.read_text().replace(document["manifest"]["sha256"], ""))
+    with pytest.raises(ExportRefused):
+        regional_export(settings, "KHM", None, day, day, tmp_path / "export-khm.json")
+    assert not (tmp_path / "export-khm.json").exists()
+    refused = client.query("SELECT count() FROM processing_log WHERE component = 'regional_export' "
+                           "AND outcome = 'refused' AND destination = 'partner:KHM'").result_rows[0][0]
+    assert refused == 1
+
 
 def test_worker_killed_mid_stream_loses_and_doubles_nothing(pstack: Stack, worker: Worker, tmp_path: Path) -> None:
     settings = pstack.settings
