@@ -18,10 +18,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agents.privacy import policy
-from schemas.contracts import Contract
+from schemas.contracts import DATA_CLASSES, Contract
 
 ACTIVITIES = frozenset({"collect", "analyse", "store", "disclose", "transfer", "delete"})
-PERSONAL = frozenset({"DIRECT_IDENTIFIER", "QUASI_IDENTIFIER", "BIOMETRIC", "CHILD", "CRIME_RECORD", "FREE_TEXT"})
+PERSONAL = DATA_CLASSES - {"PUBLIC", "PSEUDONYMOUS"}
 
 
 def classes_of(contract: Contract) -> tuple[str, ...]:

@@ -93,7 +93,7 @@ class FileKeyring:
         """Open (or create) the keyring at ``path``."""
         self.path = path
         self.policy = pol or policy()
-        self._mtime = 0.0
+        self._mtime = 0
         self._keys: dict[str, dict[str, Any]] = {}
         with self._locked():
             if not path.exists():

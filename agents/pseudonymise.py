@@ -1,11 +1,12 @@
-"""First pseudonymisation step: nothing identifying reaches ClickHouse.
+"""Pseudonymisation: nothing identifying reaches ClickHouse.
 
-Direct identifiers become keyed HMAC-SHA256 tokens (the key from settings, never
-logged; its id travels with every row so a later rotation can tell tokens
-apart), dates of birth become age bands, biometric templates are dropped. Which
-fields get which treatment follows the data-class tags in the schema
-(:data:`TRANSFORMS`); the row builders below apply it field by field, and a test
-checks every tagged field of the contract is covered.
+Direct identifiers become keyed HMAC-SHA256 tokens (the key of a purpose, from
+:mod:`agents.keys`, never logged; its id travels with every row so a rotation
+can tell tokens apart), dates of birth become age bands, biometric templates are
+dropped. Which field gets which treatment follows its data-class tags through the
+privacy policy (``schemas/privacy_policy.toml``); the row builders below apply it
+field by field, and a test checks no field appears in clear where the policy says
+otherwise.
 """
 
 from __future__ import annotations
@@ -17,17 +18,6 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-# Data class (schema tag) → treatment on the way to analytics.
-TRANSFORMS = {
-    "DIRECT_IDENTIFIER": "token",
-    "BIOMETRIC": "drop",
-    "CHILD": "generalise",       # date of birth → age band and a minor flag
-    "QUASI_IDENTIFIER": "keep",  # coarse codes analysts need (nationality, sex, issuing state)
-    "CRIME_RECORD": "keep",      # the refusal category only; no free text
-    "FREE_TEXT": "drop",
-    "PUBLIC": "keep",
-    "PSEUDONYMOUS": "keep",      # already a token
-}
 AGE_BANDS = ((0, "0-4"), (5, "5-11"), (12, "12-17"), (18, "18-24"), (25, "25-34"), (35, "35-44"),
              (45, "45-54"), (55, "55-64"), (65, "65+"))
 

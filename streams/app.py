@@ -127,6 +127,11 @@ async def gathered(sends: list[Any]) -> None:
     await asyncio.gather(*sends)
 
 
+def batch_source(events: list[faust.EventT]) -> str:
+    """Where a batch sits in Kafka, for its record of processing: ``topic:p0:10-42,p3:7-7``."""
+    return f"{events[0].message.topic}:" + offsets([(e.message.partition, e.message.offset) for e in events])
+
+
 async def send_facts(facts: list[Fact]) -> list[Any]:
     """Facts to trafficking.facts, keyed so the producer's partitioner puts each key on its state's partition."""
     return [await trafficking_facts.send(key=f.key.encode(), value=f.to_bytes()) for f in facts]
@@ -217,8 +222,7 @@ class Pipeline:
         for row in rows:
             row["ingested_at"] = ingested
         await self.run(self.sink.write, kind.table, rows)
-        component, source = f"ingest_{kind.table}", f"{events[0].message.topic}:" + offsets(
-            [(e.message.partition, e.message.offset) for e in events])
+        component, source = f"ingest_{kind.table}", batch_source(events)
         inputs = classes_of(kind.contract)
         await self.audit([
             Processing(component, "store", "analytics", ANALYTICS_CLASSES, len(rows), source,
@@ -288,8 +292,8 @@ class Dedup:
         await gathered(sends)
         await pipeline.run(pipeline.sink.write, "dedup_decisions", decisions)
         await pipeline.run(pipeline.sink.write, "dedup_links", [link_row(link) for link in links])
-        source = BIOMETRIC_PROBES.name + ":" + offsets([(e.message.partition, e.message.offset) for e in events])
-        await pipeline.audit([Processing("dedup", "analyse", "operations", ("BIOMETRIC",), len(decisions), source,
+        await pipeline.audit([Processing("dedup", "analyse", "operations", ("BIOMETRIC",), len(decisions),
+                                         batch_source(events),
                                          "clickhouse:dedup_decisions", pipeline.tok.key_id,
                                          detail=f"1:N search, {len(events)} shard visits, {len(links)} links")])
 
@@ -357,9 +361,8 @@ class Rules:
             now = datetime.now(UTC)
             await pipeline.run(pipeline.sink.write, "alerts", [a.row(pipeline.tok.key_id, now) for a in current])
             log.info("%d alert update(s): %s", len(current), ", ".join(sorted({a.rule_id for a in current})))
-        source = TRAFFICKING_FACTS.name + ":" + offsets([(e.message.partition, e.message.offset) for e in events])
         await pipeline.audit([Processing("trafficking_rules", "analyse", "operations", ANALYTICS_CLASSES, len(facts),
-                                         source, "clickhouse:alerts", pipeline.tok.key_id,
+                                         batch_source(events), "clickhouse:alerts", pipeline.tok.key_id,
                                          detail=f"{len(current)} alert updates, rules {self.rules.version}")])
 
 
