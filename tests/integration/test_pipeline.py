@@ -41,7 +41,7 @@ from streams.topics import (
 )
 from streams.wire import encode_payload, frame
 from tests.conftest import REPO, settings_env, stack_settings
-from tests.integration.test_producer import _consume_all
+from tests.integration.test_producer import _consume_all, _consume_messages
 
 pytestmark = pytest.mark.integration
 
@@ -108,29 +108,6 @@ def _produce(settings: Settings, records: list[dict[str, Any]], spool_path: Path
     forwarder = Forwarder(settings, spool)
     assert forwarder.pump(timeout_s=120)
     forwarder.close()
-
-
-def _consume_raw(settings: Settings, topic: str) -> list[tuple[int, int, bytes, bytes]]:
-    """Every message now in ``topic``: (partition, offset, key, value), header bytes appended to the value."""
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"scan-{uuid.uuid4().hex}",
-                         "enable.auto.commit": False})
-    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in partitions}
-    todo = {p for p, (lo, hi) in ends.items() if hi > lo}
-    consumer.assign([TopicPartition(topic, p, ends[p][0]) for p in todo])
-    out: list[tuple[int, int, bytes, bytes]] = []
-    deadline = time.monotonic() + 120
-    while todo and time.monotonic() < deadline:
-        msg = consumer.poll(1)
-        if msg is None or msg.error():
-            continue
-        headers = b"".join(k.encode() + (v or b"") for k, v in msg.headers() or [])
-        out.append((msg.partition(), msg.offset(), msg.key() or b"", (msg.value() or b"") + headers))
-        if msg.offset() + 1 >= ends[msg.partition()][1]:
-            todo.discard(msg.partition())
-    consumer.close()
-    assert not todo, f"{topic}: partitions {todo} not read to the end"
-    return out
 
 
 def _load_ids(client: Any, ids: list[str]) -> str:
@@ -213,7 +190,7 @@ def test_10k_events_exactly_10k_rows_and_no_raw_identity(pstack: Stack, worker: 
     for topic in topics:
         if topic in restricted:
             continue
-        blob = b"\x00".join(k + b"\x00" + v for _, _, k, v in _consume_raw(settings, topic))
+        blob = b"\x00".join(b"\x00".join(m[2:]) for m in _consume_messages(settings, topic))
         leaked_values = [v for v in long_values if v in blob]
         assert not leaked_values, f"topic {topic} holds {len(leaked_values)} raw identity value(s)"
         assert not any(t in blob for t in templates), f"topic {topic} holds template bytes"
@@ -221,7 +198,7 @@ def test_10k_events_exactly_10k_rows_and_no_raw_identity(pstack: Stack, worker: 
     assert scanned.get(TRAFFICKING_FACTS.name, 0) > 0 and scanned.get(BIOMETRIC_PROBES.name, 0) > 0, scanned
     assert any(t.endswith("trafficking_state-changelog") for t in scanned), scanned
     # and the restricted topic does hold them: the same scan finds them there
-    clear = b"".join(v for _, _, _, v in _consume_raw(settings, CROSSING_EVENTS.name))
+    clear = b"".join(v for _, _, _, v, _ in _consume_messages(settings, CROSSING_EVENTS.name))
     documents = [r["traveller"]["document"]["number"].encode() for r in records[:200]]
     assert all(d in clear for d in documents) and all(len(d) >= 8 for d in documents)
 
@@ -229,7 +206,7 @@ def test_10k_events_exactly_10k_rows_and_no_raw_identity(pstack: Stack, worker: 
     stored = client.query("SELECT sum(records) FROM processing_log WHERE component = 'ingest_crossings' "
                           "AND activity = 'store' AND purpose = 'analytics'").result_rows[0][0]
     assert stored >= 10_000
-    audit = [json.loads(v) for _, _, _, v in _consume_raw(settings, AUDIT_PROCESSING.name)]
+    audit = [json.loads(v) for _, _, _, v, _ in _consume_messages(settings, AUDIT_PROCESSING.name)]
     assert sum(r["records"] for r in audit if r["component"] == "ingest_crossings" and r["activity"] == "store"
                and r["purpose"] == "analytics") == stored
     assert {r["policy_version"] for r in audit} == {policy().version}
@@ -367,7 +344,7 @@ def _crossing(doc: str, at: datetime, post: tuple[str, str], escort: str | None 
 
 
 def _changelog_messages(settings: Settings) -> int:
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import Consumer
 
     from streams.topics import TRAFFICKING_FACTS
 

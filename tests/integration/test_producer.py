@@ -38,24 +38,35 @@ def _simulate(seed: int, n: int) -> list[dict[str, Any]]:
     return [r for kind, r in sim.events(n, landings=0) if kind == "crossing"]
 
 
-def _consume_all(settings: Settings, topic: str = CROSSING_EVENTS.name) -> list[tuple[int, int, bytes]]:
-    """Every message now in the topic: (partition, offset, value)."""
+def _consume_messages(settings: Settings, topic: str) -> list[tuple[int, int, bytes, bytes, bytes]]:
+    """Every message now in ``topic``, from each partition's low watermark: (partition, offset, key, value, headers).
+
+    ``headers`` is every header's name and value concatenated (for scans).
+    """
     consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"probe-{uuid.uuid4().hex}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
-    meta = consumer.list_topics(topic, timeout=10).topics[topic]
-    ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in meta.partitions}
-    consumer.assign([TopicPartition(topic, p, 0) for p in meta.partitions])
-    out, done = [], {p for p, end in ends.items() if end == 0}
+                         "enable.auto.commit": False})
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in partitions}
+    todo = {p for p, (lo, hi) in ends.items() if hi > lo}
+    consumer.assign([TopicPartition(topic, p, ends[p][0]) for p in todo])
+    out: list[tuple[int, int, bytes, bytes, bytes]] = []
     deadline = time.monotonic() + 120
-    while len(done) < len(ends) and time.monotonic() < deadline:
+    while todo and time.monotonic() < deadline:
         msg = consumer.poll(1)
         if msg is None or msg.error():
             continue
-        out.append((msg.partition(), msg.offset(), msg.value()))
-        if msg.offset() + 1 >= ends[msg.partition()]:
-            done.add(msg.partition())
+        headers = b"".join(k.encode() + (v or b"") for k, v in msg.headers() or [])
+        out.append((msg.partition(), msg.offset(), msg.key() or b"", msg.value() or b"", headers))
+        if msg.offset() + 1 >= ends[msg.partition()][1]:
+            todo.discard(msg.partition())
     consumer.close()
+    assert not todo, f"{topic}: partitions {todo} not read to the end"
     return out
+
+
+def _consume_all(settings: Settings, topic: str = CROSSING_EVENTS.name) -> list[tuple[int, int, bytes]]:
+    """Every message now in the topic: (partition, offset, value)."""
+    return [(partition, offset, value) for partition, offset, _, value, _ in _consume_messages(settings, topic)]
 
 
 def _event_ids(settings: Settings, wanted: set[str]) -> list[tuple[str, str, int, int]]:
