@@ -4,12 +4,15 @@ The Faust agents in :mod:`streams.app` only loop, call these and send:
 
 1. ingest turns each biometric capture of a crossing or landing into a probe
    (sealed template, identity token) sent to the first shard of its chain;
+   sealed under the person's own key (:mod:`agents.sealing`);
 2. each shard searches its part of the gallery (:meth:`agents.dedup.Shard.visit`)
    and forwards the probe with the best candidates so far to the next shard;
 3. the last shard of the chain is the probe's owner: it decides, enrols new
    subjects (a sealed :data:`GALLERY_ENTRY` record, the shard's changelog), sends
    aliases to the shard of a linked subject, and emits the decision row and, for
-   a red or yellow link, an ``IdentityLink`` for adjudication.
+   a red or yellow link, an ``IdentityLink`` for adjudication;
+4. an ERASE command (``lintas erase``) makes a shard forget an erased subject
+   and drop the erased identity from the subjects that presented it.
 
 Templates exist in clear only inside a shard's memory: sealed on Kafka, absent
 from rows, links, logs and dead letters.
@@ -32,7 +35,7 @@ import numpy as np
 from agents.dedup import Candidate, Decision, Outcome, Probe, Shard, Thresholds, Visit, route, shard_of
 from agents.gallery import check_template
 from agents.pseudonymise import Tokeniser, person_token
-from agents.sealing import Sealer
+from agents.sealing import KeyDestroyed, SealError, SubjectSealer, person_key, subject_key
 from streams.wire import avro_bytes
 
 _INTERNAL = Path(__file__).resolve().parent.parent / "schemas" / "internal"
@@ -45,14 +48,22 @@ def _read(schema: Any, data: bytes) -> dict[str, Any]:
     return fastavro.schemaless_reader(io.BytesIO(data), schema, schema)  # type: ignore[return-value]
 
 
-def seal_template(sealer: Sealer, template: np.ndarray, record: str) -> bytes:
-    """A template as sealed little-endian float32 bytes, bound to ``record`` (a probe or subject id)."""
-    return sealer.seal(np.ascontiguousarray(template, "<f4").tobytes(), record)
+def template_bytes(template: np.ndarray) -> bytes:
+    """A template as little-endian float32 bytes (the plaintext that gets sealed)."""
+    return np.ascontiguousarray(template, "<f4").tobytes()
 
 
-def open_template(sealer: Sealer, sealed: bytes, record: str) -> np.ndarray:
-    """The template sealed by :func:`seal_template` for ``record``."""
-    return np.frombuffer(sealer.open(sealed, record), "<f4")
+def opened_templates(sealer: SubjectSealer, items: Sequence[tuple[bytes, str]]) -> list[np.ndarray | None]:
+    """Open sealed templates; ``None`` where the key was destroyed (an erased person). Other faults raise."""
+    out: list[np.ndarray | None] = []
+    for result in sealer.open(items):
+        if isinstance(result, KeyDestroyed):
+            out.append(None)
+        elif isinstance(result, SealError):
+            raise result
+        else:
+            out.append(np.frombuffer(result, "<f4"))
+    return out
 
 
 @dataclass(frozen=True)
@@ -89,15 +100,28 @@ def captures(record: dict[str, Any], source: str, tok: Tokeniser) -> list[Captur
     return out
 
 
-def search_command(cap: Capture, template: np.ndarray, sealer: Sealer, shards: int) -> tuple[int, bytes]:
-    """The first hop of a capture's chain: (partition, ProbeCommand bytes)."""
-    owner = shard_of(cap.probe_id, shards)
-    first, _ = route(owner, 0, shards)
-    return first, avro_bytes(PROBE_COMMAND, {
-        "kind": "SEARCH", "probe_id": cap.probe_id, "event_id": cap.event_id, "source": cap.source,
-        "post_id": cap.post_id, "occurred_at": cap.occurred_at, "identity": cap.identity,
-        "sealed_template": seal_template(sealer, template, cap.probe_id),
-        "owner": owner, "hop": 0, "candidates": [], "subject": "",
+def search_commands(probes: Sequence[tuple[Capture, np.ndarray]], sealer: SubjectSealer,
+                    shards: int) -> list[tuple[int, bytes]]:
+    """The first hop of each capture's chain: (partition, ProbeCommand bytes), template under the person's key."""
+    sealed = sealer.seal([(template_bytes(t), cap.probe_id, person_key(cap.identity)) for cap, t in probes])
+    out = []
+    for (cap, _), value in zip(probes, sealed, strict=True):
+        owner = shard_of(cap.probe_id, shards)
+        first, _ = route(owner, 0, shards)
+        out.append((first, avro_bytes(PROBE_COMMAND, {
+            "kind": "SEARCH", "probe_id": cap.probe_id, "event_id": cap.event_id, "source": cap.source,
+            "post_id": cap.post_id, "occurred_at": cap.occurred_at, "identity": cap.identity,
+            "sealed_template": value, "owner": owner, "hop": 0, "candidates": [], "subject": "",
+        })))
+    return out
+
+
+def erase_command(shard: int, subject: str, identity: str, requested_at: datetime) -> bytes:
+    """An ERASE command for one shard: forget ``subject`` (if it lives there) and ``identity`` everywhere."""
+    return avro_bytes(PROBE_COMMAND, {
+        "kind": "ERASE", "probe_id": "", "event_id": "", "source": "erasure", "post_id": "",
+        "occurred_at": requested_at, "identity": identity, "sealed_template": b"", "owner": shard, "hop": 0,
+        "candidates": [], "subject": subject,
     })
 
 
@@ -107,28 +131,38 @@ def probe_template(cap: Capture, dimension: int, quality_floor: float) -> np.nda
     return check_template(c["template"], c["dimension"], c["quality"], dimension, quality_floor)
 
 
-def entry_bytes(subject: str, template: np.ndarray, identities: dict[str, str], sealer: Sealer,
-                enrolled_at: datetime) -> bytes:
-    """A subject's gallery record (its shard's changelog), template sealed to the subject id."""
-    return avro_bytes(GALLERY_ENTRY, {
-        "subject": subject, "sealed_template": seal_template(sealer, template, subject),
+def entries_bytes(entries: Sequence[tuple[str, np.ndarray, dict[str, str]]], sealer: SubjectSealer,
+                  enrolled_at: datetime) -> list[tuple[str, bytes]]:
+    """Subjects' gallery records (their shard's changelog): (subject, record), each template under its subject's key."""
+    sealed = sealer.seal([(template_bytes(t), s, subject_key(s)) for s, t, _ in entries])
+    return [(subject, avro_bytes(GALLERY_ENTRY, {
+        "subject": subject, "sealed_template": value,
         "identities": [{"identity": i, "probe_id": p} for i, p in sorted(identities.items())],
         "enrolled_at": enrolled_at,
-    })
+    })) for (subject, _, identities), value in zip(entries, sealed, strict=True)]
 
 
-def load_entries(shard: Shard, values: Sequence[bytes], sealer: Sealer) -> int:
-    """Rebuild a shard from its gallery records (later records of a subject win); returns subjects added."""
+def load_entries(shard: Shard, values: Sequence[bytes | None], sealer: SubjectSealer) -> int:
+    """Rebuild a shard from its gallery records (later records of a subject win, a tombstone erases).
+
+    A subject whose key was destroyed (erased) is skipped: its record is unreadable.
+    Returns subjects added.
+    """
     latest: dict[str, dict[str, Any]] = {}
     for value in values:
+        if value is None:
+            continue
         rec = _read(GALLERY_ENTRY, value)
         latest[rec["subject"]] = rec
     if not latest:
         return 0
     subjects = list(latest)
-    templates = np.stack([open_template(sealer, latest[s]["sealed_template"], s) for s in subjects])
-    identities = [{u["identity"]: u["probe_id"] for u in latest[s]["identities"]} for s in subjects]
-    return shard.enrol(subjects, templates, identities)
+    opened = opened_templates(sealer, [(latest[s]["sealed_template"], s) for s in subjects])
+    kept = [i for i, t in enumerate(opened) if t is not None]
+    if not kept:
+        return 0
+    return shard.enrol([subjects[i] for i in kept], np.stack([opened[i] for i in kept]),  # type: ignore[misc]
+                       [{u["identity"]: u["probe_id"] for u in latest[subjects[i]]["identities"]} for i in kept])
 
 
 @dataclass
@@ -145,6 +179,7 @@ class StepOutput:
     gallery: list[tuple[str, bytes]] = field(default_factory=list)
     decisions: list[dict[str, Any]] = field(default_factory=list)
     links: list[dict[str, Any]] = field(default_factory=list)
+    erased: int = 0  # probes dropped because their person was erased while they were in flight
 
 
 @dataclass(frozen=True)
@@ -152,7 +187,7 @@ class DedupConfig:
     """What a shard step needs besides the shard: thresholds, sealing, tokens, shard count, index name."""
 
     thresholds: Thresholds
-    sealer: Sealer
+    sealer: SubjectSealer
     tok: Tokeniser
     shards: int
     index_kind: str
@@ -169,26 +204,32 @@ def link_id(tok: Tokeniser, subject: str, identity: str) -> str:
 
 
 def shard_step(shard: Shard, commands: Sequence[bytes], cfg: DedupConfig, now: datetime) -> StepOutput:
-    """Apply a batch of ProbeCommands to ``shard``, in order: aliases, then searches (one batched index search)."""
+    """Apply a batch of ProbeCommands to ``shard``: aliases and erasures, then searches (one batched search)."""
     out = StepOutput()
     searches: list[dict[str, Any]] = []
+    rewrite: dict[str, np.ndarray | None] = {}  # subjects whose gallery record changes (None: the shard's template)
     for raw in commands:
         cmd = _read(PROBE_COMMAND, raw)
         if cmd["kind"] == "ALIAS":
             if shard.add_identity(cmd["subject"], cmd["identity"], cmd["probe_id"]):
-                out.gallery.append(_entry(shard, cmd["subject"], cfg, now))
+                rewrite.setdefault(cmd["subject"], None)
+        elif cmd["kind"] == "ERASE":
+            _, changed = shard.erase(cmd["subject"], cmd["identity"])
+            rewrite.pop(cmd["subject"], None)
+            for subject in changed:
+                rewrite.setdefault(subject, None)
         else:
             searches.append(cmd)
-    if not searches:
-        return out
+    templates = opened_templates(cfg.sealer, [(c["sealed_template"], c["probe_id"]) for c in searches])
+    out.erased = sum(t is None for t in templates)
+    searches = [c for c, t in zip(searches, templates, strict=True) if t is not None]
     visits = []
-    for cmd in searches:
-        template = open_template(cfg.sealer, cmd["sealed_template"], cmd["probe_id"])
+    for cmd, template in zip(searches, [t for t in templates if t is not None], strict=True):
         probe = Probe(cmd["probe_id"], template, cmd["identity"])
         carried = tuple(Candidate(c["subject"], c["shard"], c["score"], c["same_identity"])
                         for c in cmd["candidates"])
         visits.append(Visit(probe, carried, final=route(cmd["owner"], cmd["hop"], cfg.shards)[1]))
-    results = shard.visit(visits, cfg.thresholds, lambda probe_id: subject_id(cfg.tok, probe_id))
+    results = shard.visit(visits, cfg.thresholds, lambda probe_id: subject_id(cfg.tok, probe_id)) if visits else []
     for cmd, visit, result in zip(searches, visits, results, strict=True):
         if result.decision is None:
             nxt, _ = route(cmd["owner"], cmd["hop"] + 1, cfg.shards)
@@ -198,20 +239,16 @@ def shard_step(shard: Shard, commands: Sequence[bytes], cfg: DedupConfig, now: d
             continue
         decision = result.decision
         if result.enrolled and decision.subject:
-            out.gallery.append(_entry(shard, decision.subject, cfg, now, visit.probe.template))
+            rewrite[decision.subject] = visit.probe.template
         if result.alias is not None:
             out.aliases.append((result.alias.shard, avro_bytes(PROBE_COMMAND, {
                 **cmd, "kind": "ALIAS", "sealed_template": b"", "candidates": [], "subject": result.alias.subject})))
         out.decisions.append(decision_row(cmd, decision, result.candidates, cfg, now))
         if decision.outcome in LINK_OUTCOMES:
             out.links.append(link_record(cmd, decision, cfg, now))
+    out.gallery = entries_bytes([(s, t if t is not None else shard.template(s), shard.identities[s])
+                                 for s, t in rewrite.items() if s in shard.identities], cfg.sealer, now)
     return out
-
-
-def _entry(shard: Shard, subject: str, cfg: DedupConfig, now: datetime,
-           template: np.ndarray | None = None) -> tuple[str, bytes]:
-    vec = template if template is not None else shard.template(subject)
-    return subject, entry_bytes(subject, vec, shard.identities[subject], cfg.sealer, now)
 
 
 def decision_row(cmd: dict[str, Any], decision: Decision, candidates: Sequence[Candidate], cfg: DedupConfig,

@@ -163,8 +163,8 @@ class Shard:
         self.identities: dict[str, dict[str, str]] = {}  # subject → identity → probe that presented it first
 
     def __len__(self) -> int:
-        """Enrolled subjects."""
-        return len(self.row_subject)
+        """Enrolled subjects (erased ones not counted)."""
+        return len(self.subject_row)
 
     def __contains__(self, subject: object) -> bool:
         """Whether ``subject`` is enrolled here (or in the batch being visited)."""
@@ -188,6 +188,25 @@ class Shard:
             return False
         self.identities[subject][identity] = probe_id
         return True
+
+    def erase(self, subject: str, identity: str) -> tuple[bool, list[str]]:
+        """Forget an erased person: ``subject``'s template (zeroed in the index) and ``identity`` wherever presented.
+
+        Returns whether the subject was here and the other subjects that lost the identity
+        (their gallery records are rewritten without it).
+        """
+        removed = subject in self.subject_row
+        if removed:
+            row = self.subject_row.pop(subject)
+            self.index.erase(row)
+            self.row_subject[row] = ""
+            del self.identities[subject]
+        changed = []
+        if identity:
+            for other, identities in self.identities.items():
+                if identities.pop(identity, None) is not None:
+                    changed.append(other)
+        return removed, changed
 
     def template(self, subject: str) -> np.ndarray:
         """The enrolled template of ``subject``."""
@@ -216,7 +235,7 @@ class Shard:
         results: list[VisitResult] = []
         for i, v in enumerate(visits):
             local = [Candidate(self.row_subject[r], self.number, float(s), self._same(self.row_subject[r], v.probe))
-                     for s, r in zip(scores[i], rows[i], strict=True) if r >= 0]
+                     for s, r in zip(scores[i], rows[i], strict=True) if r >= 0 and self.row_subject[r]]
             if pending:
                 near = np.stack([t for _, t in pending]) @ v.probe.template
                 for j in np.argsort(-near)[:self.k]:

@@ -75,6 +75,10 @@ class ExactIndex:
         """The enrolled template at ``row``."""
         return np.asarray(self.index.reconstruct(row), dtype=np.float32)
 
+    def erase(self, row: int) -> None:
+        """Overwrite the template at ``row`` with zeros (an erased subject; rows keep their numbers)."""
+        faiss.rev_swig_ptr(self.index.get_xb(), len(self) * self.dim).reshape(len(self), self.dim)[row] = 0.0
+
     def search(self, queries: np.ndarray, k: int) -> Hits:
         """Top ``k`` by cosine similarity for each query."""
         scores, rows = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
@@ -124,6 +128,12 @@ class SketchIndex:
     def vector(self, row: int) -> np.ndarray:
         """The enrolled template at ``row``."""
         return np.array(self._all_vectors()[row])
+
+    def erase(self, row: int) -> None:
+        """Overwrite the template and its sketch at ``row`` with zeros (an erased subject; rows keep their numbers)."""
+        self._all_vectors()[row] = 0.0
+        nbytes = self.bits // 8
+        faiss.rev_swig_ptr(self.sketches.xb.data(), len(self) * nbytes).reshape(len(self), nbytes)[row] = 0  # type: ignore[attr-defined]
 
     def search(self, queries: np.ndarray, k: int) -> Hits:
         """Top ``k`` after re-ranking the ``rerank`` nearest sketches exactly."""

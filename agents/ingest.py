@@ -19,6 +19,7 @@ from agents.gallery import TemplateRejected
 from agents.keys import Purposes
 from agents.pseudonymise import Tokeniser, crossing_row, landing_row
 from agents.trafficking import Fact, crossing_facts, landing_facts
+from agents.vault import identities
 from schemas.contracts import CROSSING_EVENT, DEAD_LETTER, LANDING_EVENT, Contract
 from streams.validation import check_semantics
 from streams.wire import DecodeError, WriterSchemas, decode, encode_payload
@@ -94,7 +95,9 @@ class TemplatePolicy:
 
 @dataclass(frozen=True)
 class Accepted:
-    """An accepted message: its row, captures, template dead letters and facts for the trafficking rules.
+    """An accepted message: its row, captures, template dead letters, facts for the trafficking rules and people.
+
+    ``people``: each person's operations token → the identity presented, for the vault.
 
     A bad template does not cost the crossing its row: the event is kept, the
     template alone goes to the dead-letter topic with the reason.
@@ -104,6 +107,7 @@ class Accepted:
     probes: list[tuple[Capture, np.ndarray]]
     letters: list[DeadLetter]
     facts: list[Fact]
+    people: dict[str, dict[str, Any]]
 
 
 def ingest(raw: bytes | None, source: Source, kind: EventKind, schemas: WriterSchemas, keys: Purposes,
@@ -135,7 +139,8 @@ def ingest(raw: bytes | None, source: Source, kind: EventKind, schemas: WriterSc
         except TemplateRejected as err:
             letters.append(DeadLetter(source, f"template_{err.code}", f"{cap.field}.template", err.reason,
                                       raw or b""))
-    return Accepted(row, probes, letters, kind.to_facts(record, row, keys.operations))
+    return Accepted(row, probes, letters, kind.to_facts(record, row, keys.operations),
+                    identities(record, kind.source, keys.operations))
 
 
 def dead_letter_payload(letter: DeadLetter, now: datetime) -> bytes:

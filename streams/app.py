@@ -30,7 +30,7 @@ from agents.biometric import (
     adjudicate,
     link_row,
     load_entries,
-    search_command,
+    search_commands,
     shard_step,
 )
 from agents.dedup import Shard, Thresholds
@@ -48,8 +48,10 @@ from agents.ingest import (
 )
 from agents.keys import FileKeyring, Purposes
 from agents.pseudonymise import Tokeniser
-from agents.sealing import Sealer
+from agents.sealing import SqliteSubjectKeys, SubjectSealer, person_key
 from agents.trafficking import Fact, KeyState, decision_facts, latest, load_rules
+from agents.vault import CLASSES as VAULT_CLASSES
+from agents.vault import Recent, sealed_entries
 from schemas.contracts import ADJUDICATION_DECISION, ALERT, DEAD_LETTER, IDENTITY_LINK
 from streams.gallery_store import read_shard
 from streams.settings import load_settings
@@ -65,6 +67,7 @@ from streams.topics import (
     CROSSING_EVENTS,
     CROSSING_EVENTS_DLQ,
     DEDUP_SHARDS,
+    IDENTITY_VAULT,
     LANDING_EVENTS,
     LANDING_EVENTS_DLQ,
     TRAFFICKING_FACTS,
@@ -112,6 +115,7 @@ biometric_adjudications = _topic(BIOMETRIC_ADJUDICATIONS)
 biometric_adjudications_dlq = _topic(BIOMETRIC_ADJUDICATIONS_DLQ)
 trafficking_facts = _topic(TRAFFICKING_FACTS)
 audit_processing = _topic(AUDIT_PROCESSING)
+identity_vault = _topic(IDENTITY_VAULT)
 alerts_topic = _topic(ALERTS)
 # Per-key rule state, changelog-backed: a restarted worker reads it back before its agent resumes.
 # use_partitioner: the changelog is partitioned by key like trafficking.facts (both through the
@@ -147,7 +151,9 @@ class Pipeline:
         self.keys = Purposes.from_provider(self.keyring)
         self.sink = ClickHouseSink(settings)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse-sink")
-        self.sealer = Sealer(settings.secret("gallery_key").encode(), settings.gallery_key_id)
+        self.subject_keys = SqliteSubjectKeys(settings.subject_keys_path)
+        self.sealer = SubjectSealer(self.subject_keys)
+        self.vaulted = Recent()
         self.templates = TemplatePolicy(settings.dedup_dimension, settings.dedup_quality_floor)
 
     @property
@@ -212,9 +218,12 @@ class Pipeline:
         accepted = [r for r in results if isinstance(r, Accepted)]
         letters = [r for r in results if isinstance(r, DeadLetter)] + [x for a in accepted for x in a.letters]
         await self.dead_letters(letters, dlq, now)
-        probes = [search_command(cap, template, self.sealer, DEDUP_SHARDS) for a in accepted
-                  for cap, template in a.probes]
-        sends = [await biometric_probes.send(value=value, partition=partition) for partition, value in probes]
+        people = {token: identity for a in accepted for token, identity in a.people.items()}
+        keyed = {name.partition(":")[2] for name in self.subject_keys.keys([person_key(t) for t in people])}
+        vault = sealed_entries(self.vaulted.fresh(people, keyed), self.sealer)  # creates new persons' keys
+        probes = search_commands([p for a in accepted for p in a.probes], self.sealer, DEDUP_SHARDS)
+        sends = [await identity_vault.send(key=token.encode(), value=value) for token, value in vault]
+        sends += [await biometric_probes.send(value=value, partition=partition) for partition, value in probes]
         sends += await send_facts([f for a in accepted for f in a.facts])
         await gathered(sends)
         ingested = datetime.now(UTC)
@@ -228,7 +237,9 @@ class Pipeline:
             Processing(component, "store", "analytics", ANALYTICS_CLASSES, len(rows), source,
                        f"clickhouse:{kind.table}", self.keys.analytics.key_id),
             Processing(component, "analyse", "operations", inputs, len(probes), source, BIOMETRIC_PROBES.name,
-                       self.keys.operations.key_id, detail="biometric captures, sealed"),
+                       self.keys.operations.key_id, detail="biometric captures, sealed per person"),
+            Processing(component, "store", "operations", VAULT_CLASSES, len(vault), source, IDENTITY_VAULT.name,
+                       self.keys.operations.key_id, detail="identities, sealed per person"),
             Processing(component, "analyse", "operations", ANALYTICS_CLASSES, len(accepted), source,
                        TRAFFICKING_FACTS.name, self.keys.operations.key_id),
             Processing(component, "store", "operations", inputs, len(letters), source, dlq.get_topic_name(),
@@ -277,6 +288,7 @@ class Dedup:
         sends: list[Any] = []
         decisions: list[dict[str, Any]] = []
         links: list[dict[str, Any]] = []
+        erased = 0
         for number, commands in sorted(by_shard.items()):
             shard = await self.shard(number)
             now = datetime.now(UTC)
@@ -286,6 +298,7 @@ class Dedup:
             sends += [await biometric_gallery.send(key=k.encode(), value=v, partition=number) for k, v in out.gallery]
             decisions += out.decisions
             links += out.links
+            erased += out.erased
         # one insert per table for the whole batch, after Kafka has every send
         sends += await self._send_links(links)
         sends += await send_facts([f for d in decisions for f in decision_facts(d)])
@@ -295,7 +308,8 @@ class Dedup:
         await pipeline.audit([Processing("dedup", "analyse", "operations", ("BIOMETRIC",), len(decisions),
                                          batch_source(events),
                                          "clickhouse:dedup_decisions", pipeline.tok.key_id,
-                                         detail=f"1:N search, {len(events)} shard visits, {len(links)} links")])
+                                         detail=f"1:N search, {len(events)} shard visits, {len(links)} links, "
+                                                f"{erased} erased in flight")])
 
     async def adjudicate(self, event: faust.EventT) -> None:
         """Apply one officer's decision to its link, or dead-letter it with the reason."""
@@ -349,8 +363,11 @@ class Rules:
         """Apply each fact to its key's state (table), then alerts to Kafka and ClickHouse; return = commit."""
         facts = [Fact.from_bytes(e.message.value or b"") for e in events]
 
-        def store(key: str, state: KeyState) -> None:
-            trafficking_state[key.encode()] = state.to_bytes()
+        def store(key: str, state: KeyState | None) -> None:
+            if state is not None:
+                trafficking_state[key.encode()] = state.to_bytes()
+            elif key.encode() in trafficking_state:
+                del trafficking_state[key.encode()]  # an erased person's state: a tombstone in the changelog
 
         raised = evaluate_batch(facts, lambda key: KeyState.from_bytes(trafficking_state.get(key.encode())), store,
                                 self.rules, self.model)

@@ -71,11 +71,18 @@ class Settings(BaseSettings):
         """The key file the pipeline and ``lintas keys`` use."""
         return self.keyring or self.secrets_dir / "keyring.json"
 
-    # Biometric deduplication (1:N)
-    gallery_key: SecretStr | None = Field(
-        default=None, description="AES-256-GCM key sealing every template the dedup agents write to Kafka.",
+    # Per-subject keys (agents/sealing.py): templates and vaulted identities are sealed per person
+    subject_keys: Path | None = Field(
+        default=None, description="Per-subject key store (SQLite, 0600); default <state_dir>/secrets/. Stands in "
+                                  "for a KMS; destroying a key is how lintas erase crypto-shreds.",
     )
-    gallery_key_id: str = Field(default="gallery-1", description="Travels with every sealed template.")
+
+    @property
+    def subject_keys_path(self) -> Path:
+        """The per-subject key store the pipeline and ``lintas erase`` use."""
+        return self.subject_keys or self.secrets_dir / "subject_keys.sqlite3"
+
+    # Biometric deduplication (1:N)
     dedup_dimension: int = Field(default=512, ge=8, description="Float32 values per template.")
     dedup_quality_floor: float = Field(default=0.3, ge=0.0, le=1.0, description="Captures below it are rejected.")
     dedup_index: str = Field(default="sketch", pattern="^(sketch|exact)$",

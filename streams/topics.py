@@ -124,6 +124,16 @@ ALERTS = TopicSpec(
     internal=True,
 )
 
+# Identity vault (agents/vault.py): who a person token is, for operations, sealed under the person's own key;
+# destroying that key (lintas erase) leaves every copy unreadable. Keyed by the token.
+IDENTITY_VAULT = TopicSpec(
+    "identity.vault", partitions=3, retention="personal_sealed", cleanup_policy="compact",
+    doc="Identities behind operations person tokens, each sealed with its person's key (crypto-shredded on "
+        "erasure); compacted, internal.",
+    extra_config={"min.cleanable.dirty.ratio": "0.1"},
+    internal=True,
+)
+
 # Record of processing: one JSON line per batch each component handled (agents/audit.py).
 AUDIT_PROCESSING = TopicSpec(
     "audit.processing", partitions=1, retention="audit",
@@ -144,5 +154,6 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     BIOMETRIC_ADJUDICATIONS_DLQ,
     TRAFFICKING_FACTS,
     ALERTS,
+    IDENTITY_VAULT,
     AUDIT_PROCESSING,
 )

@@ -14,15 +14,17 @@ from agents.biometric import (
     DedupConfig,
     StepOutput,
     adjudicate,
+    erase_command,
     link_row,
     load_entries,
-    search_command,
+    search_commands,
     shard_step,
+    subject_id,
 )
 from agents.dedup import Shard, Thresholds, route, shard_of
 from agents.gallery import ExactIndex, SketchIndex
 from agents.pseudonymise import Tokeniser
-from agents.sealing import Sealer, SealError
+from agents.sealing import KeyDestroyed, SealError, SqliteSubjectKeys, SubjectSealer, person_key, subject_key
 
 T = Thresholds("t-test", red=0.6, yellow=0.45)
 DIM = 128
@@ -33,9 +35,11 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return (v / np.linalg.norm(v, axis=-1, keepdims=True)).astype(np.float32)
 
 
+KEYS = SqliteSubjectKeys(":memory:")  # one key store for every worker of a test, like the deployment's
+
+
 def _cfg(shards: int) -> DedupConfig:
-    return DedupConfig(T, Sealer(b"unit-test-gallery-key", "g-test"), Tokeniser(b"unit-test-token-key", "k-test"),
-                       shards, "exact")
+    return DedupConfig(T, SubjectSealer(KEYS), Tokeniser(b"unit-test-token-key", "k-test"), shards, "exact")
 
 
 def _capture(i: int, identity: str) -> Capture:
@@ -57,7 +61,7 @@ class Chain:
         self.outputs: list[StepOutput] = []
 
     def send(self, cap: Capture, template: np.ndarray) -> None:
-        partition, value = search_command(cap, template, self.cfg.sealer, self.cfg.shards)
+        [(partition, value)] = search_commands([(cap, template)], self.cfg.sealer, self.cfg.shards)
         self.queues[partition].append(value)
 
     def drain(self) -> None:
@@ -204,18 +208,72 @@ def test_templates_leave_a_shard_only_sealed() -> None:
         assert all(not isinstance(v, list) or len(v) <= 3 for v in row.values())
 
 
-def test_sealed_values_refuse_wrong_key_tampering_and_moving() -> None:
-    sealer = Sealer(b"key-one", "g1")
-    sealed = sealer.seal(b"\x01\x02\x03" * 100, "S-a")
-    assert sealer.open(sealed, "S-a") == b"\x01\x02\x03" * 100
+def test_sealed_values_refuse_a_destroyed_key_another_key_tampering_and_moving() -> None:
+    store = SqliteSubjectKeys(":memory:")
+    sealer = SubjectSealer(store)
+    [sealed] = sealer.seal([(b"\x01\x02\x03" * 100, "S-a", "subject:S-a")])
+    assert sealer.open_one(sealed, "S-a") == b"\x01\x02\x03" * 100
     with pytest.raises(SealError, match="authentication"):
-        sealer.open(sealed, "S-b")  # moved to another subject
+        sealer.open_one(sealed, "S-b")  # moved to another subject
     with pytest.raises(SealError, match="authentication"):
-        Sealer(b"key-two", "g1").open(sealed, "S-a")
+        sealer.open_one(sealed[:-1] + bytes([sealed[-1] ^ 1]), "S-a")
+    other = SubjectSealer(SqliteSubjectKeys(":memory:"))
+    other.seal([(b"x", "S-a", "subject:S-a")])  # same name, another store's key
     with pytest.raises(SealError, match="authentication"):
-        sealer.open(sealed[:-1] + bytes([sealed[-1] ^ 1]), "S-a")
-    with pytest.raises(SealError, match="g1"):
-        Sealer(b"key-one", "g2").open(sealed, "S-a")
+        other.open_one(sealed, "S-a")
+    assert store.destroy(["subject:S-a", "subject:never"]) == ["subject:S-a"]
+    with pytest.raises(KeyDestroyed):
+        sealer.open_one(sealed, "S-a")
+    assert "S-a" not in str(sealer.open([(sealed, "S-a")])[0])
+
+
+def test_a_destroyed_key_is_overwritten_in_the_key_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "secrets" / "subject_keys.sqlite3"
+    store = SqliteSubjectKeys(path)
+    keys = store.keys([f"person:p{i}" for i in range(50)], create=True)
+    assert oct(path.stat().st_mode & 0o777) == "0o600" and oct(path.parent.stat().st_mode & 0o777) == "0o700"
+    assert store.keys(["person:p7"], create=True) == {"person:p7": keys["person:p7"]}  # created once, then fetched
+    files = lambda: b"".join(f.read_bytes() for f in path.parent.iterdir())  # noqa: E731  (db and any journal)
+    assert keys["person:p7"] in files()
+    store.destroy(["person:p7"])
+    assert keys["person:p7"] not in files() and keys["person:p8"] in files()
+    assert SqliteSubjectKeys(path).keys(["person:p7", "person:p8"]) == {"person:p8": keys["person:p8"]}
+
+
+def test_an_erased_person_is_forgotten_by_every_shard_and_their_records_cannot_be_opened() -> None:
+    faces, rng = _people(60, seed=11)
+    chain = Chain(3)
+    for i in range(60):
+        chain.send(_capture(i, f"doc-{i}"), _capture_of(faces[i], rng))
+    chain.drain()
+    chain.send(_capture(60, "forged-4"), _capture_of(faces[4], rng))  # someone presents person 4's face on forged-4
+    chain.drain()
+    gone = subject_id(chain.cfg.tok, _capture(3, "").probe_id)
+    four = subject_id(chain.cfg.tok, _capture(4, "").probe_id)
+    assert any(gone in s for s in chain.shards) and "forged-4" in next(s for s in chain.shards if four in s).identities[four]
+    chain.send(_capture(61, "doc-3"), _capture_of(faces[3], rng))  # in flight when the erasure happens
+    # lintas erase: destroy person 3's keys, then ERASE to every shard (identity forged-4 erased too)
+    KEYS.destroy([person_key("doc-3"), subject_key(gone), person_key("forged-4")])
+    for number in range(3):
+        chain.queues[number].insert(0, erase_command(number, gone, "doc-3", NOW))
+        chain.queues[number].insert(0, erase_command(number, "", "forged-4", NOW))
+    before, steps = len(chain.decisions), len(chain.outputs)
+    chain.drain()
+    assert len(chain.decisions) == before and sum(o.erased for o in chain.outputs) == 1  # the in-flight probe dropped
+    assert not any(gone in s for s in chain.shards) and sum(len(s) for s in chain.shards) == 59
+    assert all("forged-4" not in ids for s in chain.shards for ids in s.identities.values())
+    rewritten = [k for o in chain.outputs[steps:] for k, _ in o.gallery]
+    assert rewritten == [four]  # person 4's record, without the erased identity
+    # the records written before the erasure no longer open; a reloaded worker knows everyone else, not person 3
+    restarted = Chain(3)
+    for number in range(3):
+        load_entries(restarted.shards[number], chain.gallery[number], restarted.cfg.sealer)
+    assert sum(len(s) for s in restarted.shards) == 59 and not any(gone in s for s in restarted.shards)
+    for c in (chain, restarted):
+        c.send(_capture(70, "doc-3"), _capture_of(faces[3], rng))
+        c.send(_capture(71, "doc-5"), _capture_of(faces[5], rng))
+        c.drain()
+        assert [d["outcome"] for d in c.decisions[-2:]] == ["enrol", "known_traveller"]  # person 3 is new again
 
 
 def test_routes_visit_every_shard_once_and_end_at_the_owner() -> None:
