@@ -27,7 +27,18 @@ import joblib
 import numpy as np
 from sklearn.ensemble import IsolationForest
 
-from agents.trafficking import HOUR_MS, Alert, Fact, KeyState, RuleSet, escort_occasions, evaluate, flag_anomaly, within
+from agents.trafficking import (
+    HOUR_MS,
+    Alert,
+    Fact,
+    KeyState,
+    RuleSet,
+    erase,
+    escort_occasions,
+    evaluate,
+    flag_anomaly,
+    within,
+)
 from streams.errors import LintasError
 
 FEATURES = (
@@ -149,16 +160,20 @@ def describe(explained: Sequence[tuple[str, float, float]]) -> str:
     return ", ".join(f"{name} {value:g} (typical {typical:g})" for name, value, typical in explained)
 
 
-def evaluate_batch(facts: Sequence[Fact], load: Callable[[str], KeyState], store: Callable[[str, KeyState], None],
-                   rules: RuleSet, model: AnomalyModel | None) -> list[Alert]:
+def evaluate_batch(facts: Sequence[Fact], load: Callable[[str], KeyState],
+                   store: Callable[[str, KeyState | None], None], rules: RuleSet,
+                   model: AnomalyModel | None) -> list[Alert]:
     """What the rule agent does with one batch: every fact through the rules, then one anomaly scoring call.
 
     ``load``/``store`` read and write a key's state (the Faust table in the agent,
-    a dict in tests and benchmarks).
+    a dict in tests and benchmarks); ``store(key, None)`` deletes it (an ERASE fact).
     """
     alerts: list[Alert] = []
     pending: list[tuple[Fact, np.ndarray]] = []
     for fact in facts:
+        if fact.role == "ERASE":
+            store(fact.key, erase(fact.key, load(fact.key), fact.traveller))
+            continue
         state, out = evaluate(fact, load(fact.key), rules)
         alerts += out
         if model is not None and (row := features(fact, state)) is not None:

@@ -408,6 +408,21 @@ def evaluate(fact: Fact, state: KeyState, rules: RuleSet) -> tuple[KeyState, lis
     return state, alerts
 
 
+def erase(key: str, state: KeyState, token: str) -> KeyState | None:
+    """The state of ``key`` after the person or subject ``token`` was erased: ``None`` (delete) if it is theirs.
+
+    In another key's state (an escort's, a sponsor's, a document's subjects) every entry naming
+    the token goes, and the token leaves its episodes' subjects; the evidence counts stay as they were.
+    """
+    if key.partition(":")[2] == token:
+        return None
+    for name in ("escorted", "sponsored", "subjects", "documents"):
+        setattr(state, name, [e for e in getattr(state, name) if token not in e])
+    for ep in state.episodes.values():
+        ep["subjects"] = [s for s in ep["subjects"] if s != token]
+    return state
+
+
 def _emit(key: str, finding: Finding, state: KeyState, rules: RuleSet) -> Alert | None:
     """Open or grow the finding's episode; an alert only when the evidence or the severity changed."""
     rule = rules.rule(finding.rule_id)

@@ -2,7 +2,9 @@
 
 Simulated crossings (no Kafka, no ClickHouse) through each step the ingest agent
 runs on an accepted event: the analytics row (analytics key), the facts for the
-trafficking rules (operations key), the record of processing (one per batch).
+trafficking rules (operations key), the identity vault and the templates sealed
+under each person's own key (a SQLite key store in a temporary directory, as the
+worker's), the record of processing (one per batch).
 
     python -m bench.privacy --crossings 20000
 """
@@ -10,15 +12,22 @@ trafficking rules (operations key), the record of processing (one per batch).
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from agents.audit import Processing, classes_of
+from agents.biometric import Capture, search_commands
 from agents.keys import Purposes
 from agents.pseudonymise import Tokeniser, crossing_row, person_token
+from agents.sealing import SqliteSubjectKeys, SubjectSealer
 from agents.trafficking import crossing_facts
+from agents.vault import identities, sealed_entries
 from bench import print_table
 from schemas.contracts import CROSSING_EVENT
 from streams.simulator import Simulator
@@ -46,6 +55,19 @@ def main() -> None:
                     Tokeniser(b"bench-regional-key-not-secret001", "regional-1"))
     rows = [crossing_row(r, keys.analytics) for r in records]
     n = len(records)
+    tmp = tempfile.TemporaryDirectory()
+    sealer = SubjectSealer(SqliteSubjectKeys(Path(tmp.name) / "subject_keys.sqlite3"))
+    people = [identities(r, "crossing", keys.operations) for r in records]
+    batches = [{t: i for p in people[s:s + args.batch] for t, i in p.items()} for s in range(0, n, args.batch)]
+    t0 = time.perf_counter()
+    for batch in batches:  # every person new: their key is created (one transaction per batch), then sealed
+        sealed_entries(batch, sealer)
+    vault_new = time.perf_counter() - t0
+    rng = np.random.default_rng(3)
+    captures = [(Capture(str(r["event_id"]), str(r["event_id"]), "crossing", "ID-BTH", r["occurred_at"],
+                         person_token(keys.operations, r["traveller"]), {}, "biometric"),
+                 rng.standard_normal(512).astype(np.float32)) for r in records[:5000]]
+    probes = _time(lambda: search_commands(captures, sealer, 4)) / len(captures) * n
     companions = sum(len(r["companions"]) for r in records)
     steps = [
         ("one token (HMAC-SHA256, pre-keyed)", lambda: [person_token(keys.analytics, r["traveller"]) for r in records],
@@ -55,6 +77,12 @@ def main() -> None:
         ("trafficking facts (operations tokens)",
          lambda: [crossing_facts(r, row, keys.operations) for r, row in zip(records, rows, strict=True)],
          f"traveller + {companions / n:.2f} companions (+ sponsor)"),
+        ("identity vault, new persons (key made + sealed)", lambda: vault_new,
+         f"first sighting of each of {sealer.store.count():,} persons"),  # type: ignore[attr-defined]
+        ("identity vault, known persons (sealed again)", lambda: [sealed_entries(b, sealer) for b in batches],
+         "a changed identity; an unchanged one is skipped"),
+        ("search command, template sealed to the person (512-d)", lambda: probes,
+         "per capture (most crossings have one)"),
         ("record of processing (per batch)",
          lambda: [Processing("ingest_crossings", "store", "analytics", classes_of(CROSSING_EVENT), args.batch,
                              "crossing_events:p0:0-1", "clickhouse:crossings").to_json()
@@ -63,8 +91,8 @@ def main() -> None:
     out = []
     total = 0.0
     for name, fn, note in steps:
-        seconds = _time(fn)
-        if not name.startswith("one token"):
+        seconds = fn() if name.startswith(("identity vault, new", "search command")) else _time(fn)
+        if not name.startswith(("one token", "identity vault, known")):
             total += seconds
         out.append({"step": name, "us_per_event": seconds / n * 1e6, "events_per_s": int(n / seconds), "note": note})
     out.append({"step": "pseudonymisation total", "us_per_event": total / n * 1e6, "events_per_s": int(n / total),

@@ -314,6 +314,45 @@ def _cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_erase(args: argparse.Namespace) -> int:
+    import sys
+
+    from streams.erasure import erase
+
+    person = sys.stdin.readline().strip() if args.person == "-" else args.person
+    proof = erase(_settings(args), person, args.basis, args.proof_dir)
+    where = (args.proof_dir or _settings(args).state_dir / "erasures") / f"{proof['erasure_id']}.json"
+    rows = sum(proof["clickhouse_rows_before"].values())
+    remaining = proof["remaining_until_retention"]
+    print(f"erased {proof['person_reference_sha256'][:12]}…: {sum(proof['keys_destroyed'].values())} key(s) "
+          f"destroyed, {proof['biometric_subjects']} biometric subject(s), {rows} ClickHouse row(s) deleted or "
+          f"anonymised, verified {proof['verified']}; {remaining['messages']} raw message(s) on "
+          f"{remaining['topic']} until {remaining['deleted_by']}; proof {where}")
+    return 0
+
+
+def _cmd_identity(args: argparse.Namespace) -> int:
+    import json
+
+    from streams.privacy_ops import resolve_identity
+
+    print(json.dumps(resolve_identity(_settings(args), args.token, args.case), indent=2, sort_keys=True))
+    return 0
+
+
+def _cmd_breach_report(args: argparse.Namespace) -> int:
+    import json
+
+    from streams.breach import breach_report, render
+
+    report = breach_report(_settings(args), args.start, args.end)
+    print(render(report))
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"written {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every ``lintas`` subcommand."""
     parser = argparse.ArgumentParser(prog="lintas", description=__doc__)
@@ -396,6 +435,25 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_argument("--purpose", choices=["operations", "analytics", "regional"])
     keys.add_argument("--key-id", default=None)
     keys.set_defaults(func=_cmd_keys)
+
+    erase = sub.add_parser("erase", help="erase one person: destroy their keys, delete or blank their rows, prove it")
+    erase.add_argument("person", help="STATE:NUMBER of their document, name:GIVEN/SURNAME without one, or - to read "
+                                      "it from stdin (keeps it out of shell history and ps)")
+    erase.add_argument("--basis", default=None,
+                       help="legal basis, required when the person is the subject of an alert (a possible case)")
+    erase.add_argument("--proof-dir", type=Path, default=None, help="default <state_dir>/erasures/")
+    erase.set_defaults(func=_cmd_erase)
+
+    identity = sub.add_parser("identity", help="operations: the identity behind a person token (audited disclosure)")
+    identity.add_argument("token", help="operations person token, e.g. an alert's key_token or subject")
+    identity.add_argument("--case", required=True, help="the alert or case it is for (recorded in the audit)")
+    identity.set_defaults(func=_cmd_identity)
+
+    breach = sub.add_parser("breach-report", help="data classes and people affected by a breach in a time window")
+    breach.add_argument("--from", dest="start", type=date.fromisoformat, required=True, help="first day, YYYY-MM-DD")
+    breach.add_argument("--to", dest="end", type=date.fromisoformat, required=True, help="last day, YYYY-MM-DD")
+    breach.add_argument("--out", type=Path, default=None, help="also write the report as JSON")
+    breach.set_defaults(func=_cmd_breach_report)
 
     demo = sub.add_parser("demo", help="the main job: stack, worker, simulated traffic, regional summary")
     demo.add_argument("--rate", type=float, default=100.0, help="events per second (default 100)")

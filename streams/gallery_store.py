@@ -1,4 +1,4 @@
-"""Read one gallery shard back from its compacted Kafka partition (biometric.gallery).
+"""Read one gallery shard back from its compacted Kafka partition (biometric.gallery), or any compacted partition.
 
 The topic is the shard's changelog: every enrolment and alias is written (and
 acknowledged by Kafka) before the probe that caused it is committed, so reading
@@ -22,19 +22,20 @@ class GalleryUnavailable(LintasError):
     code = "gallery_unavailable"
 
 
-def read_shard(settings: Settings, shard: int, timeout_s: float = 300.0) -> list[bytes]:
-    """Every record value of gallery partition ``shard``, oldest first (tombstones skipped)."""
+def read_partition(settings: Settings, topic: str, partition: int,
+                   timeout_s: float = 300.0) -> list[tuple[bytes | None, bytes | None]]:
+    """Every (key, value) of one partition, oldest first, tombstones included (value ``None``)."""
     consumer = Consumer({
         "bootstrap.servers": settings.kafka_bootstrap, "group.id": "lintas-gallery-loader",
         "enable.auto.commit": False, "enable.partition.eof": True, "fetch.max.bytes": 64 * 1024 * 1024,
         "max.partition.fetch.bytes": 16 * 1024 * 1024,
     })
     try:
-        low, high = consumer.get_watermark_offsets(TopicPartition(BIOMETRIC_GALLERY.name, shard), timeout=30)
-        values: list[bytes] = []
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)
+        records: list[tuple[bytes | None, bytes | None]] = []
         if high <= low:
-            return values
-        consumer.assign([TopicPartition(BIOMETRIC_GALLERY.name, shard, OFFSET_BEGINNING)])
+            return records
+        consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             for msg in consumer.consume(10_000, timeout=1.0):
@@ -42,14 +43,17 @@ def read_shard(settings: Settings, shard: int, timeout_s: float = 300.0) -> list
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:
                         if (msg.offset() or 0) >= high:
-                            return values
+                            return records
                         continue
-                    raise GalleryUnavailable(f"reading gallery shard {shard}: {err.str()}")
-                value, offset = msg.value(), msg.offset() or 0
-                if value is not None:
-                    values.append(value)
-                if offset >= high - 1:
-                    return values
-        raise GalleryUnavailable(f"gallery shard {shard} not read to offset {high} within {timeout_s:.0f}s")
+                    raise GalleryUnavailable(f"reading {topic} partition {partition}: {err.str()}")
+                records.append((msg.key(), msg.value()))
+                if (msg.offset() or 0) >= high - 1:
+                    return records
+        raise GalleryUnavailable(f"{topic} partition {partition} not read to offset {high} within {timeout_s:.0f}s")
     finally:
         consumer.close()
+
+
+def read_shard(settings: Settings, shard: int, timeout_s: float = 300.0) -> list[bytes]:
+    """Every record value of gallery partition ``shard``, oldest first (tombstones skipped)."""
+    return [v for _, v in read_partition(settings, BIOMETRIC_GALLERY.name, shard, timeout_s) if v is not None]

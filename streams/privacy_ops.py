@@ -1,4 +1,4 @@
-"""Data-protection operations run by people (``lintas export``, ``lintas keys``): the I/O around agents' pure parts.
+"""Data-protection operations run by people (``lintas export``, ``lintas identity``): the I/O around the pure parts.
 
 Each writes its own record of processing (a refused export too) to the audit
 topic and the ``processing_log`` table, exactly as the agents do.
@@ -16,9 +16,14 @@ from confluent_kafka import Producer
 from agents.audit import Processing
 from agents.export import ExportRefused, Table, authorise, package
 from agents.privacy import policy
+from agents.sealing import SqliteSubjectKeys, SubjectSealer
+from agents.vault import CLASSES as VAULT_CLASSES
+from agents.vault import open_entry
 from infra.clickhouse import admin_client
+from streams.errors import LintasError
+from streams.gallery_store import read_partition
 from streams.settings import Settings
-from streams.topics import AUDIT_PROCESSING
+from streams.topics import AUDIT_PROCESSING, IDENTITY_VAULT
 
 AGGREGATE_CLASSES = ("QUASI_IDENTIFIER", "CRIME_RECORD")
 
@@ -58,6 +63,38 @@ def audit(settings: Settings, records: list[Processing]) -> None:
     with admin_client(settings) as client:
         rows = [r.row() for r in records]
         client.insert("processing_log", [list(row.values()) for row in rows], column_names=list(rows[0]))
+
+
+class NotInVault(LintasError):
+    """No identity for this token: never vaulted, or erased (tombstoned)."""
+
+    code = "not_in_vault"
+
+
+def resolve_identity(settings: Settings, token: str, case: str) -> dict[str, Any]:
+    """Who is behind an operations person token, for an officer working ``case``; recorded as a disclosure.
+
+    Reads the token's latest vault record and opens it with the person's key:
+    :class:`NotInVault` if there is none, :class:`~agents.sealing.KeyDestroyed` if they were erased.
+    """
+    if not case.strip():
+        raise LintasError("case: a disclosure needs the case or alert it is for")
+    latest: bytes | None = None
+    for partition in range(IDENTITY_VAULT.partitions):
+        for key, value in read_partition(settings, IDENTITY_VAULT.name, partition):
+            if key == token.encode():
+                latest = value
+    if latest is None:
+        raise NotInVault("no identity in the vault for this token (never seen, or erased)")
+    store = SqliteSubjectKeys(settings.subject_keys_path)
+    try:
+        identity = open_entry(SubjectSealer(store), token, latest)
+    finally:
+        store.close()
+    audit(settings, [Processing("identity_vault", "disclose", "operations",
+                                VAULT_CLASSES, 1, IDENTITY_VAULT.name,
+                                "officer", detail=f"case {case.strip()[:64]}")])
+    return identity
 
 
 def regional_export(settings: Settings, destination: str, consent_basis: str | None, start: date, end: date,

@@ -1,6 +1,8 @@
-"""SQL text handling shared by the ClickHouse adapter and the migrations: statements and comments."""
+"""SQL text handling shared by the ClickHouse adapter and the migrations, and a one-value query helper."""
 
 from __future__ import annotations
+
+from typing import Any
 
 
 def split_statements(sql: str) -> list[str]:
@@ -49,3 +51,9 @@ def strip_comments(sql: str) -> str:
             out.append(c)
             i += 1
     return "".join(out)
+
+
+def scalar(client: Any, sql: str, parameters: dict[str, Any]) -> int:
+    """The integer a one-value query returns (0 for NULL or no row)."""
+    rows = client.query(sql, parameters=parameters).result_rows
+    return int(rows[0][0] or 0) if rows else 0

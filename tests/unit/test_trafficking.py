@@ -327,3 +327,36 @@ def test_evaluate_leaves_other_keys_alone() -> None:
     fact = escorted("E1", "T1", 0)
     new, _ = evaluate(fact, state, RULES)
     assert new.escorted and not new.crossings and dataclasses.asdict(new)["seen"] == ["T1-0/ESCORT"]
+
+
+# -- erasure ----------------------------------------------------------------------------------------------------
+def test_erase_fact_deletes_the_persons_state_and_removes_them_from_others() -> None:
+    from agents.anomaly import evaluate_batch
+
+    states: dict[str, KeyState] = {}
+
+    def store(key: str, state: KeyState | None) -> None:
+        if state is None:
+            states.pop(key, None)
+        else:
+            states[key] = state
+
+    def load(key: str) -> KeyState:
+        return states.get(key) or KeyState()
+
+    facts = [escorted("E1", f"T{i}", i) for i in range(5)] + [crossing("T2", 2), crossing("T3", 3)]
+    alerts = latest(evaluate_batch(facts, load, store, RULES, None))
+    [fanout] = alerts.values()
+    assert "T2" in fanout.subjects and {"doc:E1", "doc:T2", "doc:T3"} <= set(states)
+    erase = Fact(key="doc:T2", role="ERASE", event_id="erasure-1", occurred_at=at(10), traveller="T2")
+    scrub = dataclasses.replace(erase, key="doc:E1")
+    assert Fact.from_bytes(erase.to_bytes()) == erase  # the role travels on trafficking.facts
+    assert evaluate_batch([erase, scrub], load, store, RULES, None) == []
+    assert "doc:T2" not in states and "doc:T3" in states  # T2's own state gone, T3's untouched
+    escort = states["doc:E1"]
+    assert not any("T2" in e for e in escort.escorted) and len(escort.escorted) == 4
+    assert all("T2" not in ep["subjects"] for ep in escort.episodes.values())
+    assert "\"T2\"" not in states["doc:E1"].to_bytes().decode()  # (event ids of the evidence stay)
+    # the escort's next traveller grows the same alert, now without the erased person
+    grown = latest(evaluate_batch([escorted("E1", "T9", 6)], load, store, RULES, None))
+    assert list(grown) == [fanout.alert_id] and "T2" not in grown[fanout.alert_id].subjects
