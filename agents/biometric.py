@@ -53,17 +53,24 @@ def template_bytes(template: np.ndarray) -> bytes:
     return np.ascontiguousarray(template, "<f4").tobytes()
 
 
-def opened_templates(sealer: SubjectSealer, items: Sequence[tuple[bytes, str]]) -> list[np.ndarray | None]:
-    """Open sealed templates; ``None`` where the key was destroyed (an erased person). Other faults raise."""
+def opened_templates(sealer: SubjectSealer,
+                     items: Sequence[tuple[bytes, str]]) -> tuple[list[np.ndarray | None], int, int]:
+    """Open sealed templates: (templates, erased, unreadable); ``None`` where one cannot be opened.
+
+    *Erased*: the key was destroyed. *Unreadable*: tampered, moved, or sealed in a format or
+    with a key this store never had (e.g. a record from before per-subject sealing). Neither
+    stops the batch: one bad record must not halt a shard (the caller counts and logs them).
+    """
     out: list[np.ndarray | None] = []
+    erased = unreadable = 0
     for result in sealer.open(items):
-        if isinstance(result, KeyDestroyed):
+        if isinstance(result, SealError):
             out.append(None)
-        elif isinstance(result, SealError):
-            raise result
+            erased += isinstance(result, KeyDestroyed)
+            unreadable += not isinstance(result, KeyDestroyed)
         else:
             out.append(np.frombuffer(result, "<f4"))
-    return out
+    return out, erased, unreadable
 
 
 @dataclass(frozen=True)
@@ -142,11 +149,11 @@ def entries_bytes(entries: Sequence[tuple[str, np.ndarray, dict[str, str]]], sea
     })) for (subject, _, identities), value in zip(entries, sealed, strict=True)]
 
 
-def load_entries(shard: Shard, values: Sequence[bytes | None], sealer: SubjectSealer) -> int:
-    """Rebuild a shard from its gallery records (later records of a subject win, a tombstone erases).
+def load_entries(shard: Shard, values: Sequence[bytes | None], sealer: SubjectSealer) -> tuple[int, int]:
+    """Rebuild a shard from its gallery records (later records of a subject win).
 
-    A subject whose key was destroyed (erased) is skipped: its record is unreadable.
-    Returns subjects added.
+    A subject whose key was destroyed (erased) is skipped, and so is one whose record cannot
+    be opened at all (counted: the caller warns). Returns (subjects added, unreadable records).
     """
     latest: dict[str, dict[str, Any]] = {}
     for value in values:
@@ -155,14 +162,15 @@ def load_entries(shard: Shard, values: Sequence[bytes | None], sealer: SubjectSe
         rec = _read(GALLERY_ENTRY, value)
         latest[rec["subject"]] = rec
     if not latest:
-        return 0
+        return 0, 0
     subjects = list(latest)
-    opened = opened_templates(sealer, [(latest[s]["sealed_template"], s) for s in subjects])
+    opened, _, unreadable = opened_templates(sealer, [(latest[s]["sealed_template"], s) for s in subjects])
     kept = [i for i, t in enumerate(opened) if t is not None]
     if not kept:
-        return 0
+        return 0, unreadable
     return shard.enrol([subjects[i] for i in kept], np.stack([opened[i] for i in kept]),  # type: ignore[misc]
-                       [{u["identity"]: u["probe_id"] for u in latest[subjects[i]]["identities"]} for i in kept])
+                       [{u["identity"]: u["probe_id"] for u in latest[subjects[i]]["identities"]} for i in kept]
+                       ), unreadable
 
 
 @dataclass
@@ -180,6 +188,7 @@ class StepOutput:
     decisions: list[dict[str, Any]] = field(default_factory=list)
     links: list[dict[str, Any]] = field(default_factory=list)
     erased: int = 0  # probes dropped because their person was erased while they were in flight
+    unreadable: int = 0  # probes dropped because their template could not be opened (tampered, foreign)
 
 
 @dataclass(frozen=True)
@@ -220,8 +229,8 @@ def shard_step(shard: Shard, commands: Sequence[bytes], cfg: DedupConfig, now: d
                 rewrite.setdefault(subject, None)
         else:
             searches.append(cmd)
-    templates = opened_templates(cfg.sealer, [(c["sealed_template"], c["probe_id"]) for c in searches])
-    out.erased = sum(t is None for t in templates)
+    templates, out.erased, out.unreadable = opened_templates(
+        cfg.sealer, [(c["sealed_template"], c["probe_id"]) for c in searches])
     searches = [c for c, t in zip(searches, templates, strict=True) if t is not None]
     visits = []
     for cmd, template in zip(searches, [t for t in templates if t is not None], strict=True):

@@ -265,7 +265,10 @@ class Dedup:
     def _load(self, number: int) -> Shard:
         started = time.monotonic()
         shard = self._new_shard(number)
-        n = load_entries(shard, read_shard(settings, number), self.cfg.sealer)
+        n, unreadable = load_entries(shard, read_shard(settings, number), self.cfg.sealer)
+        if unreadable:
+            log.warning("gallery shard %d: %d record(s) cannot be opened (tampered, or sealed before per-subject "
+                        "keys: those subjects enrol again when next seen)", number, unreadable)
         log.info("gallery shard %d loaded: %d subjects in %.1fs", number, n, time.monotonic() - started)
         return shard
 
@@ -299,6 +302,8 @@ class Dedup:
             decisions += out.decisions
             links += out.links
             erased += out.erased
+            if out.unreadable:
+                log.warning("shard %d: %d probe(s) dropped, their template cannot be opened", number, out.unreadable)
         # one insert per table for the whole batch, after Kafka has every send
         sends += await self._send_links(links)
         sends += await send_facts([f for d in decisions for f in decision_facts(d)])

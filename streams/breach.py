@@ -95,7 +95,7 @@ def render(report: dict[str, Any]) -> str:
     lines = [f"Breach report: processing from {report['window']['from']} to {report['window']['to']}",
              f"Discovered {report['discovered_at']}; notify subjects and the authority by {report['notify_by']} "
              f"(3 x 24 h, UU PDP art. 46). Policy {report['policy_version']}.", "",
-             f"{'data class':<18} {'specific':<8} {'in Lintas':<10} {'people':>8}  {'records':>9}  counted as"]
+             f"{'data class':<18} {'specific':<8} {'analytics':<10} {'people':>8}  {'records':>9}  counted as"]
     for cls, e in report["classes"].items():
         people = "-" if e["subjects"] is None else str(e["subjects"])
         lines.append(f"{cls:<18} {'yes' if e['specific'] else 'no':<8} {e['treatment']:<10} {people:>8}  "

@@ -227,6 +227,31 @@ def test_sealed_values_refuse_a_destroyed_key_another_key_tampering_and_moving()
     assert "S-a" not in str(sealer.open([(sealed, "S-a")])[0])
 
 
+def test_records_that_cannot_be_opened_are_skipped_and_counted_not_fatal() -> None:
+    faces, rng = _people(20, seed=12)
+    chain = Chain(1)
+    for i in range(20):
+        chain.send(_capture(i, f"doc-{i}"), _capture_of(faces[i], rng))
+    chain.drain()
+    legacy = b"\x09gallery-1" + bytes(12) + bytes(64)  # the shared-key format from before per-subject sealing
+    records = list(chain.gallery[0])
+    from agents.biometric import GALLERY_ENTRY, _read
+    from streams.wire import avro_bytes
+
+    old = _read(GALLERY_ENTRY, records[0])
+    records.append(avro_bytes(GALLERY_ENTRY, {**old, "subject": "S-legacy", "sealed_template": legacy}))
+    restarted = Chain(1)
+    assert load_entries(restarted.shards[0], records, restarted.cfg.sealer) == (20, 1)
+    [(partition, good)] = search_commands([(_capture(99, "doc-3"), _capture_of(faces[3], rng))], chain.cfg.sealer, 1)
+    from agents.biometric import PROBE_COMMAND
+
+    cmd = _read(PROBE_COMMAND, good)
+    sealed = cmd["sealed_template"]
+    bad = avro_bytes(PROBE_COMMAND, {**cmd, "sealed_template": sealed[:-1] + bytes([sealed[-1] ^ 1])})  # one bit
+    out = shard_step(restarted.shards[0], [bad, good], restarted.cfg, NOW)
+    assert out.unreadable == 1 and [d["outcome"] for d in out.decisions] == ["known_traveller"]
+
+
 def test_a_destroyed_key_is_overwritten_in_the_key_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
     path = tmp_path / "secrets" / "subject_keys.sqlite3"
     store = SqliteSubjectKeys(path)
