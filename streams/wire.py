@@ -135,6 +135,8 @@ def decode(data: bytes | None, contract: Contract, ids: WriterSchemas) -> dict[s
     except (EOFError, StopIteration, struct.error) as exc:
         raise DecodeError("truncated", f"Avro payload ends early ({type(exc).__name__})") from None
     except (ValueError, IndexError, UnicodeDecodeError, TypeError, fastavro.read.SchemaResolutionError) as exc:
+        if buf.tell() >= len(payload):  # it ran out of bytes: a string or bytes field cut short, say
+            raise DecodeError("truncated", f"Avro payload ends early ({type(exc).__name__})") from None
         raise DecodeError("malformed_avro", f"Avro payload does not match schema {schema_id} "
                           f"({type(exc).__name__})") from None
     if buf.tell() != len(payload):

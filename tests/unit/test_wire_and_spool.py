@@ -66,6 +66,21 @@ def test_poison_bytes_are_named(record, mutate, code) -> None:
     assert err.value.code == code
 
 
+def test_a_message_cut_anywhere_is_truncated_not_malformed() -> None:
+    """A cut inside a multi-byte UTF-8 name used to read as malformed (and made a poison test flaky)."""
+    records = [r for k, r in Simulator(seed=34, dim=4, population=200).events(200, landings=0) if k == "crossing"]
+    record = {**records[0], "traveller": {**records[0]["traveller"], "given_names": "Nguyễn Thị Ánh"}}
+    ids = FakeIds({42: CROSSING_EVENT.schema})
+    codes = set()
+    for r in [record, *records[1:60]]:
+        data = frame(42, encode_payload(CROSSING_EVENT, r))
+        for cut in range(5, len(data)):
+            with pytest.raises(DecodeError) as err:
+                decode(data[:cut], CROSSING_EVENT, ids)
+            codes.add(err.value.code)
+    assert codes == {"truncated"}
+
+
 def test_older_writer_resolves_into_current_contract(record) -> None:
     """A post still on an older schema (here: without `officer_id`... with it dropped) is read with defaults."""
     older = json.loads(CROSSING_EVENT.schema_str)
