@@ -302,6 +302,8 @@ class Dedup:
             decisions += out.decisions
             links += out.links
             erased += out.erased
+            if out.erased:
+                log.info("shard %d: %d probe(s) dropped, their person was erased while in flight", number, out.erased)
             if out.unreadable:
                 log.warning("shard %d: %d probe(s) dropped, their template cannot be opened", number, out.unreadable)
         # one insert per table for the whole batch, after Kafka has every send
