@@ -53,6 +53,7 @@ from agents.trafficking import Fact, KeyState, decision_facts, latest, load_rule
 from agents.vault import CLASSES as VAULT_CLASSES
 from agents.vault import Recent, sealed_entries
 from schemas.contracts import ADJUDICATION_DECISION, ALERT, DEAD_LETTER, IDENTITY_LINK
+from streams.faust_consumer import App
 from streams.gallery_store import read_shard
 from streams.settings import load_settings
 from streams.sink import ClickHouseSink
@@ -81,7 +82,7 @@ log = logging.getLogger("lintas.app")
 ANALYTICS_CLASSES = ("CHILD", "CRIME_RECORD", "PSEUDONYMOUS", "QUASI_IDENTIFIER")
 settings = load_settings()
 
-app = faust.App(
+app = App(  # faust.App whose consumer never commits past an unprocessed offset
     "lintas-pipeline",
     broker=";".join(f"kafka://{hp}" for hp in settings.kafka_bootstrap.split(",")),
     store="memory://",

@@ -225,6 +225,13 @@ def _cmd_db(args: argparse.Namespace) -> int:
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
+    if not args.once:  # the supervisor: restarts the worker when it crashes, passes SIGTERM on
+        import logging
+
+        from streams.supervise import supervise
+
+        logging.basicConfig(level=logging.INFO, format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s")
+        return supervise([sys.executable, "-m", "streams.cli", "worker", "--once", "--loglevel", args.loglevel])
     settings = _settings(args)
     applied = _migrate(settings)
     if applied:
@@ -402,6 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser("worker", help="run the Faust pipeline worker (applies migrations first)")
     worker.add_argument("--loglevel", default="info")
+    worker.add_argument("--once", action="store_true",
+                        help="run the worker in this process, without the supervisor that restarts it on a crash")
     worker.set_defaults(func=_cmd_worker)
 
     db = sub.add_parser("db", help="ClickHouse schema")

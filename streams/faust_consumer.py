@@ -1,0 +1,153 @@
+"""Faust's Kafka consumer with the three offset shortcuts that lost events closed.
+
+Lintas commits an input offset only when its event is in ClickHouse (agents
+ack a ``take_events`` batch after its sink write). faust-streaming 0.15's
+consumer has three shortcuts that let a committed offset run past events that
+were never processed; a stress test with kills and rebalances lost 76
+consecutive crossings with them (``tests/integration/test_pipeline.py``):
+
+1. *Gap filling.* When a fetched offset jumps past the last read one, faust
+   records the skipped offsets as done (meant for compaction and transaction
+   markers). Records fetched before a rebalance's seek and delivered after it
+   make such a jump, so offsets nobody processed were committed; the refetched
+   copies were then
+2. *dropped as already read*, because the stale record had moved the read
+   offset forward.
+3. *Acks of skipped messages.* A message dequeued while flow is stopped for a
+   rebalance (or carrying the previous generation) is skipped, never processed,
+   and still acked; the next commit passes it, and nothing fetches it again.
+
+Our topics are never compacted and never written in transactions, so a jump is
+never a real gap: here nothing is gap-filled, nothing is dropped (a refetched
+message is processed again; rows are idempotent by event id), a message that
+was never handed to a stream is not counted as done but sought back to and read
+again, and the commit waits for the message at the committed offset itself,
+read back from Kafka after every assignment (faust forgets it at each
+revocation and would commit from wherever the acks start). The price is
+duplicates after a rebalance, which the sinks absorb; a commit can now only
+wait, never skip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Mapping
+from typing import Any
+
+import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP, Message
+from faust.types.tuples import ack_lock
+
+log = logging.getLogger("lintas.consumer")
+STALL_WARNING_S = 30.0  # after a rebalance commits wait seconds for refetched messages; longer is a stall
+
+
+class _NeverRead(defaultdict[TP, int | None]):
+    """A read-offset map that always answers "nothing read yet": no gap filling, no dropping."""
+
+    def __getitem__(self, tp: TP) -> int | None:
+        return None
+
+
+class SafeConsumer(faust_aiokafka.Consumer):
+    """faust's aiokafka consumer whose commits never pass an offset that was not processed."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """The aiokafka consumer, with a read-offset map that never reports a gap or an already-read offset."""
+        super().__init__(*args, **kwargs)
+        self._read_offset = _NeverRead(lambda: None)
+        # Partitions whose committed offset was read back since they were (re)assigned: only these commit.
+        self._positioned: set[TP] = set()
+        self._waiting: dict[TP, tuple[int, float, bool]] = {}  # offset waited for, since, warned
+        self._redeliver: dict[TP, int] = {}  # partition -> lowest skipped offset to read again
+        self._seeks: set[asyncio.Task[None]] = set()
+
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        """Seek every assigned partition to its committed offset; from now on they may commit."""
+        offsets: Mapping[TP, int] = await super().seek_to_committed()
+        self._positioned |= set(self.assignment())
+        return offsets
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        """Revoked partitions stop committing until a seek reads their committed offset back."""
+        self._positioned -= revoked
+        await super().on_partitions_revoked(revoked)
+
+    async def seek_wait(self, partitions: Mapping[TP, int]) -> None:
+        """Table recovery's seeks, each to a real offset.
+
+        For a changelog partition a rebalance took away mid-recovery faust computes no offset (None) or
+        one below 0, and aiokafka's seek raised, crashing the worker. Those partitions are not sought
+        (the next recovery, for the new assignment, seeks what it still owns); below 0 reads from the start.
+        """
+        await super().seek_wait({tp: max(offset, 0) for tp, offset in partitions.items() if offset is not None})
+
+    def ack(self, message: Message) -> bool:
+        """Count a message as done only if a stream took it (``tracked``); a skipped one is read again."""
+        if self.app.topics.acks_enabled_for(message.topic) and not message.tracked:
+            with ack_lock:
+                message.acked = True  # released; it is not counted as done
+            self._read_again(message.tp, message.offset)
+            return False
+        return bool(super().ack(message))
+
+    def _read_again(self, tp: TP, offset: int) -> None:
+        """Seek back to a skipped message so a stream gets it; one seek per partition for a run of skips."""
+        committed = self._committed_offset[tp]
+        if committed is not None and offset < committed:
+            return  # a stale copy of something already committed
+        pending = self._redeliver.get(tp)
+        self._redeliver[tp] = offset if pending is None else min(pending, offset)
+        if pending is None:
+            task = asyncio.get_running_loop().create_task(self._seek_back(tp))
+            self._seeks.add(task)
+            task.add_done_callback(self._seeks.discard)
+
+    async def _seek_back(self, tp: TP, settle_s: float = 0.5) -> None:
+        await asyncio.sleep(settle_s)  # the rest of a skipped run arrives meanwhile
+        offset = self._redeliver.pop(tp, None)
+        if offset is None or tp not in self.assignment() or not self.app.flow_control.is_active():
+            return  # mid-rebalance: the seek to the committed offset that ends it reads the message again
+        log.info("%s[%d]: offset %d was skipped, not processed; reading again from it", tp.topic, tp.partition, offset)
+        await self.seek(tp, offset)
+
+    def _warn_if_stalled(self, tp: TP, committed: int, ahead: int) -> None:
+        """Warn once when the commit has waited for the same offset longer than a rebalance's catch-up."""
+        now = time.monotonic()
+        offset, since, warned = self._waiting.get(tp, (committed, now, False))
+        if offset != committed:
+            since, warned = now, False
+        if not warned and now - since > STALL_WARNING_S:
+            log.warning("%s[%d]: offset %d not processed for %.0fs while %d later one(s) are; commits wait for it",
+                        tp.topic, tp.partition, committed, now - since, ahead)
+            warned = True
+        self._waiting[tp] = (committed, since, warned)
+
+    def _new_offset(self, tp: TP) -> int | None:
+        """The next offset to commit, or None while the message at the committed offset is not acked."""
+        acked, committed = self._acked[tp], self._committed_offset[tp]
+        if not acked:
+            return None
+        if tp not in self._positioned:
+            return None  # between a revocation and the seek faust forgets the committed offset: wait for it
+        if committed is not None and min(acked) > committed:
+            self._warn_if_stalled(tp, committed, len(acked))
+            return None  # faust would commit past `committed` when min(acked) == committed + 1
+        return super()._new_offset(tp)  # type: ignore[no-any-return]
+
+
+class SafeTransport(faust_aiokafka.Transport):
+    """The aiokafka transport with :class:`SafeConsumer`."""
+
+    Consumer = SafeConsumer
+
+
+class App(faust.App):
+    """``faust.App`` on :class:`SafeTransport` whatever the broker URL's scheme."""
+
+    def _new_transport(self) -> Any:
+        return SafeTransport(self.conf.broker_consumer, self)

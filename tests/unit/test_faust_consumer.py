@@ -1,0 +1,110 @@
+"""The consumer's commit never passes an offset no stream processed (streams.faust_consumer), without a broker."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from types import SimpleNamespace
+from typing import Any
+
+from faust.transport.drivers.aiokafka import Consumer as FaustConsumer
+from faust.types import TP
+from faust.types.tuples import ConsumerMessage
+from intervaltree import IntervalTree
+
+from streams.faust_consumer import SafeConsumer, _NeverRead
+
+TOPIC = TP("crossing.events", 0)
+
+
+def _consumer(cls: type[Any], committed: int | None) -> Any:
+    """The bookkeeping half of a consumer: no broker, no thread."""
+    consumer = cls.__new__(cls)
+    consumer.app = SimpleNamespace(topics=SimpleNamespace(acks_enabled_for=lambda topic: True))
+    consumer._acked, consumer._acked_index = defaultdict(list), defaultdict(set)
+    consumer._gap = defaultdict(IntervalTree)
+    consumer._committed_offset = defaultdict(lambda: None, {TOPIC: committed})
+    consumer._unacked_messages, consumer._n_acked, consumer._waiting_for_ack = set(), 0, None
+    consumer._positioned, consumer._waiting = {TOPIC}, {}
+    return consumer
+
+
+def _message(offset: int, tracked: bool = True) -> ConsumerMessage:
+    message = ConsumerMessage(TOPIC.topic, TOPIC.partition, offset, 0.0, 0, None, b"k", b"v", None, tp=TOPIC)
+    message.tracked = tracked
+    return message
+
+
+def test_the_commit_waits_for_the_message_at_the_committed_offset() -> None:
+    # 100 is the next offset to read; 101 and 102 are done but 100 is not.
+    faust_says = _consumer(FaustConsumer, 100)
+    faust_says._acked[TOPIC] = [101, 102]
+    assert faust_says._new_offset(TOPIC) == 103  # what lost events: 100 would never be read again
+    ours = _consumer(SafeConsumer, 100)
+    ours._acked[TOPIC] = [101, 102]
+    assert ours._new_offset(TOPIC) is None
+    ours._acked[TOPIC] = [100, 101, 102, 104]
+    assert ours._new_offset(TOPIC) == 103  # up to the first hole, as faust does
+
+
+def test_nothing_commits_between_a_revocation_and_the_seek_that_reads_the_committed_offset_back() -> None:
+    consumer = _consumer(SafeConsumer, None)  # faust forgot it at the revocation
+    consumer._positioned = set()
+    consumer._acked[TOPIC] = [101, 102]
+    assert consumer._new_offset(TOPIC) is None
+    consumer._positioned, consumer._committed_offset[TOPIC] = {TOPIC}, 101  # seek_to_committed
+    assert consumer._new_offset(TOPIC) == 103
+
+
+async def test_a_message_no_stream_took_is_not_counted_as_done_but_read_again() -> None:
+    consumer = _consumer(SafeConsumer, 100)
+    sought: list[tuple[TP, int]] = []
+
+    async def seek(tp: TP, offset: int) -> None:
+        sought.append((tp, offset))
+
+    consumer.seek, consumer.assignment = seek, lambda: {TOPIC}
+    consumer.app.flow_control = SimpleNamespace(is_active=lambda: True)
+    consumer._redeliver, consumer._seeks = {}, set()
+    skipped, also_skipped, processed = _message(100, tracked=False), _message(101, tracked=False), _message(102)
+    stale = _message(90, tracked=False)  # before the committed offset: nothing to read again
+    for message in (stale, skipped, also_skipped):
+        assert message.ack(consumer) is False and message.acked  # released, so nothing waits on it
+    assert processed.ack(consumer) is True
+    assert consumer._acked[TOPIC] == [102]
+    assert consumer._new_offset(TOPIC) is None  # 100 is not done
+    await asyncio.gather(*consumer._seeks)
+    assert sought == [(TOPIC, 100)]  # one seek for the run, to its lowest offset
+
+
+def test_no_read_offset_is_remembered_so_nothing_is_gap_filled_or_dropped() -> None:
+    offsets = _NeverRead(lambda: None)
+    offsets.update({TOPIC: 500})
+    offsets[TOPIC] = 900
+    assert offsets[TOPIC] is None  # _drain_messages: "offset >= r_offset" always holds, and no gap is measured
+
+
+async def test_recovery_never_seeks_to_an_offset_aiokafka_refuses() -> None:
+    sought: list[dict[TP, int]] = []
+
+    class Thread:
+        async def seek_wait(self, partitions: dict[TP, int]) -> None:
+            sought.append(dict(partitions))
+
+    consumer = _consumer(SafeConsumer, 100)
+    consumer._thread = Thread()
+    gone, fresh, known = TP("changelog", 0), TP("changelog", 1), TP("changelog", 2)
+    await consumer.seek_wait({gone: None, fresh: -2, known: 40})
+    assert sought == [{fresh: 0, known: 40}]
+
+
+def test_a_commit_waiting_on_one_offset_is_warned_about_once(monkeypatch: Any, caplog: Any) -> None:
+    import streams.faust_consumer as module
+
+    consumer = _consumer(SafeConsumer, 100)
+    consumer._acked[TOPIC] = [101]
+    monkeypatch.setattr(module, "STALL_WARNING_S", -1.0)
+    for _ in range(3):
+        assert consumer._new_offset(TOPIC) is None
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "offset 100 not processed" in warnings[0]
