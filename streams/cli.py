@@ -52,6 +52,42 @@ def _cmd_stack(args: argparse.Namespace) -> int:
 QUERY_HINT = "SELECT post_id, count() FROM crossings FINAL GROUP BY post_id ORDER BY 2 DESC FORMAT PrettyCompact"
 
 
+def _cmd_dashboards(args: argparse.Namespace) -> int:
+    from dashboards.render import JSON_DIR, build, documents, render
+
+    if args.action == "build":
+        if args.check:
+            stale = [name for name, text in documents().items()
+                     if not (JSON_DIR / name).exists() or (JSON_DIR / name).read_text(encoding="utf-8") != text]
+            if stale:
+                print(f"out of date, run `lintas dashboards build`: {', '.join(stale)}", file=sys.stderr)
+                return 1
+            print(f"{len(documents())} dashboards in {JSON_DIR} match their definitions")
+            return 0
+        for path in build():
+            print(f"wrote {path}")
+        return 0
+    from datetime import UTC, datetime
+
+    from infra.clickhouse import readonly_client
+
+    settings = _settings(args)
+    out = args.out or settings.state_dir / "dashboards"
+    start = datetime.fromisoformat(args.start).replace(tzinfo=UTC) if args.start else None
+    end = datetime.fromisoformat(args.end).replace(tzinfo=UTC) if args.end else None
+    drawn = render(readonly_client(settings), out, start, end)
+    width = max(len(d.panel) for d in drawn)
+    for d in drawn:
+        print(f"{d.dashboard:28} {d.panel:{width}} {d.kind:10} {d.rows:6} rows  {'; '.join(d.errors) or 'ok'}")
+    page = out / "index.html"
+    print(f"preview: {page}")
+    if args.screenshot:
+        from dashboards.browser import screenshot
+
+        print(f"screenshot: {screenshot(page, out / 'preview.png')}")
+    return 1 if any(d.errors for d in drawn) else 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     import time
     from datetime import UTC, datetime
@@ -91,6 +127,7 @@ Query more:
        --data-binary '{QUERY_HINT}'
   .venv/bin/lintas kafka consumer-groups --describe --group lintas-pipeline
   kcat -b {settings.kafka_bootstrap} -L
+  .venv/bin/lintas dashboards render --screenshot   # the analysts' Grafana panels, drawn locally
   .venv/bin/lintas stack status        # servers and the worker
   .venv/bin/lintas stack logs worker
 Stop everything:  .venv/bin/lintas stack down""")
@@ -463,6 +500,15 @@ def build_parser() -> argparse.ArgumentParser:
     breach.add_argument("--to", dest="end", type=date.fromisoformat, required=True, help="last day, YYYY-MM-DD")
     breach.add_argument("--out", type=Path, default=None, help="also write the report as JSON")
     breach.set_defaults(func=_cmd_breach_report)
+
+    dashboards = sub.add_parser("dashboards", help="Grafana dashboards: build their JSON, or render a local preview")
+    dashboards.add_argument("action", choices=["build", "render"])
+    dashboards.add_argument("--check", action="store_true", help="build: fail if the JSON differs from the code")
+    dashboards.add_argument("--out", type=Path, default=None, help="render: directory (default: state dir)")
+    dashboards.add_argument("--from", dest="start", default=None, help="render: ISO start (default: 7 days ago)")
+    dashboards.add_argument("--to", dest="end", default=None, help="render: ISO end (default: now)")
+    dashboards.add_argument("--screenshot", action="store_true", help="render: also a PNG of the page (Chromium)")
+    dashboards.set_defaults(func=_cmd_dashboards)
 
     demo = sub.add_parser("demo", help="the main job: stack, worker, simulated traffic, regional summary")
     demo.add_argument("--rate", type=float, default=100.0, help="events per second (default 100)")

@@ -632,3 +632,45 @@ def test_erase_leaves_no_row_or_readable_copy_of_the_person_and_the_others_untou
     assert client.query("SELECT count() FROM processing_log WHERE component = 'identity_vault' "
                         "AND activity = 'disclose' AND detail = 'case A-test'").result_rows[0][0] == 1
 
+
+def test_every_dashboard_panel_returns_its_shape_and_the_preview_draws_them(
+        pstack: Stack, worker: Worker, tmp_path: Path) -> None:
+    """Every panel's SQL, expanded as Grafana would, on ClickHouse filled by a simulation; then drawn in Chromium."""
+    import shutil
+
+    from dashboards.browser import rendered_dom, screenshot
+    from dashboards.lintas import DASHBOARDS
+    from dashboards.render import render
+    from infra.clickhouse import readonly_client
+
+    settings = pstack.settings
+    records = _simulate(36, 4_000)
+    _produce(settings, records, tmp_path / "outbox.sqlite")
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "acks": "all"})
+    for r in records[:15]:  # a few dead letters for the health dashboard
+        producer.produce(CROSSING_EVENTS.name, key=b"poison", value=frame(987_654, encode_payload(CROSSING_EVENT, r)))
+    assert producer.flush(30) == 0
+    worker.start()
+    expected = _load_ids(admin_client(settings), [r["event_id"] for r in records])
+    _wait_for(settings, expected, 4_000, 180, worker.log)
+    client = admin_client(settings)
+    ids = f"SELECT toString(event_id) FROM {expected}"
+    _until(lambda: client.query(f"SELECT count() FROM dedup_decisions WHERE toString(event_id) IN ({ids})"
+                                ).result_rows[0][0] > 0 and
+           client.query("SELECT count() FROM dead_letters WHERE ingested_at > now() - INTERVAL 1 HOUR"
+                        ).result_rows[0][0] > 0, 180, worker.log)
+
+    out = tmp_path / "preview"
+    drawn = render(readonly_client(settings), out, datetime.now(UTC) - timedelta(hours=26))  # read-only user
+    assert len(drawn) == sum(len(d.panels) for d in DASHBOARDS) >= 25
+    broken = [f"{d.dashboard} / {d.panel}: {'; '.join(d.errors)}\n{d.sql}" for d in drawn if d.errors]
+    assert not broken, "\n\n".join(broken)
+
+    dom = rendered_dom(out / "index.html")
+    assert f'data-panels-drawn="{len(drawn)}"' in dom, re.findall(r'data-panels-drawn="\d+"', dom)
+    assert dom.count('data-drawn="yes"') == len(drawn)
+    png = screenshot(out / "index.html", out / "preview.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 100_000
+    keep = REPO / ".lintas" / "artifacts" / "dashboards"  # for a person to look at after the run
+    shutil.rmtree(keep, ignore_errors=True)
+    shutil.copytree(out, keep)
