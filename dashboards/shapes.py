@@ -10,6 +10,8 @@ from typing import Any
 from dashboards.model import DATASOURCE_UID, Dashboard, Panel
 
 # Left behind by Grafana's UI export or by the plugin's older query editor; never in generated JSON.
+# Not a broken query: every cell of a suppressed panel is below k (too little data in the range to show).
+ALL_SUPPRESSED = "every cell is below k, so suppressed"
 RESIDUE = ("$$hashKey", "rawQuery", "query_type_legacy", "builderOptions", "meta")
 
 
@@ -43,7 +45,7 @@ def shape_errors(panel: Panel, columns: Sequence[str], rows: Sequence[Sequence[A
         errors.append(f"a stat has one row, not {len(rows)}")
     if panel.kind != "table" and all(all(record[c] is None for c in numeric)
                                      for record in (dict(zip(columns, r, strict=True)) for r in rows)):
-        errors.append("every value is NULL")
+        errors.append(ALL_SUPPRESSED if k is not None and set(panel.counts) >= set(numeric) else "every value is NULL")
     return errors
 
 

@@ -12,7 +12,7 @@ from dashboards.lintas import DASHBOARDS, K
 from dashboards.macros import MacroError, Range, interpolate
 from dashboards.model import DATASOURCE_UID, Panel, to_grafana
 from dashboards.render import JSON_DIR, documents
-from dashboards.shapes import audit, lint, shape_errors
+from dashboards.shapes import ALL_SUPPRESSED, audit, lint, shape_errors
 
 T0, T1 = datetime(2026, 11, 30, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)
 
@@ -85,7 +85,8 @@ def test_shapes_catch_wrong_columns_types_empty_results_and_small_cells() -> Non
     assert shape_errors(series, ["time", "series", "n"], [], K) == ["no rows"]
     assert shape_errors(series, ["time", "series", "n"], [("x", "ENTRY", 40)], K) == ["time column time holds str"]
     assert shape_errors(series, ["time", "series", "n"], [(T0, "ENTRY", 3)], K) == [f"n shows 3, below k={K}"]
-    assert shape_errors(series, ["time", "series", "n"], [(T0, "ENTRY", None)], K) == ["every value is NULL"]
+    assert shape_errors(series, ["time", "series", "n"], [(T0, "ENTRY", None)], K) == [ALL_SUPPRESSED]
+    assert shape_errors(series, ["time", "series", "n"], [(T0, "ENTRY", None)], None) == ["every value is NULL"]
     bars = Panel("B", "barchart", "", ("label", "n"))
     assert shape_errors(bars, ["label", "n"], [("a", "12")], None) == ["n holds str, not a number"]
     stat = Panel("T", "stat", "", ("n",))
