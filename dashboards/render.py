@@ -33,6 +33,13 @@ def documents() -> dict[str, str]:
     return {f"{d.uid}.json": json.dumps(to_grafana(d), indent=2, ensure_ascii=False) + "\n" for d in DASHBOARDS}
 
 
+def stale(directory: Path = JSON_DIR) -> list[str]:
+    """JSON files in ``directory`` that differ from the code, are missing, or no dashboard generates."""
+    wanted = documents()
+    present = {p.name: p.read_text(encoding="utf-8") for p in directory.glob("*.json")}
+    return sorted(name for name in wanted.keys() | present.keys() if wanted.get(name) != present.get(name))
+
+
 def build(out: Path = JSON_DIR) -> list[Path]:
     """Write the dashboards' JSON for provisioning; the files written."""
     out.mkdir(parents=True, exist_ok=True)

@@ -9,9 +9,9 @@ from typing import Any
 
 from dashboards.model import DATASOURCE_UID, Dashboard, Panel
 
-# Left behind by Grafana's UI export or by the plugin's older query editor; never in generated JSON.
 # Not a broken query: every cell of a suppressed panel is below k (too little data in the range to show).
 ALL_SUPPRESSED = "every cell is below k, so suppressed"
+# Left behind by Grafana's UI export or by the plugin's older query editor; never in generated JSON.
 RESIDUE = ("$$hashKey", "rawQuery", "query_type_legacy", "builderOptions", "meta")
 
 
@@ -28,8 +28,8 @@ def shape_errors(panel: Panel, columns: Sequence[str], rows: Sequence[Sequence[A
         return [f"columns {tuple(columns)} are not {panel.columns}"]
     series = panel.kind == "timeseries" and len(columns) > 2 and columns[1] == "series"
     numeric = columns[(2 if series else 1):] if panel.kind in ("timeseries", "barchart") else columns
-    for row in rows:
-        record = dict(zip(columns, row, strict=True))
+    records = [dict(zip(columns, row, strict=True)) for row in rows]
+    for record in records:
         if panel.kind == "timeseries" and not isinstance(record[columns[0]], datetime | date):
             errors.append(f"time column {columns[0]} holds {type(record[columns[0]]).__name__}")
         if panel.kind == "barchart" and not isinstance(record[columns[0]], str):
@@ -43,8 +43,7 @@ def shape_errors(panel: Panel, columns: Sequence[str], rows: Sequence[Sequence[A
             break
     if panel.kind == "stat" and len(rows) != 1:
         errors.append(f"a stat has one row, not {len(rows)}")
-    if panel.kind != "table" and all(all(record[c] is None for c in numeric)
-                                     for record in (dict(zip(columns, r, strict=True)) for r in rows)):
+    if panel.kind != "table" and all(record[c] is None for record in records for c in numeric):
         errors.append(ALL_SUPPRESSED if k is not None and set(panel.counts) >= set(numeric) else "every value is NULL")
     return errors
 

@@ -53,17 +53,16 @@ QUERY_HINT = "SELECT post_id, count() FROM crossings FINAL GROUP BY post_id ORDE
 
 
 def _cmd_dashboards(args: argparse.Namespace) -> int:
-    from dashboards.render import JSON_DIR, build, documents, render
+    from dashboards.render import JSON_DIR, build, render, stale
     from dashboards.shapes import ALL_SUPPRESSED
 
     if args.action == "build":
         if args.check:
-            stale = [name for name, text in documents().items()
-                     if not (JSON_DIR / name).exists() or (JSON_DIR / name).read_text(encoding="utf-8") != text]
-            if stale:
-                print(f"out of date, run `lintas dashboards build`: {', '.join(stale)}", file=sys.stderr)
+            out_of_date = stale()
+            if out_of_date:
+                print(f"out of date, run `lintas dashboards build`: {', '.join(out_of_date)}", file=sys.stderr)
                 return 1
-            print(f"{len(documents())} dashboards in {JSON_DIR} match their definitions")
+            print(f"the dashboards in {JSON_DIR} match their definitions")
             return 0
         for path in build():
             print(f"wrote {path}")
