@@ -644,7 +644,7 @@ def test_every_dashboard_panel_returns_its_shape_and_the_preview_draws_them(
     from infra.clickhouse import readonly_client
 
     settings = pstack.settings
-    records = _simulate(36, 4_000)
+    records = _simulate(36, 10_000)  # enough on its own for k: 23 refusals, at least 12 on one of its two days
     _produce(settings, records, tmp_path / "outbox.sqlite")
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "acks": "all"})
     for r in records[:15]:  # a few dead letters for the health dashboard
@@ -652,7 +652,7 @@ def test_every_dashboard_panel_returns_its_shape_and_the_preview_draws_them(
     assert producer.flush(30) == 0
     worker.start()
     expected = _load_ids(admin_client(settings), [r["event_id"] for r in records])
-    _wait_for(settings, expected, 4_000, 180, worker.log)
+    _wait_for(settings, expected, 10_000, 180, worker.log)
     client = admin_client(settings)
     ids = f"SELECT toString(event_id) FROM {expected}"
     _until(lambda: client.query(f"SELECT count() FROM dedup_decisions WHERE toString(event_id) IN ({ids})"
