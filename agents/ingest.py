@@ -20,6 +20,7 @@ from agents.keys import Purposes
 from agents.pseudonymise import Tokeniser, crossing_row, landing_row
 from agents.trafficking import Fact, crossing_facts, landing_facts
 from agents.vault import identities
+from agents.watchlist import Presented, presented
 from schemas.contracts import CROSSING_EVENT, DEAD_LETTER, LANDING_EVENT, Contract
 from streams.validation import check_semantics
 from streams.wire import DecodeError, WriterSchemas, decode, encode_payload
@@ -79,9 +80,10 @@ class EventKind:
     to_facts: Callable[[dict[str, Any], dict[str, Any], Tokeniser], list[Fact]]
     table: str
     source: str
+    to_check: Callable[[dict[str, Any], Tokeniser], Presented | None] | None = None
 
 
-CROSSINGS = EventKind(CROSSING_EVENT, crossing_row, crossing_facts, "crossings", "crossing")
+CROSSINGS = EventKind(CROSSING_EVENT, crossing_row, crossing_facts, "crossings", "crossing", presented)
 LANDINGS = EventKind(LANDING_EVENT, landing_row, landing_facts, "landings", "landing")
 
 
@@ -97,7 +99,8 @@ class TemplatePolicy:
 class Accepted:
     """An accepted message: its row, captures, template dead letters, facts for the trafficking rules and people.
 
-    ``people``: each person's operations token → the identity presented, for the vault.
+    ``people``: each person's operations token → the identity presented, for the vault;
+    ``presented``: what the document and watchlist checks look at (crossings only).
 
     A bad template does not cost the crossing its row: the event is kept, the
     template alone goes to the dead-letter topic with the reason.
@@ -108,6 +111,7 @@ class Accepted:
     letters: list[DeadLetter]
     facts: list[Fact]
     people: dict[str, dict[str, Any]]
+    presented: Presented | None = None
 
 
 def ingest(raw: bytes | None, source: Source, kind: EventKind, schemas: WriterSchemas, keys: Purposes,
@@ -140,7 +144,8 @@ def ingest(raw: bytes | None, source: Source, kind: EventKind, schemas: WriterSc
             letters.append(DeadLetter(source, f"template_{err.code}", f"{cap.field}.template", err.reason,
                                       raw or b""))
     return Accepted(row, probes, letters, kind.to_facts(record, row, keys.operations),
-                    identities(record, kind.source, keys.operations))
+                    identities(record, kind.source, keys.operations),
+                    kind.to_check(record, keys.operations) if kind.to_check else None)
 
 
 def dead_letter_payload(letter: DeadLetter, now: datetime) -> bytes:

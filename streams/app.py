@@ -49,9 +49,10 @@ from agents.ingest import (
 from agents.keys import FileKeyring, Purposes
 from agents.pseudonymise import Tokeniser
 from agents.sealing import SqliteSubjectKeys, SubjectSealer, person_key
-from agents.trafficking import Fact, KeyState, decision_facts, latest, load_rules
+from agents.trafficking import Alert, Fact, KeyState, decision_facts, latest, load_rules
 from agents.vault import CLASSES as VAULT_CLASSES
 from agents.vault import Recent, sealed_entries
+from agents.watchlist import check
 from schemas.contracts import ADJUDICATION_DECISION, ALERT, DEAD_LETTER, IDENTITY_LINK
 from streams.faust_consumer import App
 from streams.gallery_store import read_shard
@@ -75,6 +76,7 @@ from streams.topics import (
     TRAFFICKING_STATE_TABLE,
     TopicSpec,
 )
+from streams.watchlist import LIST_CLASSES, Replica
 from streams.wire import DecodeError, RegistryUnavailable, SchemaIds, decode, encode_payload, frame
 
 log = logging.getLogger("lintas.app")
@@ -156,6 +158,7 @@ class Pipeline:
         self.sealer = SubjectSealer(self.subject_keys)
         self.vaulted = Recent()
         self.templates = TemplatePolicy(settings.dedup_dimension, settings.dedup_quality_floor)
+        self.watchlists = Replica(settings)
 
     @property
     def tok(self) -> Tokeniser:
@@ -181,6 +184,26 @@ class Pipeline:
         schema_id = await self.run(self.ids.id_for, topic.get_topic_name(), contract)
         return [await topic.send(key=key.encode(), value=frame(schema_id, encode_payload(contract, record)))
                 for key, record in records]
+
+    async def lists_ready(self) -> None:
+        """Wait until this worker has read every watchlist to its end once: no check against half a list."""
+        self.watchlists.start()
+        waited = 0.0
+        while not self.watchlists.ready.is_set():
+            await asyncio.sleep(0.05)
+            waited += 0.05
+            if waited >= 30 and waited % 30 < 0.05:
+                log.warning("crossings wait for the watchlists (%.0fs): %s", waited, self.watchlists.waiting())
+
+    async def send_alerts(self, alerts: list[Alert], family: str) -> None:
+        """Alerts to the alerts topic, then to the ``alerts`` table; return only when both hold."""
+        if not alerts:
+            return
+        await gathered(await self.send_registered(
+            alerts_topic, ALERT, [(a.alert_id, a.record(self.tok.key_id, family)) for a in alerts]))
+        now = datetime.now(UTC)
+        await self.run(self.sink.write, "alerts", [a.row(self.tok.key_id, now, family) for a in alerts])
+        log.info("%d %s alert update(s): %s", len(alerts), family, ", ".join(sorted({a.rule_id for a in alerts})))
 
     async def audit(self, records: list[Processing]) -> None:
         """Record of processing: to the audit topic and the processing_log table, before the batch commits."""
@@ -227,6 +250,12 @@ class Pipeline:
         sends += [await biometric_probes.send(value=value, partition=partition) for partition, value in probes]
         sends += await send_facts([f for a in accepted for f in a.facts])
         await gathered(sends)
+        presented = [a.presented for a in accepted if a.presented is not None]
+        hits = []
+        if presented:
+            await self.lists_ready()
+            hits = check(presented, self.watchlists.lookup)
+            await self.send_alerts(hits, "watchlist")
         ingested = datetime.now(UTC)
         rows = [a.row for a in accepted]
         for row in rows:
@@ -245,6 +274,10 @@ class Pipeline:
                        TRAFFICKING_FACTS.name, self.keys.operations.key_id),
             Processing(component, "store", "operations", inputs, len(letters), source, dlq.get_topic_name(),
                        outcome="dead_letter", detail=",".join(sorted({x.error_code for x in letters}))),
+            Processing("watchlist_check", "analyse", "operations", LIST_CLASSES, len(presented), source,
+                       "clickhouse:alerts", self.keys.operations.key_id,
+                       detail=f"{len(hits)} alert(s); lists " + ", ".join(
+                           f"{name} {n}" for name, n in self.watchlists.sizes().items())),
         ])
 
 
@@ -380,12 +413,7 @@ class Rules:
         raised = evaluate_batch(facts, lambda key: KeyState.from_bytes(trafficking_state.get(key.encode())), store,
                                 self.rules, self.model)
         current = list(latest(raised).values())
-        if current:
-            await gathered(await pipeline.send_registered(
-                alerts_topic, ALERT, [(a.alert_id, a.record(pipeline.tok.key_id)) for a in current]))
-            now = datetime.now(UTC)
-            await pipeline.run(pipeline.sink.write, "alerts", [a.row(pipeline.tok.key_id, now) for a in current])
-            log.info("%d alert update(s): %s", len(current), ", ".join(sorted({a.rule_id for a in current})))
+        await pipeline.send_alerts(current, "trafficking")
         await pipeline.audit([Processing("trafficking_rules", "analyse", "operations", ANALYTICS_CLASSES, len(facts),
                                          batch_source(events), "clickhouse:alerts", pipeline.tok.key_id,
                                          detail=f"{len(current)} alert updates, rules {self.rules.version}")])

@@ -397,6 +397,42 @@ def _cmd_breach_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_watchlist(args: argparse.Namespace) -> int:
+    from agents.watchlist import ListFileError
+    from streams import watchlist
+
+    settings = _settings(args)
+    if args.action != "show" and not args.list:
+        raise SystemExit(f"lintas watchlist {args.action}: --list is required")
+    try:
+        if args.action == "load":
+            if args.file is None:
+                raise SystemExit("lintas watchlist load: FILE is required")
+            done = watchlist.load(settings, args.file, args.list, replace=args.replace)
+        elif args.action == "remove":
+            if (args.file is None) == (args.document is None):
+                raise SystemExit("lintas watchlist remove: give FILE or --document STATE:NUMBER (one of them)")
+            document = sys.stdin.readline().strip() if args.document == "-" else args.document
+            done = watchlist.remove(settings, args.list, watchlist.removal_rows(args.file, document, args.list))
+        else:
+            replica = watchlist.Replica(settings)
+            replica.start()
+            replica.wait(timeout_s=300)
+            replica.stop()
+            for name, n in replica.sizes().items():
+                print(f"{name:<16} {n:>9} entries")
+            return 0
+    except ListFileError as err:
+        print(f"lintas: {args.list}: {len(err.errors)} bad row(s); nothing was published", file=sys.stderr)
+        for line, column, reason in err.errors:
+            print(f"  line {line}: {column}: {reason}", file=sys.stderr)
+        return 2
+    print(f"{done.list}: {done.published} entr{'y' if done.published == 1 else 'ies'} published, {done.removed} "
+          f"removed, in one transaction ({args.action} {done.load_id}, operations key {done.key_id}); workers "
+          "apply it within seconds")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every ``lintas`` subcommand."""
     parser = argparse.ArgumentParser(prog="lintas", description=__doc__)
@@ -516,6 +552,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--landings", type=int, default=4)
     demo.add_argument("--seed", type=int, default=7)
     demo.set_defaults(func=_cmd_demo)
+
+    wl = sub.add_parser("watchlist", help="lost/stolen documents, notices, national alerts: load, remove, show",
+                        description="A list file is CSV with the header issuing_state,number,reason,valid_from,"
+                                    "valid_until,source (removal: issuing_state,number). The whole file is checked "
+                                    "first; one bad row and nothing is published.")
+    wl.add_argument("action", choices=["load", "remove", "show"])
+    wl.add_argument("file", nargs="?", type=Path, default=None)
+    wl.add_argument("--list", default=None, help="lost_stolen, notices or national_alerts")
+    wl.add_argument("--replace", action="store_true", help="load: the file is the whole list; remove the rest")
+    wl.add_argument("--document", default=None, help="remove: one STATE:NUMBER, or - to read it from stdin")
+    wl.set_defaults(func=_cmd_watchlist)
 
     from infra.kafka import CLI_TOOLS
 

@@ -142,6 +142,17 @@ AUDIT_PROCESSING = TopicSpec(
     internal=True,
 )
 
+# Watchlists (agents/watchlist.py): one compacted topic per list, keyed by the operations token of the
+# document, written by `lintas watchlist load|remove` (validated whole, one transaction) and read in full by
+# every worker. One partition each: a list is read whole anyway, and a single partition keeps a load's order.
+WATCHLISTS: dict[str, TopicSpec] = {name: TopicSpec(
+    f"watchlist.{name}", partitions=1, retention="watchlist", cleanup_policy="compact",
+    doc=f"Watchlist {name}: entries keyed by document token (list, reason, validity, source); tombstones "
+        "remove; no document number in clear.",
+    extra_config={"min.cleanable.dirty.ratio": "0.1"},
+    internal=True,
+) for name in ("lost_stolen", "notices", "national_alerts")}
+
 ALL_TOPICS: tuple[TopicSpec, ...] = (
     CROSSING_EVENTS,
     LANDING_EVENTS,
@@ -156,4 +167,5 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     ALERTS,
     IDENTITY_VAULT,
     AUDIT_PROCESSING,
+    *WATCHLISTS.values(),
 )
