@@ -125,6 +125,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation("dedup_links", "delete",
              "identity_token IN {ops:Array(String)} OR subject_id IN {subjects:Array(String)}"),
     Mutation("alerts", "delete", "key_token IN {pseudonyms:Array(String)}"),
+    Mutation("stays", "delete", "traveller_token IN {ops:Array(String)}"),
     Mutation("alerts", "anonymise", "hasAny(subjects, {pseudonyms:Array(String)})",
              "subjects = arrayFilter(x -> NOT has({pseudonyms:Array(String)}, x), subjects)"),
 )

@@ -225,6 +225,7 @@ class Fact:
     adults: int = 0
     minors: int = 0
     unaccompanied_minors: int = 0
+    refused: bool = False
 
     @property
     def ms(self) -> int:
@@ -261,6 +262,7 @@ def crossing_facts(record: dict[str, Any], row: dict[str, Any], tok: Tokeniser) 
         travel_purpose=row["travel_purpose"], visa_type=row["visa_type"], has_placement=bool(row["has_placement"]),
         sponsor_kind=row["sponsor_kind"], sponsor_registered=bool(row["sponsor_registered"]),
         origin_country=row["origin_country"], destination_country=row["destination_country"],
+        refused=bool(row["refused"]),
     )
     facts = [Fact(key=f"doc:{traveller}", role="SELF", companions=companions, **base)]
     facts += [Fact(key=f"doc:{c.token}", role="ESCORT", relationship=c.relationship, **base)

@@ -47,6 +47,7 @@ from agents.ingest import (
     ingest,
 )
 from agents.keys import FileKeyring, Purposes
+from agents.overstay import StayState, apply_batch, load_stay_rules, row_for_table
 from agents.pseudonymise import Tokeniser
 from agents.sealing import SqliteSubjectKeys, SubjectSealer, person_key
 from agents.trafficking import Alert, Fact, KeyState, decision_facts, latest, load_rules
@@ -72,6 +73,7 @@ from streams.topics import (
     IDENTITY_VAULT,
     LANDING_EVENTS,
     LANDING_EVENTS_DLQ,
+    STAY_STATE_TABLE,
     TRAFFICKING_FACTS,
     TRAFFICKING_STATE_TABLE,
     TopicSpec,
@@ -126,6 +128,12 @@ alerts_topic = _topic(ALERTS)
 trafficking_state = app.Table(
     TRAFFICKING_STATE_TABLE, default=None, partitions=TRAFFICKING_FACTS.partitions, key_type=bytes,
     value_type=bytes, use_partitioner=True,  # raw bytes: the app's serializers
+)
+# Open stays per traveller (agents/overstay.py), keyed and partitioned like the rule state: an entry's stay
+# survives a worker restart before the exit arrives.
+stay_state = app.Table(
+    STAY_STATE_TABLE, default=None, partitions=TRAFFICKING_FACTS.partitions, key_type=bytes, value_type=bytes,
+    use_partitioner=True,
 )
 
 
@@ -394,11 +402,13 @@ class Rules:
     def __init__(self) -> None:
         """Rules (and the anomaly model, if one was trained) checked now, so a bad file stops the worker at start."""
         self.rules = load_rules(settings.trafficking_rules)
+        self.stays = load_stay_rules(settings.stay_rules)
         path = settings.anomaly_model_path
         self.model = load_model(path) if path.exists() else None
-        log.info("trafficking rules %s: %d rules, %d routes; anomaly model %s", self.rules.version,
+        log.info("trafficking rules %s: %d rules, %d routes; anomaly model %s; stay rules %s: %d", self.rules.version,
                  len(self.rules.rules), len(self.rules.routes),
-                 self.model.version if self.model else "none (run `lintas trafficking train`; rule off)")
+                 self.model.version if self.model else "none (run `lintas trafficking train`; rule off)",
+                 self.stays.version, len(self.stays.rules))
 
     async def process(self, events: list[faust.EventT]) -> None:
         """Apply each fact to its key's state (table), then alerts to Kafka and ClickHouse; return = commit."""
@@ -414,9 +424,27 @@ class Rules:
                                 self.rules, self.model)
         current = list(latest(raised).values())
         await pipeline.send_alerts(current, "trafficking")
-        await pipeline.audit([Processing("trafficking_rules", "analyse", "operations", ANALYTICS_CLASSES, len(facts),
-                                         batch_source(events), "clickhouse:alerts", pipeline.tok.key_id,
-                                         detail=f"{len(current)} alert updates, rules {self.rules.version}")])
+
+        def keep(key: str, state: StayState | None) -> None:
+            if state is not None:
+                stay_state[key.encode()] = state.to_bytes()
+            elif key.encode() in stay_state:
+                del stay_state[key.encode()]
+
+        stays, overstays = apply_batch(facts, lambda key: StayState.from_bytes(stay_state.get(key.encode())), keep,
+                                       self.stays, pipeline.tok.key_id)
+        await pipeline.send_alerts(overstays, "overstay")
+        now = datetime.now(UTC)
+        await pipeline.run(pipeline.sink.write, "stays", [row_for_table(r, now) for r in stays])
+        source = batch_source(events)
+        await pipeline.audit([
+            Processing("trafficking_rules", "analyse", "operations", ANALYTICS_CLASSES, len(facts), source,
+                       "clickhouse:alerts", pipeline.tok.key_id,
+                       detail=f"{len(current)} alert updates, rules {self.rules.version}"),
+            Processing("overstay", "analyse", "operations", ("PSEUDONYMOUS", "QUASI_IDENTIFIER"), len(stays), source,
+                       "clickhouse:stays", pipeline.tok.key_id,
+                       detail=f"{len(overstays)} overstay alert(s), stay rules {self.stays.version}"),
+        ])
 
 
 pipeline = Pipeline()

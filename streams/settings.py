@@ -103,6 +103,10 @@ class Settings(BaseSettings):
         default=None, description="Anomaly model (lintas trafficking train); default <state_dir>/models/.",
     )
 
+    stay_rules: Path | None = Field(
+        default=None, description="Stay rules (days per country, nationality, visa); default agents/stay_rules.toml.",
+    )
+
     @property
     def anomaly_model_path(self) -> Path:
         """Where ``lintas trafficking train`` writes the model and the worker looks for it."""

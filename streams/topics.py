@@ -116,6 +116,7 @@ TRAFFICKING_FACTS = TopicSpec(
     internal=True,
 )
 TRAFFICKING_STATE_TABLE = "trafficking_state"  # Faust table; changelog lintas-pipeline-trafficking_state-changelog
+STAY_STATE_TABLE = "stay_state"  # Faust table of open stays per traveller (agents/overstay.py), same partitioning
 ALERTS = TopicSpec(
     "alerts", partitions=3, retention="case", cleanup_policy="compact",
     doc="Alerts for officers' review (Avro Alert, registered), keyed by alert id: the latest copy of each "
