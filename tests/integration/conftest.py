@@ -31,6 +31,20 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         stack.down(say=lambda line: None)
 
 
+def migrated_stack(tmp_path_factory: pytest.TempPathFactory, name: str, port_base: int) -> Iterator[Stack]:
+    """A module's own stack, migrated (as the worker does on start, so tests can count at once), then stopped."""
+    stack = Stack(stack_settings(tmp_path_factory.mktemp(name), port_base))
+    stack.up(say=lambda line: print(line, file=sys.stderr))
+    try:
+        from infra.clickhouse import admin_client
+        from streams.migrate import migrate
+
+        migrate(admin_client(stack.settings))
+        yield stack
+    finally:
+        stack.down(say=lambda _: None)
+
+
 @pytest.fixture(scope="session")
 def settings(stack: Stack) -> Settings:
     """Settings of the session stack."""

@@ -7,7 +7,6 @@ Decisions and links are counted in ClickHouse, as analysts and officers see them
 
 from __future__ import annotations
 
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,7 +25,7 @@ from streams.settings import Settings
 from streams.simulator import Simulator
 from streams.topics import BIOMETRIC_ADJUDICATIONS
 from streams.wire import encode_payload, frame
-from tests.conftest import stack_settings
+from tests.integration.conftest import migrated_stack
 from tests.integration.test_pipeline import Worker, _produce
 
 pytestmark = pytest.mark.integration
@@ -37,15 +36,7 @@ DIM = 512
 
 @pytest.fixture(scope="module")
 def dstack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    stack = Stack(stack_settings(tmp_path_factory.mktemp("dedup"), PORT_BASE))
-    stack.up(say=lambda line: print(line, file=sys.stderr))
-    try:
-        from streams.migrate import migrate
-
-        migrate(admin_client(stack.settings))
-        yield stack
-    finally:
-        stack.down(say=lambda _: None)
+    yield from migrated_stack(tmp_path_factory, "dedup", PORT_BASE)
 
 
 def _worker(settings: Settings, log: Path, n: int) -> Worker:

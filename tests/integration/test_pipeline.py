@@ -41,7 +41,8 @@ from streams.topics import (
     TRAFFICKING_FACTS,
 )
 from streams.wire import encode_payload, frame
-from tests.conftest import REPO, settings_env, stack_settings
+from tests.conftest import REPO, settings_env
+from tests.integration.conftest import migrated_stack
 from tests.integration.test_producer import _consume_all, _consume_messages, _event_ids
 
 pytestmark = pytest.mark.integration
@@ -51,15 +52,7 @@ PORT_BASE = 26000  # below the ephemeral range (32768+), so no client socket can
 
 @pytest.fixture(scope="module")
 def pstack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    stack = Stack(stack_settings(tmp_path_factory.mktemp("pipeline"), PORT_BASE))
-    stack.up(say=lambda line: print(line, file=sys.stderr))
-    try:
-        from streams.migrate import migrate
-
-        migrate(admin_client(stack.settings))  # what the worker does on start, so tests can count at once
-        yield stack
-    finally:
-        stack.down(say=lambda _: None)
+    yield from migrated_stack(tmp_path_factory, "pipeline", PORT_BASE)
 
 
 class Worker:

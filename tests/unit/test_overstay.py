@@ -23,7 +23,7 @@ from streams.wire import encode_payload
 
 RULES = load_stay_rules()
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
-POSTS = {"IDN": "ID-BTH", "MYS": "MY-JHB", "SGP": "SG-HFC"}
+POSTS = {"IDN": "ID-BTH", "MYS": "MY-JBC", "SGP": "SG-HFC"}
 
 
 def crossing(direction: str, days: float, country: str = "IDN", nationality: str = "MYS", visa: str = "VISA_FREE",
