@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PYTHON ?= python3.11
 
-.PHONY: setup demo test test-unit stack-up stack-down bench bench-dedup bench-trafficking bench-privacy lint
+.PHONY: setup demo test test-unit stack-up stack-down bench bench-dedup bench-trafficking bench-privacy bench-watchlist lint
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	./infra/setup-system.sh
@@ -42,6 +42,9 @@ bench-trafficking: setup
 
 bench-privacy: setup
 	$(PY) -m bench.privacy --crossings 20000
+
+bench-watchlist: setup
+	$(PY) -m bench.watchlist --entries 1000000 --crossings 50000
 
 lint: setup
 	$(VENV)/bin/ruff check streams agents infra tests bench

@@ -103,10 +103,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if not settings.anomaly_model_path.exists():  # the trafficking rules' anomaly score needs a trained model
         _train_anomaly_model(settings, 30_000, 3.0, 15_000, 1, settings.anomaly_model_path)
     stack.start_worker()
+    sim = Simulator(seed=args.seed, end=datetime.now(UTC))
+    _demo_watchlist(settings, sim, args.seed)
     events = int(args.rate * args.duration)
     print(f"\nsimulating one day of regional traffic: {events:,} crossings at {args.rate:.0f} events/s "
           f"for {args.duration:.0f}s, plus {args.landings} boat landings ...")
-    sim = Simulator(seed=args.seed, end=datetime.now(UTC))
     delivered, pending = _send_simulation(settings, sim, events, args.landings, args.rate, 300,
                                           settings.spool_dir / "demo.sqlite")
     write_truth(sim.truth, settings.state_dir / "simulations" / f"demo-seed-{args.seed}")
@@ -132,6 +133,22 @@ Query more:
   .venv/bin/lintas stack logs worker
 Stop everything:  .venv/bin/lintas stack down""")
     return 0
+
+
+def _demo_watchlist(settings: Settings, sim: Any, seed: int) -> None:
+    """A lost/stolen list of 1 in 500 simulated travellers' documents, loaded (whole) before the traffic."""
+    import random
+
+    from streams.watchlist import load
+
+    people = random.Random(seed).sample(sim.people, max(1, len(sim.people) // 500))  # noqa: S311 (simulation)
+    path = settings.state_dir / "simulations" / f"demo-seed-{seed}" / "watchlist_lost_stolen.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("issuing_state,number,reason,valid_from,valid_until,source\n" + "".join(
+        f"{p.identities[0].issuing_state},{p.identities[0].number},STOLEN,,,INTERPOL-SLTD\n" for p in people))
+    done = load(settings, path, "lost_stolen", replace=True)
+    print(f"watchlist lost_stolen: {done.published} synthetic documents listed, {done.removed} older entries "
+          f"removed ({path})")
 
 
 def _cmd_kafka(args: argparse.Namespace) -> int:

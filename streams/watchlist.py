@@ -43,6 +43,7 @@ from streams.topics import WATCHLISTS, TopicSpec
 
 log = logging.getLogger("lintas.watchlist")
 LIST_CLASSES = ("CRIME_RECORD", "PSEUDONYMOUS")  # a listing is crime-record data about the document's holder
+SHARED_VALUES = 100_000  # distinct entry values kept once each; beyond that, each entry keeps its own copy
 
 
 class UnknownList(LintasError):
@@ -168,6 +169,8 @@ class Replica:
         self.ready = threading.Event()
         self.applied = 0
         self.bad_keys = 0
+        # Entries of one load mostly share their bytes (same list, reason, source, load, validity): keep one copy.
+        self._shared: dict[bytes, bytes] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pending = {(t.name, p) for t in self.topics.values() for p in range(t.partitions)}
@@ -239,8 +242,11 @@ class Replica:
             self.bad_keys += 1  # not written by `lintas watchlist`: ignored, counted
             return
         table = self.tables[names[msg.topic()]]
-        if msg.value() is None:
+        value = msg.value()
+        if value is None:
             table.pop(key, None)
+        elif len(self._shared) < SHARED_VALUES:
+            table[key] = self._shared.setdefault(value, value)
         else:
-            table[key] = msg.value()
+            table[key] = value
         self.applied += 1

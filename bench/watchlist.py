@@ -1,0 +1,143 @@
+"""Watchlist checks with a list of 1,000,000 entries: load, read back, live update, check throughput, memory.
+
+Runs a stack of its own (Kafka in a temporary state dir, ports 24xxx; installed jars
+shared) so the local demo's lists stay as they are:
+
+1. a CSV list of N synthetic document numbers (and the documents of some simulated
+   crossings, so the check has hits to find) through ``lintas watchlist load``'s code:
+   validate, tokenise, one Kafka transaction;
+2. a worker's :class:`streams.watchlist.Replica` reading the list from Kafka to its end
+   (what every worker start costs), and the memory that copy takes;
+3. live updates: one more entry loaded while the replica runs, time until it matches;
+4. the check as the ingest agent runs it, per batch of crossings: the document token
+   (:func:`agents.watchlist.presented`) and the lookups (:func:`agents.watchlist.check`).
+
+    python -m bench.watchlist --entries 1000000 --crossings 50000
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from agents.keys import FileKeyring, tokeniser
+from agents.watchlist import check, presented
+from bench import print_table
+from infra.clickhouse import admin_client
+from infra.stack import Stack
+from streams.migrate import migrate
+from streams.settings import Settings
+from streams.simulator import Simulator
+from streams.watchlist import Replica, load
+
+PORT_BASE = 24000
+REPO = Path(__file__).resolve().parent.parent
+
+
+def rss_mb() -> float:
+    """This process's resident memory."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+
+
+def main() -> None:
+    """Run and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--entries", type=int, default=1_000_000)
+    parser.add_argument("--crossings", type=int, default=50_000)
+    parser.add_argument("--listed", type=int, default=50, help="crossings whose document is put on the list")
+    parser.add_argument("--batch", type=int, default=5_000, help="crossings per ingest batch")
+    args = parser.parse_args()
+
+    sim = Simulator(seed=9, dim=8, end=datetime(2026, 11, 20, tzinfo=UTC), population=20_000, days=3)
+    records = [r for kind, r in sim.events(args.crossings, 0) if kind == "crossing"]
+    rng = random.Random(9)
+    planted = {(r["traveller"]["document"]["issuing_state"], r["traveller"]["document"]["number"])
+               for r in rng.sample(records, args.listed)}
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(state_dir=Path(tmp) / "state", dist_dir=REPO / ".lintas" / "dist",
+                            kafka_port=PORT_BASE + 92, kafka_controller_port=PORT_BASE + 93,
+                            schema_registry_port=PORT_BASE + 81, clickhouse_port=PORT_BASE + 123)
+        stack = Stack(settings)
+        stack.up(say=lambda _: None)
+        try:
+            migrate(admin_client(settings))  # the record of processing the loads write to
+            csv = Path(tmp) / "list.csv"
+            with csv.open("w") as f:
+                f.write("issuing_state,number,reason,valid_from,valid_until,source\n")
+                for state, number in sorted(planted):
+                    f.write(f"{state},{number},STOLEN,,,\n")
+                for n in rng.sample(range(10**9), args.entries - len(planted)):
+                    f.write(f"XXA,Z{n:09d},LOST,,,\n")  # XXA: no simulated traveller carries one
+            t0 = time.perf_counter()
+            published = load(settings, csv, "lost_stolen")
+            secs = time.perf_counter() - t0
+            rows.append({"step": "load: validate, tokenise, publish (1 transaction)", "items": published.published,
+                         "seconds": secs, "per second": published.published / secs, "note": ""})
+
+            before = rss_mb()
+            replica = Replica(settings)
+            t0 = time.perf_counter()
+            replica.start()
+            replica.wait(timeout_s=600)
+            secs = time.perf_counter() - t0
+            size = replica.sizes()["lost_stolen"]
+            rows.append({"step": "worker's copy: read the list to its end", "items": size, "seconds": secs,
+                         "per second": size / secs, "note": f"+{rss_mb() - before:.0f} MB resident"})
+
+            waits, calls = [], []
+            tok = tokeniser(FileKeyring(settings.keyring_path), "operations")
+            for i in range(10):
+                one = Path(tmp) / f"one-{i}.csv"
+                one.write_text(f"issuing_state,number,reason\nIDN,LIVE{i:05d},STOLEN\n")
+                token = tok.token("document", "IDN", f"LIVE{i:05d}")
+                t0 = time.perf_counter()
+                load(settings, one, "lost_stolen")
+                calls.append(time.perf_counter() - t0)
+                while not replica.lookup(token):
+                    time.sleep(0.001)
+                waits.append(time.perf_counter() - t0)
+            rows.append({"step": "live update: load started → entry matches", "items": len(waits),
+                         "seconds": statistics.median(waits), "per second": float("nan"),
+                         "note": f"median; max {max(waits):.2f} s; the load call alone "
+                                 f"{statistics.median(calls):.2f} s"})
+
+            batches = [records[i:i + args.batch] for i in range(0, len(records), args.batch)]
+            best, hits = float("inf"), 0
+            for _ in range(3):
+                t0 = time.perf_counter()
+                hits = sum(len(check([p for r in b if (p := presented(r, tok)) is not None], replica.lookup))
+                           for b in batches)
+                best = min(best, time.perf_counter() - t0)
+            listed_hits = sum(1 for r in records if (r["traveller"]["document"]["issuing_state"],
+                                                    r["traveller"]["document"]["number"]) in planted)
+            rows.append({"step": "check agent: token + lookups + alerts", "items": len(records), "seconds": best,
+                         "per second": len(records) / best,
+                         "note": f"{hits} alerts ({listed_hits} listed crossings + expired documents)"})
+            given = [[p for r in b if (p := presented(r, tok)) is not None] for b in batches]
+            best = min(_timed(lambda: [check(g, replica.lookup) for g in given]) for _ in range(3))
+            rows.append({"step": "check only (token already computed in ingest)", "items": len(records),
+                         "seconds": best, "per second": len(records) / best, "note": ""})
+            replica.stop()
+        finally:
+            stack.down(say=lambda _: None)
+    print(f"\nWatchlist checks, {args.entries:,} list entries, {len(records):,} simulated crossings in batches of "
+          f"{args.batch:,} (this machine, one core for the check)")
+    print_table(rows, floats={"seconds": "{:.3f}", "per second": "{:,.0f}"})
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+if __name__ == "__main__":
+    main()
