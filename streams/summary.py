@@ -46,6 +46,12 @@ def regional_summary(client: Client) -> str:
         _table("Trafficking-pattern alerts for review", ("rule", "severity", "alerts", "evidence events"), q(
             "SELECT rule_id, severity, toInt64(count()), toInt64(sum(evidence_count)) FROM alerts FINAL "
             "WHERE family = 'trafficking' GROUP BY rule_id, severity ORDER BY 3 DESC, 1")),
+        _table("Document, watchlist and overstay alerts for review", ("rule", "severity", "alerts"), q(
+            "SELECT rule_id, severity, toInt64(count()) FROM alerts FINAL WHERE family IN ('watchlist', 'overstay') "
+            "GROUP BY rule_id, severity ORDER BY 3 DESC, 1")),
+        _table("Stays (entries paired with exits; overstays judged against today)", ("status", "stays", "overstays"), q(
+            "SELECT s.status, toInt64(count()), toInt64(countIf(o.stay_id != '')) FROM stays AS s FINAL "
+            "LEFT JOIN overstays AS o ON o.stay_id = s.stay_id GROUP BY s.status ORDER BY 2 DESC")),
     ]
     lag = q("SELECT quantile(0.5)(d), quantile(0.99)(d) FROM (SELECT dateDiff('millisecond', produced_at, "
             "ingested_at) AS d FROM crossings WHERE ingested_at > now() - INTERVAL 1 HOUR)")
