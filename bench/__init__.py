@@ -3,7 +3,30 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH_PORT_BASE = 24000  # benchmarks that need a stack of their own; tests use 19xxx-29xxx others
+
+
+@contextmanager
+def own_stack(tmp: str) -> Iterator[Any]:
+    """A stack of the benchmark's own (state in ``tmp``, ports 24xxx, installed jars shared), stopped after."""
+    from infra.stack import Stack
+    from streams.settings import Settings
+
+    settings = Settings(state_dir=Path(tmp) / "state", dist_dir=REPO / ".lintas" / "dist",
+                        kafka_port=BENCH_PORT_BASE + 92, kafka_controller_port=BENCH_PORT_BASE + 93,
+                        schema_registry_port=BENCH_PORT_BASE + 81, clickhouse_port=BENCH_PORT_BASE + 123)
+    stack = Stack(settings)
+    stack.up(say=lambda _: None)
+    try:
+        yield stack
+    finally:
+        stack.down(say=lambda _: None)
 
 
 def print_table(rows: list[dict[str, Any]], floats: dict[str, str] | None = None) -> None:

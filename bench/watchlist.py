@@ -28,16 +28,11 @@ from pathlib import Path
 
 from agents.keys import FileKeyring, tokeniser
 from agents.watchlist import check, presented
-from bench import print_table
+from bench import own_stack, print_table
 from infra.clickhouse import admin_client
-from infra.stack import Stack
 from streams.migrate import migrate
-from streams.settings import Settings
 from streams.simulator import Simulator
 from streams.watchlist import Replica, load
-
-PORT_BASE = 24000
-REPO = Path(__file__).resolve().parent.parent
 
 
 def rss_mb() -> float:
@@ -62,12 +57,8 @@ def main() -> None:
                for r in rng.sample(records, args.listed)}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(state_dir=Path(tmp) / "state", dist_dir=REPO / ".lintas" / "dist",
-                            kafka_port=PORT_BASE + 92, kafka_controller_port=PORT_BASE + 93,
-                            schema_registry_port=PORT_BASE + 81, clickhouse_port=PORT_BASE + 123)
-        stack = Stack(settings)
-        stack.up(say=lambda _: None)
-        try:
+        with own_stack(tmp) as stack:
+            settings = stack.settings
             migrate(admin_client(settings))  # the record of processing the loads write to
             csv = Path(tmp) / "list.csv"
             with csv.open("w") as f:
@@ -126,8 +117,6 @@ def main() -> None:
             rows.append({"step": "check only (token already computed in ingest)", "items": len(records),
                          "seconds": best, "per second": len(records) / best, "note": ""})
             replica.stop()
-        finally:
-            stack.down(say=lambda _: None)
     print(f"\nWatchlist checks, {args.entries:,} list entries, {len(records):,} simulated crossings in batches of "
           f"{args.batch:,} (this machine, one core for the check)")
     print_table(rows, floats={"seconds": "{:.3f}", "per second": "{:,.0f}"})

@@ -1,0 +1,90 @@
+"""Why the watchlists are not a Faust GlobalTable: time for a new worker to hold a 1,000,000-entry list.
+
+The same entries in one compacted topic, read to the end by (a) a Faust worker with a
+GlobalTable over that topic as its changelog (faust-streaming 0.15, Lintas' App, one
+partition, recovery buffer 1 as faust's docstring asks for several workers; agents
+and timers wait until recovery ends) and (b) :class:`streams.watchlist.Replica`.
+Own Kafka on ports 24xxx.
+
+    python -m bench.watchlist_globaltable --entries 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from bench import REPO, own_stack, print_table
+from streams.topics import TopicSpec
+from streams.watchlist import Replica
+
+CHANGELOG = "lintas-bench-gt-gt-list-changelog"  # the changelog faust names for bench.globaltable_app's table
+
+
+def main() -> None:
+    """Run and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--entries", type=int, default=1_000_000)
+    parser.add_argument("--timeout", type=float, default=900)
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        with own_stack(tmp) as stack:
+            settings = stack.settings
+            admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+            admin.create_topics([NewTopic(CHANGELOG, 1, 1, config={"cleanup.policy": "compact"})])[CHANGELOG].result()
+            producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 50})
+            for i in range(args.entries):
+                while True:
+                    try:
+                        producer.produce(CHANGELOG, key=f"{i:032x}".encode(), value=b"v" * 60)
+                        break
+                    except BufferError:
+                        producer.poll(0.1)
+            producer.flush(120)
+
+            t0 = time.perf_counter()
+            replica = Replica(settings, {"list": TopicSpec(CHANGELOG, 1, "watchlist", "compact")})
+            replica.start()
+            replica.wait(args.timeout)
+            secs = time.perf_counter() - t0
+            rows.append({"copy": "streams.watchlist.Replica", "entries": replica.sizes()["list"], "seconds": secs,
+                         "entries/s": replica.sizes()["list"] / secs, "note": "ingest waits for it"})
+            replica.stop()
+
+            env = {**os.environ, "BENCH_BROKER": settings.kafka_bootstrap, "PYTHONPATH": str(REPO)}
+            t0 = time.perf_counter()
+            worker = subprocess.Popen([str(Path(sys.executable).parent / "faust"), "-A", "bench.globaltable_app",
+                                       "worker", "--without-web", "-l", "warn"], cwd=REPO, env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            size, secs, tail = 0, float("nan"), []
+            assert worker.stdout is not None
+            for line in worker.stdout:
+                tail = [*tail[-20:], line]
+                if "SIZE " in line:
+                    size = int(line.rsplit("SIZE ", 1)[1].split()[0])
+                    if size >= args.entries:
+                        secs = time.perf_counter() - t0
+                        break
+                if time.perf_counter() - t0 > args.timeout:
+                    break
+            worker.terminate()
+            worker.wait(30)
+            if size < args.entries:
+                print("the Faust worker did not reach the list's size; its last lines:\n" + "".join(tail))
+            rows.append({"copy": "Faust GlobalTable (worker start)", "entries": size, "seconds": secs,
+                         "entries/s": size / secs, "note": "every agent of the worker waits for it"})
+    print(f"\nA new worker's copy of a {args.entries:,}-entry list (this machine)")
+    print_table(rows, floats={"seconds": "{:.1f}", "entries/s": "{:,.0f}"})
+
+
+if __name__ == "__main__":
+    main()
