@@ -80,7 +80,7 @@ class EventKind:
     to_facts: Callable[[dict[str, Any], dict[str, Any], Tokeniser], list[Fact]]
     table: str
     source: str
-    to_check: Callable[[dict[str, Any], Tokeniser], Presented | None] | None = None
+    to_check: Callable[[dict[str, Any], str], Presented | None] | None = None  # record, the traveller's token
 
 
 CROSSINGS = EventKind(CROSSING_EVENT, crossing_row, crossing_facts, "crossings", "crossing", presented)
@@ -143,9 +143,10 @@ def ingest(raw: bytes | None, source: Source, kind: EventKind, schemas: WriterSc
         except TemplateRejected as err:
             letters.append(DeadLetter(source, f"template_{err.code}", f"{cap.field}.template", err.reason,
                                       raw or b""))
-    return Accepted(row, probes, letters, kind.to_facts(record, row, keys.operations),
-                    identities(record, kind.source, keys.operations),
-                    kind.to_check(record, keys.operations) if kind.to_check else None)
+    facts = kind.to_facts(record, row, keys.operations)
+    traveller = next((f.traveller for f in facts if f.role == "SELF"), None)  # the token, made once
+    return Accepted(row, probes, letters, facts, identities(record, kind.source, keys.operations),
+                    kind.to_check(record, traveller) if kind.to_check and traveller else None)
 
 
 def dead_letter_payload(letter: DeadLetter, now: datetime) -> bytes:

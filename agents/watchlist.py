@@ -237,13 +237,18 @@ class Presented:
     expiry_date: date | None
 
 
-def presented(record: dict[str, Any], tok: Tokeniser) -> Presented | None:
-    """The check input of a decoded crossing; ``None`` without a document (nothing to check)."""
+def presented(record: dict[str, Any], token: str) -> Presented | None:
+    """The check input of a decoded crossing; ``None`` without a document (nothing to check).
+
+    ``token`` is the traveller's operations token as ingest made it for the crossing's
+    facts (:func:`agents.pseudonymise.person_token`: the document's token when there is a
+    document), so the hot path computes it once.
+    """
     document = record["traveller"].get("document")
     if not document:
         return None
     return Presented(str(record["event_id"]), record["occurred_at"], record["post"]["post_id"], record["direction"],
-                     document_token(tok, document["issuing_state"], document["number"]), document.get("expiry_date"))
+                     token, document.get("expiry_date"))
 
 
 Lookup = Callable[[str], Sequence[Entry]]

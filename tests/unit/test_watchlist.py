@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from agents.pseudonymise import Tokeniser, document_token
+from agents.pseudonymise import Tokeniser, document_token, person_token
 from agents.watchlist import (
     EXPIRED_RULE,
     LISTS,
@@ -46,6 +46,11 @@ def crossing(number: str = "X1234567", state: str = "IDN", expiry: date | None =
     }
 
 
+def shown(record: dict[str, Any]) -> Any:
+    """What ingest hands the check: the crossing and its traveller's token, as made for its facts."""
+    return presented(record, person_token(TOK, record["traveller"]))
+
+
 def table(text: str = GOOD, name: str = "lost_stolen") -> dict[str, list[Entry]]:
     """A list as the replica holds it: token → entries."""
     rows = parse_list_file(text, LISTS[name])
@@ -60,7 +65,7 @@ def lookup(tables: dict[str, list[Entry]]) -> Any:
 
 
 def test_a_listed_document_is_an_alert_with_list_reason_post_and_event() -> None:
-    p = presented(crossing(), TOK)
+    p = shown(crossing())
     assert p is not None and p.document_token == document_token(TOK, "IDN", "X1234567")
     [alert] = check([p], lookup(table()))
     assert alert.rule_id == "watchlist.lost_stolen" and alert.severity == "HIGH"
@@ -76,28 +81,28 @@ def test_a_listed_document_is_an_alert_with_list_reason_post_and_event() -> None
 
 def test_no_hit_for_other_documents_or_outside_the_entry_validity() -> None:
     lists = lookup(table())
-    assert check([presented(crossing("X1234568"), TOK)], lists) == []  # type: ignore[list-item]
-    assert check([presented(crossing("X1234567", "MYS"), TOK)], lists) == []  # type: ignore[list-item]
+    assert check([shown(crossing("X1234568"))], lists) == []  # type: ignore[list-item]
+    assert check([shown(crossing("X1234567", "MYS"))], lists) == []  # type: ignore[list-item]
     # MYS A 7654321 was listed until 2026-06-30; PHL P0000001 only from 2026-12-01
-    assert check([presented(crossing("A 7654321", "MYS"), TOK)], lists) == []  # type: ignore[list-item]
-    assert check([presented(crossing("P0000001", "PHL"), TOK)], lists) == []  # type: ignore[list-item]
+    assert check([shown(crossing("A 7654321", "MYS"))], lists) == []  # type: ignore[list-item]
+    assert check([shown(crossing("P0000001", "PHL"))], lists) == []  # type: ignore[list-item]
     june = datetime(2026, 6, 30, 23, 0, tzinfo=UTC)
-    assert len(check([presented(crossing("a  7654321", "MYS", at=june), TOK)], lists)) == 1, "same normalised number"
-    assert presented({**crossing(), "traveller": {**crossing()["traveller"], "document": None}}, TOK) is None
+    assert len(check([shown(crossing("a  7654321", "MYS", at=june))], lists)) == 1, "same normalised number"
+    assert shown({**crossing(), "traveller": {**crossing()["traveller"], "document": None}}) is None
 
 
 def test_an_expired_document_is_flagged_low() -> None:
-    p = presented(crossing("Z9999999", expiry=date(2026, 11, 1)), TOK)
+    p = shown(crossing("Z9999999", expiry=date(2026, 11, 1)))
     [alert] = check([p], lookup({}))  # type: ignore[list-item]
     assert alert.rule_id == EXPIRED_RULE and alert.severity == "LOW" and alert.features["days_expired"] == 19
-    assert check([presented(crossing("Z9999999", expiry=AT.date()), TOK)], lookup({})) == []  # type: ignore[list-item]
-    listed = check([presented(crossing(expiry=date(2026, 1, 1)), TOK)], lookup(table()))  # type: ignore[list-item]
+    assert check([shown(crossing("Z9999999", expiry=AT.date()))], lookup({})) == []  # type: ignore[list-item]
+    listed = check([shown(crossing(expiry=date(2026, 1, 1)))], lookup(table()))  # type: ignore[list-item]
     assert sorted(a.rule_id for a in listed) == [EXPIRED_RULE, "watchlist.lost_stolen"]
 
 
 def test_a_yellow_notice_says_the_traveller_may_be_at_risk() -> None:
     notices = table("issuing_state,number,reason\nIDN,X1234567,YELLOW\n", "notices")
-    [alert] = check([presented(crossing(), TOK)], lookup(notices))  # type: ignore[list-item]
+    [alert] = check([shown(crossing())], lookup(notices))  # type: ignore[list-item]
     assert alert.rule_id == "watchlist.notices" and "missing person" in alert.explanation
 
 

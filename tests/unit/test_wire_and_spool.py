@@ -128,6 +128,11 @@ def test_ingest_keeps_the_crossing_and_dead_letters_only_a_bad_template(record, 
     out = ingest(data, Source("crossing_events", 1, 7, 0), CROSSINGS, FakeIds({42: CROSSING_EVENT.schema}),
                  Purposes.single(Tokeniser(b"k", "k")), now, TemplatePolicy(dimension=4, quality_floor=0.3))
     assert isinstance(out, Accepted) and out.row["event_id"] == record["event_id"]
+    from agents.pseudonymise import document_token
+
+    document = record["traveller"]["document"]
+    assert out.presented is not None and out.presented.document_token == document_token(
+        Tokeniser(b"k", "k"), document["issuing_state"], document["number"]), "the checks get the document's token"
     if code is None:
         assert out.letters == [] and [c.probe_id for c, _ in out.probes] == [str(record["event_id"])]
         assert abs(float(np.linalg.norm(out.probes[0][1])) - 1) < 1e-6
