@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
@@ -135,6 +136,16 @@ stay_state = app.Table(
     STAY_STATE_TABLE, default=None, partitions=TRAFFICKING_FACTS.partitions, key_type=bytes, value_type=bytes,
     use_partitioner=True,
 )
+
+
+def writer(table: Any) -> Callable[[str, Any], None]:
+    """``store(key, state)`` for a state table: its bytes, or for ``None`` a delete (a changelog tombstone)."""
+    def store(key: str, state: Any) -> None:
+        if state is not None:
+            table[key.encode()] = state.to_bytes()
+        elif key.encode() in table:
+            del table[key.encode()]  # an erased person's state
+    return store
 
 
 async def gathered(sends: list[Any]) -> None:
@@ -414,25 +425,13 @@ class Rules:
         """Apply each fact to its key's state (table), then alerts to Kafka and ClickHouse; return = commit."""
         facts = [Fact.from_bytes(e.message.value or b"") for e in events]
 
-        def store(key: str, state: KeyState | None) -> None:
-            if state is not None:
-                trafficking_state[key.encode()] = state.to_bytes()
-            elif key.encode() in trafficking_state:
-                del trafficking_state[key.encode()]  # an erased person's state: a tombstone in the changelog
-
-        raised = evaluate_batch(facts, lambda key: KeyState.from_bytes(trafficking_state.get(key.encode())), store,
-                                self.rules, self.model)
+        raised = evaluate_batch(facts, lambda key: KeyState.from_bytes(trafficking_state.get(key.encode())),
+                                writer(trafficking_state), self.rules, self.model)
         current = list(latest(raised).values())
         await pipeline.send_alerts(current, "trafficking")
 
-        def keep(key: str, state: StayState | None) -> None:
-            if state is not None:
-                stay_state[key.encode()] = state.to_bytes()
-            elif key.encode() in stay_state:
-                del stay_state[key.encode()]
-
-        stays, overstays = apply_batch(facts, lambda key: StayState.from_bytes(stay_state.get(key.encode())), keep,
-                                       self.stays, pipeline.tok.key_id)
+        stays, overstays = apply_batch(facts, lambda key: StayState.from_bytes(stay_state.get(key.encode())),
+                                       writer(stay_state), self.stays, pipeline.tok.key_id)
         await pipeline.send_alerts(overstays, "overstay")
         now = datetime.now(UTC)
         await pipeline.run(pipeline.sink.write, "stays", [row_for_table(r, now) for r in stays])
