@@ -205,14 +205,13 @@ class Pipeline:
                 for key, record in records]
 
     async def lists_ready(self) -> None:
-        """Wait until this worker has read every watchlist to its end once: no check against half a list."""
+        """Wait until this worker has read every watchlist to its end once: no check against half a list.
+
+        The reader itself warns every 10 s while a list is not read to its end (a missing topic, say).
+        """
         self.watchlists.start()
-        waited = 0.0
         while not self.watchlists.ready.is_set():
             await asyncio.sleep(0.05)
-            waited += 0.05
-            if waited >= 30 and waited % 30 < 0.05:
-                log.warning("crossings wait for the watchlists (%.0fs): %s", waited, self.watchlists.waiting())
 
     async def send_alerts(self, alerts: list[Alert], family: str) -> None:
         """Alerts to the alerts topic, then to the ``alerts`` table; return only when both hold."""
