@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH_PORT_BASE = 24000  # benchmarks that need a stack of their own; tests use 19xxx-29xxx others
+
+
+def best_of(fn: Callable[[], Any], repeat: int = 3) -> float:
+    """Seconds of the fastest of ``repeat`` runs of ``fn`` (the least disturbed by the rest of the machine)."""
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
 
 
 @contextmanager

@@ -14,10 +14,8 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -28,18 +26,9 @@ from agents.pseudonymise import Tokeniser, crossing_row, person_token
 from agents.sealing import SqliteSubjectKeys, SubjectSealer
 from agents.trafficking import crossing_facts
 from agents.vault import identities, sealed_entries
-from bench import print_table
+from bench import best_of, print_table
 from schemas.contracts import CROSSING_EVENT
 from streams.simulator import Simulator
-
-
-def _time(fn: Callable[[], Any], repeat: int = 3) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def main() -> None:
@@ -67,7 +56,7 @@ def main() -> None:
     captures = [(Capture(str(r["event_id"]), str(r["event_id"]), "crossing", "ID-BTH", r["occurred_at"],
                          person_token(keys.operations, r["traveller"]), {}, "biometric"),
                  rng.standard_normal(512).astype(np.float32)) for r in records[:5000]]
-    probes = _time(lambda: search_commands(captures, sealer, 4)) / len(captures) * n
+    probes = best_of(lambda: search_commands(captures, sealer, 4)) / len(captures) * n
     companions = sum(len(r["companions"]) for r in records)
     steps = [
         ("one token (HMAC-SHA256, pre-keyed)", lambda: [person_token(keys.analytics, r["traveller"]) for r in records],
@@ -91,7 +80,7 @@ def main() -> None:
     out = []
     total = 0.0
     for name, fn, note in steps:
-        seconds = fn() if name.startswith(("identity vault, new", "search command")) else _time(fn)
+        seconds = fn() if name.startswith(("identity vault, new", "search command")) else best_of(fn)
         if not name.startswith(("one token", "identity vault, known")):
             total += seconds
         out.append({"step": name, "us_per_event": seconds / n * 1e6, "events_per_s": int(n / seconds), "note": note})

@@ -22,7 +22,6 @@ import random
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from typing import Any
 from agents.keys import FileKeyring, tokeniser
 from agents.pseudonymise import Tokeniser, person_token
 from agents.watchlist import Presented, check, presented
-from bench import own_stack, print_table
+from bench import best_of, own_stack, print_table
 from infra.clickhouse import admin_client
 from streams.migrate import migrate
 from streams.simulator import Simulator
@@ -103,18 +102,15 @@ def main() -> None:
                                  f"{statistics.median(calls):.2f} s"})
 
             batches = [records[i:i + args.batch] for i in range(0, len(records), args.batch)]
-            best, hits = float("inf"), 0
-            for _ in range(3):
-                t0 = time.perf_counter()
-                hits = sum(len(check(checked(b, tok), replica.lookup)) for b in batches)
-                best = min(best, time.perf_counter() - t0)
+            hits = sum(len(check(checked(b, tok), replica.lookup)) for b in batches)
+            best = best_of(lambda: [check(checked(b, tok), replica.lookup) for b in batches])
             listed_hits = sum(1 for r in records if (r["traveller"]["document"]["issuing_state"],
                                                     r["traveller"]["document"]["number"]) in planted)
             rows.append({"step": "check agent: token + lookups + alerts", "items": len(records), "seconds": best,
                          "per second": len(records) / best,
                          "note": f"{hits} alerts ({listed_hits} listed crossings + expired documents)"})
             given = [checked(b, tok) for b in batches]
-            best = min(_timed(lambda: [check(g, replica.lookup) for g in given]) for _ in range(3))
+            best = best_of(lambda: [check(g, replica.lookup) for g in given])
             rows.append({"step": "check only (token already computed in ingest)", "items": len(records),
                          "seconds": best, "per second": len(records) / best, "note": ""})
             replica.stop()
@@ -126,12 +122,6 @@ def main() -> None:
 def checked(batch: list[dict[str, Any]], tok: Tokeniser) -> list[Presented]:
     """What ingest hands the check for a batch: the traveller's token (made once, for the facts too) and more."""
     return [p for r in batch if (p := presented(r, person_token(tok, r["traveller"]))) is not None]
-
-
-def _timed(fn: Callable[[], object]) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 if __name__ == "__main__":
