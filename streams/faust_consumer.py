@@ -26,6 +26,15 @@ read back from Kafka after every assignment (faust forgets it at each
 revocation and would commit from wherever the acks start). The price is
 duplicates after a rebalance, which the sinks absorb; a commit can now only
 wait, never skip.
+
+A fourth path lost no offset but stalled: faust's Cython stream iterator (used
+whenever its extension is built, as in the 0.15.3 wheel) drops a message it
+skips during a rebalance without acking it, so the consumer never hears of it,
+never reads it again, and the commit waits on it until the worker restarts (CI
+saw 184 of 1,000 biometric probes stuck that way). :class:`SafeStream` always
+runs faust's pure-Python iterator, which acks the skipped message and so reaches
+the seek back; and a commit that has waited on a message no stream holds for
+longer than a rebalance takes reads it again whatever dropped it.
 """
 
 from __future__ import annotations
@@ -34,8 +43,8 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from typing import Any, cast
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -115,16 +124,24 @@ class SafeConsumer(faust_aiokafka.Consumer):
         log.info("%s[%d]: offset %d was skipped, not processed; reading again from it", tp.topic, tp.partition, offset)
         await self.seek(tp, offset)
 
-    def _warn_if_stalled(self, tp: TP, committed: int, ahead: int) -> None:
-        """Warn once when the commit has waited for the same offset longer than a rebalance's catch-up."""
+    def _unstall(self, tp: TP, committed: int, ahead: int) -> None:
+        """A commit waiting on one offset longer than a rebalance's catch-up: warn once, and read it again.
+
+        Later offsets were processed, so the message is not queued behind them; unless a stream holds it
+        (a long batch), it was dropped, and only a seek brings it back. Retried every ``STALL_WARNING_S``.
+        """
         now = time.monotonic()
         offset, since, warned = self._waiting.get(tp, (committed, now, False))
         if offset != committed:
             since, warned = now, False
-        if not warned and now - since > STALL_WARNING_S:
-            log.warning("%s[%d]: offset %d not processed for %.0fs while %d later one(s) are; commits wait for it",
-                        tp.topic, tp.partition, committed, now - since, ahead)
-            warned = True
+        if now - since > STALL_WARNING_S:
+            if not warned:
+                log.warning("%s[%d]: offset %d not processed for %.0fs while %d later one(s) are; commits wait for it",
+                            tp.topic, tp.partition, committed, now - since, ahead)
+                warned = True
+            if not any(m.tp == tp and m.offset == committed for m in self._unacked_messages):
+                self._read_again(tp, committed)
+                since = now
         self._waiting[tp] = (committed, since, warned)
 
     def _new_offset(self, tp: TP) -> int | None:
@@ -135,9 +152,19 @@ class SafeConsumer(faust_aiokafka.Consumer):
         if tp not in self._positioned:
             return None  # between a revocation and the seek faust forgets the committed offset: wait for it
         if committed is not None and min(acked) > committed:
-            self._warn_if_stalled(tp, committed, len(acked))
+            self._unstall(tp, committed, len(acked))
             return None  # faust would commit past `committed` when min(acked) == committed + 1
         return super()._new_offset(tp)  # type: ignore[no-any-return]
+
+
+class SafeStream(faust.Stream):
+    """``faust.Stream`` on faust's pure-Python iterator, whose skipped messages reach :meth:`SafeConsumer.ack`."""
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        """Always ``_py_aiter``: faust would take its Cython iterator whenever the extension is built."""
+        iterator = cast(AsyncGenerator[Any, None], self._py_aiter())  # an async generator, typed as an iterator
+        self._active_agens.add(iterator)  # closed by on_stop, as faust's own __aiter__ arranges
+        return iterator
 
 
 class SafeTransport(faust_aiokafka.Transport):
@@ -147,7 +174,12 @@ class SafeTransport(faust_aiokafka.Transport):
 
 
 class App(faust.App):
-    """``faust.App`` on :class:`SafeTransport` whatever the broker URL's scheme."""
+    """``faust.App`` on :class:`SafeTransport` whatever the broker URL's scheme, its streams :class:`SafeStream`."""
+
+    def __init__(self, id: str, **options: Any) -> None:
+        """``faust.App(id, **options)`` with ``Stream=SafeStream`` unless another stream class is given."""
+        options.setdefault("Stream", SafeStream)
+        super().__init__(id, **options)
 
     def _new_transport(self) -> Any:
         return SafeTransport(self.conf.broker_consumer, self)
