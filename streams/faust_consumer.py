@@ -79,6 +79,7 @@ class SafeConsumer(faust_aiokafka.Consumer):
         """Seek every assigned partition to its committed offset; from now on they may commit."""
         offsets: Mapping[TP, int] = await super().seek_to_committed()
         self._positioned |= set(self.assignment())
+        self._redeliver.clear()  # whatever was skipped before is at or after the committed offset: read again now
         return offsets
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
@@ -117,10 +118,17 @@ class SafeConsumer(faust_aiokafka.Consumer):
             task.add_done_callback(self._seeks.discard)
 
     async def _seek_back(self, tp: TP, settle_s: float = 0.5) -> None:
+        """Seek to the lowest skipped offset once flow runs again, unless a seek to the committed offset came first.
+
+        A message is skipped while flow is stopped, and flow stays stopped after the rebalance's seek to the
+        committed offset until table recovery ends: that seek does not read it again, this one must.
+        """
         await asyncio.sleep(settle_s)  # the rest of a skipped run arrives meanwhile
+        while not self.app.flow_control.is_active() and tp in self.assignment() and not self.should_stop:
+            await asyncio.sleep(settle_s)
         offset = self._redeliver.pop(tp, None)
-        if offset is None or tp not in self.assignment() or not self.app.flow_control.is_active():
-            return  # mid-rebalance: the seek to the committed offset that ends it reads the message again
+        if offset is None or tp not in self.assignment() or self.should_stop:
+            return  # cleared by a seek to the committed offset (which reads it again), or no longer ours
         log.info("%s[%d]: offset %d was skipped, not processed; reading again from it", tp.topic, tp.partition, offset)
         await self.seek(tp, offset)
 

@@ -29,6 +29,7 @@ def _consumer(cls: type[Any], committed: int | None) -> Any:
     consumer._unacked_messages, consumer._n_acked, consumer._waiting_for_ack = set(), 0, None
     consumer._positioned, consumer._waiting = {TOPIC}, {}
     consumer._redeliver, consumer._seeks = {}, set()
+    consumer._stopped, consumer._crashed = asyncio.Event(), asyncio.Event()  # should_stop: False
     return consumer
 
 
@@ -83,6 +84,35 @@ async def test_a_message_no_stream_took_is_not_counted_as_done_but_read_again() 
     assert consumer._new_offset(TOPIC) is None  # 100 is not done
     await asyncio.gather(*consumer._seeks)
     assert sought == [(TOPIC, 100)]  # one seek for the run, to its lowest offset
+
+
+async def test_a_message_skipped_while_flow_waits_for_recovery_is_read_again_when_flow_resumes() -> None:
+    # after the rebalance's seek to the committed offset, flow stays stopped until table recovery ends:
+    # a message fetched then is skipped, and no later seek to the committed offset reads it again
+    consumer = _consumer(SafeConsumer, 100)
+    sought = _seeking(consumer)
+    active = False
+    consumer.app.flow_control = SimpleNamespace(is_active=lambda: active)
+    assert _message(105, tracked=False).ack(consumer) is False
+    await asyncio.sleep(1.2)
+    assert sought == []  # not while flow is stopped: the stream would skip it again
+    active = True
+    await asyncio.gather(*consumer._seeks)
+    assert sought == [(TOPIC, 105)]
+
+
+async def test_a_skip_before_a_seek_to_the_committed_offset_needs_no_seek_of_its_own(monkeypatch: Any) -> None:
+    consumer = _consumer(SafeConsumer, 100)
+    sought = _seeking(consumer)
+
+    async def faust_seek_to_committed(self: Any) -> dict[TP, int]:
+        return {TOPIC: 100}
+
+    monkeypatch.setattr(FaustConsumer, "seek_to_committed", faust_seek_to_committed)
+    assert _message(105, tracked=False).ack(consumer) is False
+    await consumer.seek_to_committed()  # the rebalance ends: 100 onwards is read again, 105 with it
+    await asyncio.gather(*consumer._seeks)
+    assert sought == []  # a seek to 105 now could jump past 100..104 before the stream reads them
 
 
 def test_no_read_offset_is_remembered_so_nothing_is_gap_filled_or_dropped() -> None:
