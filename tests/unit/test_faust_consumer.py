@@ -45,8 +45,9 @@ def _seeking(consumer: Any) -> list[tuple[TP, int]]:
     return sought
 
 
-def _message(offset: int, tracked: bool = True) -> ConsumerMessage:
-    message = ConsumerMessage(TOPIC.topic, TOPIC.partition, offset, 0.0, 0, None, b"k", b"v", None, tp=TOPIC)
+def _message(offset: int, tracked: bool = True, generation: int = 0) -> ConsumerMessage:
+    message = ConsumerMessage(TOPIC.topic, TOPIC.partition, offset, 0.0, 0, None, b"k", b"v", None, tp=TOPIC,
+                              generation_id=generation)
     message.tracked = tracked
     return message
 
@@ -174,8 +175,7 @@ async def test_a_message_a_stream_skips_in_a_rebalance_reaches_the_consumer_to_b
     channel = app.channel()
 
     def event(offset: int, generation: int) -> Any:
-        message = ConsumerMessage(TOPIC.topic, 0, offset, 0.0, 0, None, b"k", b"v", None, tp=TOPIC,
-                                  generation_id=generation)
+        message = _message(offset, tracked=False, generation=generation)  # not yet taken by a stream
         message.refcount = 1  # delivered to this one stream
         return channel._create_event(b"k", f"v{offset}".encode(), {}, message)
 
