@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import argparse
 import base64
+import email.parser
+import email.policy
 import gzip
 import hashlib
 import hmac
@@ -38,10 +40,12 @@ import threading
 import time
 import uuid
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import lz4.frame
@@ -125,20 +129,56 @@ def load_users(path: Path) -> dict[str, User]:
     }
 
 
+MAX_URI = 1 << 20  # ClickHouse's http_max_uri_size
+
+
+def form_fields(content_type: str, body: bytes) -> dict[str, str] | None:
+    """The fields of a form-encoded body (the query and ``param_*``), or ``None`` if the body is not a form.
+
+    ClickHouse reads a query and its parameters from form fields as from the URL; a file part
+    (external data for a temporary table) is not served here and is refused by name.
+    """
+    # curl's --data-binary says x-www-form-urlencoded for a bare query: ClickHouse reads that body as the query
+    if content_type.split(";", 1)[0].strip().lower() != "multipart/form-data":
+        return None
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body)
+    fields: dict[str, str] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if part.get_param("filename", header="content-disposition") is not None:
+            raise ClickHouseError.make(48, f"external data (form file {name!r}) is not supported by this server")
+        payload = part.get_payload(decode=True)
+        raw = payload if isinstance(payload, bytes) else b""
+        fields[str(name)] = raw.decode(part.get_content_charset() or "utf-8")
+    return fields
+
+
 def decompress(body: bytes, encoding: str | None) -> bytes:
     """Undo a request's Content-Encoding (what clickhouse-connect and curl send)."""
     enc = (encoding or "").strip().lower()
     if enc in ("", "identity"):
         return body
+    # clickhouse-connect compresses each block of a large insert as a frame of its own: read every frame
     if enc == "lz4":
-        return lz4.frame.decompress(body)
+        return _frames(body, lambda: lz4.frame.LZ4FrameDecompressor())
     if enc == "zstd":
-        return zstandard.ZstdDecompressor().decompressobj().decompress(body)
+        return _frames(body, lambda: zstandard.ZstdDecompressor().decompressobj())
     if enc in ("gzip", "x-gzip"):
         return gzip.decompress(body)
     if enc == "deflate":
         return zlib.decompress(body)
     raise ClickHouseError.make(1, f"Unknown Content-Encoding of HTTP request: {enc}")
+
+
+def _frames(body: bytes, decompressor: Callable[[], Any]) -> bytes:
+    """Concatenated compression frames, decompressed one after another."""
+    out, rest = [], body
+    while rest:
+        d = decompressor()
+        out.append(d.decompress(rest))
+        rest = d.unused_data
+    return b"".join(out)
 
 
 def compress(body: bytes, accept: str | None) -> tuple[bytes, str | None]:
@@ -271,6 +311,33 @@ class Handler(BaseHTTPRequestHandler):
     server_version = SERVER_NAME
     server: Server
 
+    def handle_one_request(self) -> None:
+        """http.server's loop with ClickHouse's URI limit (``http_max_uri_size``, 1 MiB) instead of 64 KiB.
+
+        Bound parameters travel in the URL (up to 4 KB from clickhouse-connect's queries, but
+        without limit from ``command()``), so a server that stops at 64 KiB refuses what ClickHouse takes.
+        """
+        try:
+            self.raw_requestline = self.rfile.readline(MAX_URI + 1)
+            if len(self.raw_requestline) > MAX_URI:
+                self.requestline, self.request_version, self.command = "", "", ""
+                self.send_error(HTTPStatus.REQUEST_URI_TOO_LONG)
+                return
+            if not self.raw_requestline:
+                self.close_connection = True
+                return
+            if not self.parse_request():
+                return
+            method = getattr(self, f"do_{self.command}", None)
+            if method is None:
+                self.send_error(HTTPStatus.NOT_IMPLEMENTED, f"Unsupported method ({self.command!r})")
+                return
+            method()
+            self.wfile.flush()
+        except TimeoutError as exc:
+            self.log_error("Request timed out: %r", exc)
+            self.close_connection = True
+
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - BaseHTTPRequestHandler's name
         """Log the request line only: queries may hold personal data, so never log their text."""
         log.debug("%s %s", self.command, urlsplit(self.path).path)
@@ -312,6 +379,10 @@ class Handler(BaseHTTPRequestHandler):
             user = self._authenticate(params)
             readonly = user.readonly or self.command == "GET"
             data = decompress(body, self.headers.get("Content-Encoding"))
+            form = form_fields(self.headers.get("Content-Type", ""), data)
+            if form is not None:  # clickhouse-connect sends long bound parameters (> 4 KB) this way
+                params.update(form)
+                data = b""
             sql, payload = self._split_query(params.get("query"), data)
             database = params.get("database") or self.headers.get("X-ClickHouse-Database") or "default"
             fmt = params.get("default_format") or self.headers.get("X-ClickHouse-Format") or "TabSeparated"

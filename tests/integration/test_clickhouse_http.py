@@ -97,6 +97,24 @@ def test_parameters_client_and_server_side(adapter: Adapter) -> None:
     assert client.query("SELECT {x:UInt32} * 2, {s:String}", parameters={"x": 21, "s": "o'k"}).result_rows == [(42, "o'k")]
 
 
+def test_long_bound_parameters_sent_form_encoded_are_served(adapter: Adapter) -> None:
+    """clickhouse-connect moves bound parameters longer than 4 KB from the URL into a multipart form."""
+    import uuid
+
+    client = adapter.client()
+    ids = [str(uuid.uuid4()) for _ in range(10_000)]
+    assert client.query("SELECT length({a:Array(String)}), {a:Array(String)}[10000]", parameters={"a": ids}
+                        ).result_rows == [(10_000, ids[-1])]
+    client.command("CREATE TABLE form_t (id String, n UInt32) ENGINE = MergeTree ORDER BY id")
+    client.insert("form_t", [(i, n) for n, i in enumerate(ids * 10)], column_names=["id", "n"])  # 100,000 rows
+    assert client.query("SELECT count(), uniqExact(id) FROM form_t WHERE id IN {a:Array(String)}",
+                        parameters={"a": ids[:5000]}).result_rows == [(50_000, 5_000)]
+    ro = adapter.client(user="grafana", password=RO_PASSWORD)
+    with pytest.raises(DatabaseError) as err:  # the read-only user stays read-only through a form, too
+        ro.command("INSERT INTO form_t SELECT arrayJoin({a:Array(String)}), 1", parameters={"a": ids})
+    assert err.value.code in (164, 497)
+
+
 def test_arrow_and_dataframe_results(adapter: Adapter) -> None:
     client = adapter.client()
     assert client.query_arrow("SELECT number AS n FROM numbers(5)").column("n").to_pylist() == [0, 1, 2, 3, 4]
