@@ -31,7 +31,6 @@ from __future__ import annotations
 import base64
 import heapq
 import json
-import math
 import random
 import uuid
 from collections.abc import Iterator
@@ -42,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from streams.faces import ClusteredFaces, FaceModel
 from streams.geography import (
     CORRIDORS,
     FAMILY_NAMES,
@@ -138,11 +138,22 @@ class Simulator:
     """Generates crossing and landing events in time order."""
 
     def __init__(self, seed: int = 7, dim: int = 512, days: float = 1.0, end: datetime | None = None,
-                 population: int = 5000) -> None:
-        """A population of ``population`` travellers over ``days`` ending at ``end`` (default: now)."""
+                 population: int = 5000, faces: FaceModel | None = None, returning_share: float | None = None,
+                 rates_per_10k: dict[str, float] | None = None) -> None:
+        """A population of ``population`` travellers over ``days`` ending at ``end`` (default: now).
+
+        ``faces``: the template model of every capture (default :class:`ClusteredFaces`).
+        ``returning_share``: the share of ordinary trips made by someone from the population
+        (who may travel again); the rest are first-time travellers seen once. ``None``: every
+        trip draws from the population. ``rates_per_10k``: planted patterns per 10,000 trips,
+        replacing :data:`RATES_PER_10K` for the kinds it names.
+        """
         self.rng = random.Random(seed)  # noqa: S311 - synthetic data, reproducible by seed, not security
         self.np = np.random.default_rng(seed)
         self.dim = dim
+        self.faces: FaceModel = faces or ClusteredFaces(dim=dim)
+        self.returning_share = returning_share
+        self.rates = {**RATES_PER_10K, **(rates_per_10k or {})}
         self.end = (end or datetime.now(UTC)).replace(microsecond=0)
         self.start = self.end - timedelta(days=days)
         self.truth = Truth(seed=seed)
@@ -192,20 +203,16 @@ class Simulator:
         sex = sex or self.rng.choice("MF")
         years = self.rng.uniform(*age)
         born = self.start.date() - timedelta(days=int(years * 365.25))
-        center = self._centers.get(nationality, self._centers["OTHER"])
-        # Faces cluster by population: a shared component makes impostor scores overlap genuine ones.
-        face = self._unit(math.sqrt(0.25) * center + math.sqrt(0.75) * self._unit(self.np.standard_normal(self.dim)))
+        face = self.faces.face(self.np, self._centers.get(nationality, self._centers["OTHER"]))
         self.truth.persons += 1
         return Person(subject=self.truth.persons, identities=[self._identity(nationality, sex, born)], face=face)
 
     def _capture(self, person: Person, quality: float | None = None) -> dict[str, Any]:
         q = quality if quality is not None else min(1.0, max(0.2, self.rng.gauss(0.75, 0.15)))
-        noise_share = 0.6 + 0.35 * (1 - q)  # poorer captures carry more noise: genuine scores reach impostors
-        noise = self._unit(self.np.standard_normal(self.dim))
-        vec = self._unit(math.sqrt(1 - noise_share**2) * person.face + noise_share * noise)
+        vec = self.faces.capture(self.np, self.rng, person.face, q)
         device = self.rng.choice(["EGATE-V3", "DESK-CAM-2", "MOBILE-K1"])
         return {"modality": "FACE", "template": vec.astype("<f4").tobytes(), "dimension": self.dim,
-                "quality": round(float(q), 3), "capture_device": device}
+                "quality": round(float(q), 3), "capture_device": device, "model": self.faces.model_id}
 
     # -- events -----------------------------------------------------------------------------------------------
     def _crossing(self, person: Person, post_id: str, direction: str, at: datetime, *, purpose: str = "TOURISM",
@@ -293,6 +300,12 @@ class Simulator:
         self.people.append(person)
         return person
 
+    def _traveller(self, at: datetime) -> Person:
+        """Who makes an ordinary trip: someone of the population, or (``returning_share``) a first-timer."""
+        if self.returning_share is not None and self.rng.random() >= self.returning_share:
+            return self._new_person(self._nationality("IDN" if self.rng.random() < 0.5 else "MYS"))
+        return self._free(self.people, at, TRIP_GAP)
+
     def _random_time(self) -> datetime:
         """A moment in the window, following hourly and weekday rhythms (local time)."""
         hour = self.rng.choices(self._hours, weights=self._hour_weights)[0]
@@ -314,7 +327,7 @@ class Simulator:
             person = self._free(self.people[:200], at, COMMUTER_GAP)
             self._trip(person, corridor, at, reverse, purpose="BUSINESS", visa="COMMUTER_PASS")
             return
-        person = self._free(self.people, at, TRIP_GAP)
+        person = self._traveller(at)
         if roll < FAMILY_SHARE:
             parent, kids = person, [self._new_person(person.identities[0].nationality, (2, 17))
                                     for _ in range(self.rng.randint(1, 3))]
@@ -326,7 +339,7 @@ class Simulator:
             guide = person
             self._trip(guide, corridor, at, reverse, purpose="BUSINESS")
             for _ in range(self.rng.randint(8, 25)):
-                tourist = self._free(self.people, at, TRIP_GAP)
+                tourist = self._traveller(at)
                 self._trip(tourist, corridor, at + timedelta(seconds=self.rng.randrange(20, 600)), reverse,
                            purpose="TOURISM", companions=[self._companion(guide, "TOUR_GUIDE", False)])
         elif roll < FAMILY_SHARE + TOUR_GROUP_SHARE + PLACED_WORKER_SHARE and corridor.exit_post.startswith("ID-"):
@@ -485,7 +498,7 @@ class Simulator:
     def events(self, n_crossings: int, landings: int = 3) -> Iterator[tuple[str, dict[str, Any]]]:
         """About ``n_crossings`` crossing events (exactly that many) and some landings, in time order."""
         trips = max(1, n_crossings // 2)
-        for kind, per_10k in RATES_PER_10K.items():
+        for kind, per_10k in self.rates.items():
             expected = trips * per_10k / 10_000
             count = int(expected) + (1 if self.rng.random() < expected - int(expected) else 0)
             for _ in range(count):
@@ -555,21 +568,36 @@ def write_truth(truth: Truth, out_dir: Path) -> None:
 def simulated_facts(sim: Simulator, crossings: int, landings: int, tok: Tokeniser) -> Iterator[Fact]:
     """The trafficking facts the pipeline would make from a simulation, in event order.
 
-    Biometric subjects come from the ground truth (a perfect dedup): for measuring
-    and training the rules on their own.
+    Biometric subjects come from the ground truth (a perfect dedup): each document's face is
+    its subject, a second face under a document is another subject, and one face under a
+    second document is a confirmed link. For measuring and training the rules on their own.
     """
     from agents.pseudonymise import crossing_row, landing_row, person_token
-    from agents.trafficking import crossing_facts, decision_facts, landing_facts
+    from agents.trafficking import crossing_facts, decision_facts, landing_facts, link_facts
 
+    documents: dict[int, list[str]] = {}  # true person → the documents they were seen with, first first
     for kind, record in sim.events(crossings, landings):
         if kind == "landing":
             yield from landing_facts(record, landing_row(record, tok), tok)
             continue
         row = crossing_row(record, tok)
         yield from crossing_facts(record, row, tok)
-        subject = sim.truth.event_subject.get(record["event_id"])
-        if subject is not None:
-            yield from decision_facts({"subject_id": tok.token("subject", str(subject)),
-                                       "identity_token": person_token(tok, record["traveller"]),
-                                       "event_id": record["event_id"],
-                                       "occurred_at": row["occurred_at"], "post_id": row["post_id"]})
+        person = sim.truth.event_subject.get(record["event_id"])
+        if person is None:
+            continue
+        identity = person_token(tok, record["traveller"])
+        subject = tok.token("subject", str(person), identity)
+        yield from decision_facts({"subject_id": subject, "identity_token": identity, "event_id": record["event_id"],
+                                   "occurred_at": row["occurred_at"], "post_id": row["post_id"]})
+        seen = documents.setdefault(person, [])
+        if identity not in seen:
+            seen.append(identity)
+            if len(seen) > 1:  # a link between this document's subject and the first one's
+                first = tok.token("subject", str(person), seen[0])
+                a, b = sorted([(first, seen[0]), (subject, identity)])
+                link = tok.token("link", a[0], b[0])
+                yield from link_facts({"key": f"subject:{a[0]}", "event_id": f"L{link}/{n}",
+                                       "occurred_at": row["occurred_at"], "post_id": row["post_id"],
+                                       "traveller": side[1], "subject": other[0], "score": 1.0,
+                                       "thresholds_version": "truth"}
+                                      for n, (side, other) in enumerate(((a, b), (b, a))))

@@ -276,6 +276,9 @@ def _check_traveller(traveller: dict[str, Any], path: str, occurred: datetime | 
     return errors
 
 
+_MODEL = re.compile(r"[A-Za-z0-9._/:+-]{1,64}")
+
+
 def _check_biometric(capture: dict[str, Any] | None, path: str) -> list[FieldError]:
     if capture is None:
         return []
@@ -284,4 +287,8 @@ def _check_biometric(capture: dict[str, Any] | None, path: str) -> list[FieldErr
         errors.append(FieldError(f"{path}.template", "invalid_template", "length is not 4 bytes x dimension"))
     if not 0.0 <= capture["quality"] <= 1.0:
         errors.append(FieldError(f"{path}.quality", "out_of_range", "must be within [0, 1]"))
+    model = capture.get("model", "unspecified")
+    if not _MODEL.fullmatch(model):
+        errors.append(FieldError(f"{path}.model", "invalid_format",
+                                 "1-64 characters of letters, digits and . _ / : + - (an algorithm name and version)"))
     return errors
