@@ -1,27 +1,40 @@
-"""Dedup on the stream: captures → probes → shard visits → decisions, links and gallery records (pure functions).
+"""Dedup on the stream: captures → identity shards → decisions, samples, and link evidence (pure functions).
 
 The Faust agents in :mod:`streams.app` only loop, call these and send:
 
-1. ingest turns each biometric capture of a crossing or landing into a probe
-   (sealed template, identity token) sent to the first shard of its chain;
-   sealed under the person's own key (:mod:`agents.sealing`);
-2. each shard searches its part of the gallery (:meth:`agents.dedup.Shard.visit`)
-   and forwards the probe with the best candidates so far to the next shard;
-3. the last shard of the chain is the probe's owner: it decides, enrols new
-   subjects (a sealed :data:`GALLERY_ENTRY` record, the shard's changelog), sends
-   aliases to the shard of a linked subject, and emits the decision row and, for
-   a red or yellow link, an ``IdentityLink`` for adjudication;
-4. an ERASE command (``lintas erase``) makes a shard forget an erased subject
-   and drop the erased identity from the subjects that presented it.
+1. ingest turns each biometric capture into a CAPTURE command for the shard of the
+   identity presented (``model|identity`` → one partition of ``biometric.probes``), so
+   every capture under one document reaches one shard, whatever post sent it;
+2. that shard verifies it 1:1 (:mod:`agents.dedup`) and keeps the identity's subjects
+   and their samples; a changed decision is a row (its revision wins in ClickHouse);
+3. a new sample is searched 1:N in its own shard and sent (SEARCH) to every other
+   shard; each shard keeps every pair of samples of two identities scoring at or
+   above the model's pair floor and tells the link agent (:mod:`agents.links`); a
+   sample that is replaced is withdrawn (FORGET) the same way;
+4. an ERASE command (``lintas erase``) drops an identity and every pair with it.
 
-Templates exist in clear only inside a shard's memory: sealed on Kafka, absent
-from rows, links, logs and dead letters.
+**No pair is missed, at any pace.** A shard applies its partition in log order; a
+sample's SEARCHes are sent only after its shard has applied it. Two samples ``x``
+(shard s) and ``y`` (shard t) would both be missed only if SEARCH x came before y in
+t's log and SEARCH y before x in s's log; but SEARCH y is appended after y was applied,
+which is after SEARCH x was appended, which is after x was applied: a cycle. So every
+pair is scored at least once, and link evidence is a function of the samples alone.
+
+**Replays change nothing.** A batch's sends (commands, pairs, rows) are acknowledged
+before its identity records, and those before its offsets are committed; a record's
+version is the highest offset it reflects, and a replayed CAPTURE at or below it, or a
+capture the identity already holds, is skipped.
+
+Templates exist in clear only inside a shard's memory: sealed on Kafka, absent from
+rows, links, logs and dead letters.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,19 +45,32 @@ from typing import Any
 import fastavro
 import numpy as np
 
-from agents.dedup import Candidate, Decision, Outcome, Probe, Shard, Thresholds, Visit, route, shard_of
-from agents.gallery import check_template
+from agents.dedup import (
+    IdentityState,
+    ModelThresholds,
+    Namer,
+    Seen,
+    SubjectState,
+    ThresholdSet,
+    Verdict,
+    changed,
+    identity_key,
+)
+from agents.gallery import SampleIndex, check_template
 from agents.pseudonymise import Tokeniser, person_token
-from agents.sealing import KeyDestroyed, SealError, SubjectSealer, person_key, subject_key
+from agents.sealing import KeyDestroyed, SealError, SubjectSealer, person_key
 from streams.wire import avro_bytes
 
 _INTERNAL = Path(__file__).resolve().parent.parent / "schemas" / "internal"
-PROBE_COMMAND = fastavro.parse_schema(json.loads((_INTERNAL / "ProbeCommand.avsc").read_text()))
-GALLERY_ENTRY = fastavro.parse_schema(json.loads((_INTERNAL / "GalleryEntry.avsc").read_text()))
-LINK_OUTCOMES = {Outcome.LINK_RED: "RED", Outcome.LINK_YELLOW: "YELLOW"}
+DEDUP_COMMAND = fastavro.parse_schema(json.loads((_INTERNAL / "DedupCommand.avsc").read_text()))
+_NAMED: dict[str, Any] = {}
+IDENTITY_RECORD = fastavro.parse_schema(json.loads((_INTERNAL / "IdentityRecord.avsc").read_text()), _NAMED)
+LINK_COMMAND = fastavro.parse_schema(json.loads((_INTERNAL / "LinkCommand.avsc").read_text()))
+EPOCH = datetime.fromtimestamp(0, UTC)
 
 
-def _read(schema: Any, data: bytes) -> dict[str, Any]:
+def read(schema: Any, data: bytes) -> dict[str, Any]:
+    """One record of an internal schema."""
     return fastavro.schemaless_reader(io.BytesIO(data), schema, schema)  # type: ignore[return-value]
 
 
@@ -58,8 +84,8 @@ def opened_templates(sealer: SubjectSealer,
     """Open sealed templates: (templates, erased, unreadable); ``None`` where one cannot be opened.
 
     *Erased*: the key was destroyed. *Unreadable*: tampered, moved, or sealed in a format or
-    with a key this store never had (e.g. a record from before per-subject sealing). Neither
-    stops the batch: one bad record must not halt a shard (the caller counts and logs them).
+    with a key this store never had. Neither stops the batch: one bad record must not halt
+    a shard (the caller counts and logs them).
     """
     out: list[np.ndarray | None] = []
     erased = unreadable = 0
@@ -75,7 +101,7 @@ def opened_templates(sealer: SubjectSealer,
 
 @dataclass(frozen=True)
 class Capture:
-    """One person's biometric capture in an event, with the identity they presented (a token)."""
+    """One person's biometric capture in an event, with the identity they presented (a token) and its kind."""
 
     probe_id: str
     event_id: str
@@ -85,6 +111,12 @@ class Capture:
     identity: str
     capture: dict[str, Any]
     field: str
+    identity_kind: str = "document"
+
+    @property
+    def model(self) -> str:
+        """The capture's template model."""
+        return str(self.capture.get("model") or "unspecified")
 
 
 def captures(record: dict[str, Any], source: str, tok: Tokeniser) -> list[Capture]:
@@ -92,43 +124,48 @@ def captures(record: dict[str, Any], source: str, tok: Tokeniser) -> list[Captur
 
     The identity presented is the person's operations token (:func:`person_token`).
     """
+    def kind(traveller: dict[str, Any]) -> str:
+        return "document" if traveller.get("document") else "name"
+
     if source == "crossing":
         if not record.get("biometric"):
             return []
+        traveller = record["traveller"]
         return [Capture(str(record["event_id"]), str(record["event_id"]), source, record["post"]["post_id"],
-                        record["occurred_at"], person_token(tok, record["traveller"]), record["biometric"],
-                        "biometric")]
+                        record["occurred_at"], person_token(tok, traveller), record["biometric"], "biometric",
+                        kind(traveller))]
     out = []
     for n, person in enumerate(record.get("persons") or []):
         if person.get("biometric"):
             out.append(Capture(f"{record['landing_id']}/{n}", str(record["landing_id"]), source,
                                record["site"]["site_id"], record["occurred_at"], person_token(tok, person["traveller"]),
-                               person["biometric"], f"persons[{n}].biometric"))
+                               person["biometric"], f"persons[{n}].biometric", kind(person["traveller"])))
     return out
 
 
-def search_commands(probes: Sequence[tuple[Capture, np.ndarray]], sealer: SubjectSealer,
-                    shards: int) -> list[tuple[int, bytes]]:
-    """The first hop of each capture's chain: (partition, ProbeCommand bytes), template under the person's key."""
+def shard_of(key: str, shards: int) -> int:
+    """The shard that decides an identity (and holds its subjects): stable across processes and restarts."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") % shards
+
+
+def capture_commands(probes: Sequence[tuple[Capture, np.ndarray]], sealer: SubjectSealer,
+                     shards: int) -> list[tuple[int, bytes]]:
+    """(partition, CAPTURE) for each capture, to its identity's shard; template under the person's key."""
     sealed = sealer.seal([(template_bytes(t), cap.probe_id, person_key(cap.identity)) for cap, t in probes])
-    out = []
-    for (cap, _), value in zip(probes, sealed, strict=True):
-        owner = shard_of(cap.probe_id, shards)
-        first, _ = route(owner, 0, shards)
-        out.append((first, avro_bytes(PROBE_COMMAND, {
-            "kind": "SEARCH", "probe_id": cap.probe_id, "event_id": cap.event_id, "source": cap.source,
-            "post_id": cap.post_id, "occurred_at": cap.occurred_at, "identity": cap.identity,
-            "sealed_template": value, "owner": owner, "hop": 0, "candidates": [], "subject": "",
-        })))
-    return out
+    return [(shard_of(identity_key(cap.model, cap.identity), shards), avro_bytes(DEDUP_COMMAND, {
+        "kind": "CAPTURE", "identity": cap.identity, "identity_kind": cap.identity_kind, "model": cap.model,
+        "probe_id": cap.probe_id, "subject": "", "event_id": cap.event_id, "source": cap.source,
+        "post_id": cap.post_id, "occurred_at": cap.occurred_at, "quality": float(cap.capture["quality"]),
+        "sealed_template": value, "origin": -1, "subjects": [],
+    })) for (cap, _), value in zip(probes, sealed, strict=True)]
 
 
-def erase_command(shard: int, subject: str, identity: str, requested_at: datetime) -> bytes:
-    """An ERASE command for one shard: forget ``subject`` (if it lives there) and ``identity`` everywhere."""
-    return avro_bytes(PROBE_COMMAND, {
-        "kind": "ERASE", "probe_id": "", "event_id": "", "source": "erasure", "post_id": "",
-        "occurred_at": requested_at, "identity": identity, "sealed_template": b"", "owner": shard, "hop": 0,
-        "candidates": [], "subject": subject,
+def erase_command(subjects: Sequence[str], identity: str, requested_at: datetime) -> bytes:
+    """An ERASE command for every shard: forget ``identity`` (any model), its ``subjects`` and their pairs."""
+    return avro_bytes(DEDUP_COMMAND, {
+        "kind": "ERASE", "identity": identity, "identity_kind": "", "model": "", "probe_id": "", "subject": "",
+        "event_id": "", "source": "erasure", "post_id": "", "occurred_at": requested_at, "quality": 0.0,
+        "sealed_template": b"", "origin": -1, "subjects": list(subjects),
     })
 
 
@@ -138,185 +175,457 @@ def probe_template(cap: Capture, dimension: int, quality_floor: float) -> np.nda
     return check_template(c["template"], c["dimension"], c["quality"], dimension, quality_floor)
 
 
-def entries_bytes(entries: Sequence[tuple[str, np.ndarray, dict[str, str]]], sealer: SubjectSealer,
-                  enrolled_at: datetime) -> list[tuple[str, bytes]]:
-    """Subjects' gallery records (their shard's changelog): (subject, record), each template under its subject's key."""
-    sealed = sealer.seal([(template_bytes(t), s, subject_key(s)) for s, t, _ in entries])
-    return [(subject, avro_bytes(GALLERY_ENTRY, {
-        "subject": subject, "sealed_template": value,
-        "identities": [{"identity": i, "probe_id": p} for i, p in sorted(identities.items())],
-        "enrolled_at": enrolled_at,
-    })) for (subject, _, identities), value in zip(entries, sealed, strict=True)]
+def subject_id(tok: Tokeniser, model: str, identity: str, anchor: str | None) -> str:
+    """A subject's pseudonymous id: the identity's primary subject, or the one ``anchor`` (its first capture) began."""
+    return "S" + tok.token("subject", model, identity, anchor or "")[:24]
 
 
-def load_entries(shard: Shard, values: Sequence[bytes | None], sealer: SubjectSealer) -> tuple[int, int]:
-    """Rebuild a shard from its gallery records (later records of a subject win).
-
-    A subject whose key was destroyed (erased) is skipped, and so is one whose record cannot
-    be opened at all (counted: the caller warns). Returns (subjects added, unreadable records).
-    """
-    latest: dict[str, dict[str, Any]] = {}
-    for value in values:
-        if value is None:
-            continue
-        rec = _read(GALLERY_ENTRY, value)
-        latest[rec["subject"]] = rec
-    if not latest:
-        return 0, 0
-    subjects = list(latest)
-    opened, _, unreadable = opened_templates(sealer, [(latest[s]["sealed_template"], s) for s in subjects])
-    kept = [i for i, t in enumerate(opened) if t is not None]
-    if not kept:
-        return 0, unreadable
-    return shard.enrol([subjects[i] for i in kept], np.stack([opened[i] for i in kept]),  # type: ignore[misc]
-                       [{u["identity"]: u["probe_id"] for u in latest[subjects[i]]["identities"]} for i in kept]
-                       ), unreadable
-
-
-@dataclass
-class StepOutput:
-    """What one batch at one shard sends on.
-
-    ``forwards`` and ``aliases``: (partition, ProbeCommand) for biometric.probes;
-    ``gallery``: (subject, GalleryEntry) for biometric.gallery at this shard's partition;
-    ``decisions``: dedup_decisions rows; ``links``: IdentityLink records.
-    """
-
-    forwards: list[tuple[int, bytes]] = field(default_factory=list)
-    aliases: list[tuple[int, bytes]] = field(default_factory=list)
-    gallery: list[tuple[str, bytes]] = field(default_factory=list)
-    decisions: list[dict[str, Any]] = field(default_factory=list)
-    links: list[dict[str, Any]] = field(default_factory=list)
-    erased: int = 0  # probes dropped because their person was erased while they were in flight
-    unreadable: int = 0  # probes dropped because their template could not be opened (tampered, foreign)
+def link_id(tok: Tokeniser, first: str, second: str) -> str:
+    """One link per pair of subjects, whichever found the other."""
+    return "L" + tok.token("link", *sorted((first, second)))[:24]
 
 
 @dataclass(frozen=True)
 class DedupConfig:
-    """What a shard step needs besides the shard: thresholds, sealing, tokens, shard count, index name."""
+    """What a shard step needs besides the shard: thresholds, sealing, tokens, shard count, window, index sizes."""
 
-    thresholds: Thresholds
+    thresholds: ThresholdSet
     sealer: SubjectSealer
     tok: Tokeniser
     shards: int
-    index_kind: str
+    window: int = 32
+    exact_max: int = 250_000
+    rerank: int = 300
+    dimension: int = 512
+
+    def namer(self, state: IdentityState) -> Namer:
+        """Subject ids for one identity."""
+        return lambda anchor: subject_id(self.tok, state.model, state.identity, anchor)
+
+    def link(self, a: str, b: str) -> str:
+        """The link id of two subjects."""
+        return link_id(self.tok, a, b)
 
 
-def subject_id(tok: Tokeniser, probe_id: str) -> str:
-    """The pseudonymous id a probe's subject gets if enrolled: the same on every replay."""
-    return "S" + tok.token("subject", probe_id)[:24]
+@dataclass(frozen=True)
+class PairRecord:
+    """A pair found in this shard: local sample (subject, probe) of an identity here, the remote one, their link."""
+
+    local: tuple[str, str]
+    remote: tuple[str, str]
+    remote_identity: str  # identity key
+    link_id: str
 
 
-def link_id(tok: Tokeniser, subject: str, identity: str) -> str:
-    """One link per subject and identity, however often it is raised."""
-    return "L" + tok.token("link", subject, identity)[:24]
+def _sample_key(sample: tuple[str, str]) -> str:
+    return f"{sample[0]}/{sample[1]}"
 
 
-def shard_step(shard: Shard, commands: Sequence[bytes], cfg: DedupConfig, now: datetime) -> StepOutput:
-    """Apply a batch of ProbeCommands to ``shard``: aliases and erasures, then searches (one batched search)."""
-    out = StepOutput()
-    searches: list[dict[str, Any]] = []
-    rewrite: dict[str, np.ndarray | None] = {}  # subjects whose gallery record changes (None: the shard's template)
-    for raw in commands:
-        cmd = _read(PROBE_COMMAND, raw)
-        if cmd["kind"] == "ALIAS":
-            if shard.add_identity(cmd["subject"], cmd["identity"], cmd["probe_id"]):
-                rewrite.setdefault(cmd["subject"], None)
-        elif cmd["kind"] == "ERASE":
-            _, changed = shard.erase(cmd["subject"], cmd["identity"])
-            rewrite.pop(cmd["subject"], None)
-            for subject in changed:
-                rewrite.setdefault(subject, None)
+def pair_key(a: tuple[str, str], b: tuple[str, str], finder: int) -> str:
+    """A pair's key at the link agent: both samples (in order) and the shard that found it."""
+    x, y = sorted((_sample_key(a), _sample_key(b)))
+    return f"{x}~{y}@{finder}"
+
+
+class Shard:
+    """One gallery shard: the identities hashed here, their subjects' samples in 1:N indexes, the pairs found here."""
+
+    def __init__(self, number: int) -> None:
+        """An empty shard."""
+        self.number = number
+        self.identities: dict[str, IdentityState] = {}
+        self.galleries: dict[str, SampleIndex] = {}
+        self.pairs: dict[str, dict[tuple[tuple[str, str], tuple[str, str]], PairRecord]] = {}  # identity key → pairs
+        self._by_remote: dict[tuple[str, str], set[tuple[str, tuple[str, str]]]] = {}  # remote → (identity, local)
+        self._by_remote_identity: dict[str, set[tuple[str, str]]] = {}  # remote identity key → remote samples
+        self.samples: dict[str, dict[tuple[str, str], Seen]] = {}  # identity key → current samples
+
+    def __len__(self) -> int:
+        """Identities held."""
+        return len(self.identities)
+
+    def sample_count(self) -> int:
+        """Samples in the indexes."""
+        return sum(len(g) for g in self.galleries.values())
+
+    def gallery(self, model: str, cfg: DedupConfig) -> SampleIndex:
+        """The 1:N index of one model (created empty)."""
+        if model not in self.galleries:
+            self.galleries[model] = SampleIndex(cfg.dimension, cfg.exact_max, cfg.rerank)
+        return self.galleries[model]
+
+    def record_pair(self, owner: str, rec: PairRecord) -> bool:
+        """Keep a pair under the identity of its local sample; False if it was kept already."""
+        held = self.pairs.setdefault(owner, {})
+        if (rec.local, rec.remote) in held:
+            return False
+        held[(rec.local, rec.remote)] = rec
+        self._by_remote.setdefault(rec.remote, set()).add((owner, rec.local))
+        self._by_remote_identity.setdefault(rec.remote_identity, set()).add(rec.remote)
+        return True
+
+    def drop_pairs(self, owner: str, local: tuple[str, str] | None = None) -> list[PairRecord]:
+        """Forget the pairs kept under ``owner`` (only those of sample ``local`` if given)."""
+        held = self.pairs.get(owner, {})
+        gone = [r for k, r in held.items() if local is None or k[0] == local]
+        for r in gone:
+            del held[(r.local, r.remote)]
+            self._by_remote.get(r.remote, set()).discard((owner, r.local))
+        if not held:
+            self.pairs.pop(owner, None)
+        return gone
+
+    def pairs_with(self, remote: tuple[str, str]) -> list[tuple[str, PairRecord]]:
+        """(owner, pair) for every pair kept here with the remote sample ``remote``."""
+        return [(owner, self.pairs[owner][(local, remote)]) for owner, local in sorted(self._by_remote.get(remote, ()))
+                if (local, remote) in self.pairs.get(owner, {})]
+
+    def remotes_of(self, identity: str) -> list[tuple[str, str]]:
+        """Remote samples of an identity key that pairs here name."""
+        return sorted(self._by_remote_identity.get(identity, ()))
+
+    def set_samples(self, key: str, samples: dict[tuple[str, str], Seen], cfg: DedupConfig) -> None:
+        """Make ``samples`` the identity's current samples in its model's index."""
+        state = self.identities[key]
+        old = self.samples.get(key, {})
+        index = self.gallery(state.model, cfg)
+        index.remove([(key, s) for s in old if s not in samples])
+        fresh = [s for s in samples if s not in old]
+        if fresh:
+            index.add([(key, s) for s in fresh], np.stack([samples[s].template for s in fresh]), [key] * len(fresh))
+        if samples:
+            self.samples[key] = dict(samples)
         else:
-            searches.append(cmd)
-    templates, out.erased, out.unreadable = opened_templates(
-        cfg.sealer, [(c["sealed_template"], c["probe_id"]) for c in searches])
-    searches = [c for c, t in zip(searches, templates, strict=True) if t is not None]
-    visits = []
-    for cmd, template in zip(searches, [t for t in templates if t is not None], strict=True):
-        probe = Probe(cmd["probe_id"], template, cmd["identity"])
-        carried = tuple(Candidate(c["subject"], c["shard"], c["score"], c["same_identity"])
-                        for c in cmd["candidates"])
-        visits.append(Visit(probe, carried, final=route(cmd["owner"], cmd["hop"], cfg.shards)[1]))
-    results = shard.visit(visits, cfg.thresholds, lambda probe_id: subject_id(cfg.tok, probe_id)) if visits else []
-    for cmd, visit, result in zip(searches, visits, results, strict=True):
-        if result.decision is None:
-            nxt, _ = route(cmd["owner"], cmd["hop"] + 1, cfg.shards)
-            out.forwards.append((nxt, avro_bytes(PROBE_COMMAND, {
-                **cmd, "hop": cmd["hop"] + 1,
-                "candidates": [c.__dict__ for c in result.candidates]})))
+            self.samples.pop(key, None)
+
+
+@dataclass
+class StepOutput:
+    """What one batch at one shard sends on, in this order: commands, links and rows, then records.
+
+    ``commands``: (partition, DedupCommand) for other shards (SEARCH, FORGET);
+    ``links``: (link id, LinkCommand) for biometric.pairs; ``decisions``: dedup_decisions rows
+    (new or changed verdicts); ``searches``: dedup_searches rows (the best 1:N score of each
+    search, for the accuracy monitor); ``records``: (identity key, IdentityRecord or None)
+    for biometric.gallery at this shard's partition, sent last.
+    """
+
+    commands: list[tuple[int, bytes]] = field(default_factory=list)
+    links: list[tuple[str, bytes]] = field(default_factory=list)
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+    searches: list[dict[str, Any]] = field(default_factory=list)
+    records: list[tuple[str, bytes | None]] = field(default_factory=list)
+    erased: int = 0  # commands dropped because their person was erased while they were in flight
+    unreadable: int = 0  # commands dropped because their template could not be opened (tampered, foreign)
+    duplicates: int = 0  # captures applied before (resends, replays)
+    late: int = 0  # captures older than their identity's whole window
+    uncalibrated: set[str] = field(default_factory=set)  # models decided with the default thresholds
+
+
+@dataclass(frozen=True)
+class _Query:
+    """One 1:N search: a sample (own or remote), who it belongs to, its template."""
+
+    sample: tuple[str, str]
+    identity: str  # identity token
+    owner: str  # identity key
+    model: str
+    template: np.ndarray
+    side: dict[str, Any]  # the LinkSide of the searched sample
+
+
+def _side(subject: str, identity: str, c: Seen) -> dict[str, Any]:
+    return {"subject": subject, "identity": identity, "probe_id": c.probe_id, "event_id": c.event_id,
+            "source": c.source, "post_id": c.post_id, "occurred_ms": c.occurred_ms, "quality": float(c.quality)}
+
+
+def shard_step(shard: Shard, messages: Sequence[tuple[int, bytes]], cfg: DedupConfig, now: datetime) -> StepOutput:
+    """Apply a batch of (offset, DedupCommand) to ``shard``, in log order where it matters (see the module doc)."""
+    out = StepOutput()
+    commands = [(offset, read(DEDUP_COMMAND, raw)) for offset, raw in messages]
+    sealed = [(i, c) for i, (_, c) in enumerate(commands) if c["kind"] in ("CAPTURE", "SEARCH")]
+    opened, out.erased, out.unreadable = opened_templates(
+        cfg.sealer, [(c["sealed_template"], c["probe_id"]) for _, c in sealed])
+    templates = {i: t for (i, _), t in zip(sealed, opened, strict=True)}
+    top = max((offset for offset, _ in messages), default=-1)
+    touched: set[str] = set()  # identity records to write
+    before: dict[str, dict[str, Verdict]] = {}
+    frozen: dict[str, list[tuple[Seen, Verdict]]] = {}
+    remote_queries: list[_Query] = []
+    forgets: list[tuple[tuple[str, str], bool]] = []
+    for i, (offset, cmd) in enumerate(commands):
+        kind = cmd["kind"]
+        if kind == "ERASE":
+            _erase(shard, cmd, cfg, out, touched)
             continue
-        decision = result.decision
-        if result.enrolled and decision.subject:
-            rewrite[decision.subject] = visit.probe.template
-        if result.alias is not None:
-            out.aliases.append((result.alias.shard, avro_bytes(PROBE_COMMAND, {
-                **cmd, "kind": "ALIAS", "sealed_template": b"", "candidates": [], "subject": result.alias.subject})))
-        out.decisions.append(decision_row(cmd, decision, result.candidates, cfg, now))
-        if decision.outcome in LINK_OUTCOMES:
-            out.links.append(link_record(cmd, decision, cfg, now))
-    out.gallery = entries_bytes([(s, t if t is not None else shard.template(s), shard.identities[s])
-                                 for s, t in rewrite.items() if s in shard.identities], cfg.sealer, now)
+        if kind == "FORGET":
+            forgets.append(((cmd["subject"], cmd["probe_id"]), False))
+            continue
+        template = templates.get(i)
+        if template is None:
+            continue  # erased or unreadable (counted)
+        if kind == "SEARCH":
+            remote_queries.append(_Query((cmd["subject"], cmd["probe_id"]), cmd["identity"],
+                                         identity_key(cmd["model"], cmd["identity"]), cmd["model"], template, {
+                                             "subject": cmd["subject"], "identity": cmd["identity"],
+                                             "probe_id": cmd["probe_id"], "event_id": cmd["event_id"],
+                                             "source": cmd["source"], "post_id": cmd["post_id"],
+                                             "occurred_ms": _ms(cmd["occurred_at"]), "quality": cmd["quality"]}))
+            continue
+        key = identity_key(cmd["model"], cmd["identity"])
+        state = shard.identities.get(key)
+        if state is None:
+            state = shard.identities[key] = IdentityState(key, cmd["identity"], cmd["identity_kind"], cmd["model"])
+        if offset <= state.version:
+            out.duplicates += 1
+            continue
+        t = cfg.thresholds.for_model(state.model)
+        if state.model not in cfg.thresholds.models:
+            out.uncalibrated.add(state.model)
+        name = cfg.namer(state)
+        if key not in before:
+            before[key] = dict(state.resolve(t, name)[0])
+        seen = Seen(cmd["probe_id"], cmd["event_id"], cmd["source"], cmd["post_id"], _ms(cmd["occurred_at"]),
+                    float(cmd["quality"]), template, cmd["sealed_template"])
+        late_before = state.late
+        if not state.add(seen, t, name, cfg.window):
+            out.duplicates += 1
+            continue
+        out.late += state.late - late_before
+        frozen.setdefault(key, []).extend(state.take_frozen())
+        touched.add(key)
+
+    # decisions that changed, and the samples they leave
+    own_queries: list[_Query] = []
+    removed: list[tuple[str, tuple[str, str]]] = []
+    for key in sorted(before):
+        state = shard.identities.get(key)
+        if state is None:
+            continue  # erased later in the batch
+        t = cfg.thresholds.for_model(state.model)
+        name = cfg.namer(state)
+        verdicts, _ = state.resolve(t, name)
+        captured = {c.probe_id: c for c in state.window}
+        decided = [(c, v) for c, v in frozen.get(key, []) if not v.same(before[key].get(c.probe_id))]
+        decided += [(captured[v.probe_id], v) for v in changed(before[key], verdicts)]
+        out.decisions += [decision_row(state, c, v, t, cfg, now) for c, v in decided]
+        samples = state.samples(t, name)
+        old = shard.samples.get(key, {})
+        removed += [(key, s) for s in sorted(old) if s not in samples]
+        own_queries += [_Query(s, state.identity, key, state.model, samples[s].template,
+                               _side(s[0], state.identity, samples[s])) for s in sorted(samples) if s not in old]
+        shard.set_samples(key, samples, cfg)
+
+    # withdrawn samples: their pairs here, and (FORGET) those found in the other shards
+    for key, sample in removed:
+        state = shard.identities[key]
+        for rec in shard.drop_pairs(key, sample):
+            out.links.append((rec.link_id, _unpair(rec, shard.number)))
+        forgets.append((sample, False))
+        out.commands += [(s, _forget(state, sample, shard.number, now)) for s in range(cfg.shards) if s != shard.number]
+
+    # 1:N: new samples here and samples searched from elsewhere, against this shard's indexes
+    queries = own_queries + remote_queries
+    for model in sorted({q.model for q in queries}):
+        batch = [q for q in queries if q.model == model]
+        t = cfg.thresholds.for_model(model)
+        index = shard.gallery(model, cfg)
+        # the index's float32 scores can differ in the last bits with the batch's make-up; a pair's score is
+        # recomputed in float64 from the two templates, so it is the same whichever shard finds it, and when
+        results = index.search(np.stack([q.template for q in batch]), t.pair_floor - 1e-4, [q.owner for q in batch])
+        for q, (hits, best) in zip(batch, results, strict=True):
+            out.searches.append(search_row(q, best, shard.number, index.kind, now))
+            for (owner, local), _ in hits:
+                score = exact_score(q.template, shard.samples[owner][local].template)
+                if score < t.pair_floor:
+                    continue
+                rec = PairRecord(local, q.sample, q.owner, cfg.link(local[0], q.sample[0]))
+                if shard.record_pair(owner, rec):
+                    touched.add(owner)
+                    local_state = shard.identities[owner]
+                    local_side = _side(local[0], local_state.identity, shard.samples[owner][local])
+                    out.links.append((rec.link_id, _pair(rec, model, score, local_side, q.side, shard.number)))
+    for q in own_queries:
+        state = shard.identities[q.owner]
+        c = shard.samples[q.owner][q.sample]
+        out.commands += [(s, _search(state, q.sample, c, shard.number)) for s in range(cfg.shards) if s != shard.number]
+
+    # FORGET (from other shards, or ours): the pairs found here with a sample that is no longer one
+    for sample, erased in forgets:
+        for owner, rec in shard.pairs_with(sample):
+            _drop_one(shard, owner, rec)
+            touched.add(owner)
+            out.links.append((rec.link_id, _unpair(rec, shard.number, erased)))
+
+    for key in sorted(touched):
+        state = shard.identities.get(key)
+        if state is None:
+            out.records.append((key, None))
+            continue
+        state.version = max(state.version, top)
+        out.records.append((key, record_bytes(state, shard.pairs.get(key, {}).values(), shard.samples.get(key, {}))))
     return out
 
 
-def decision_row(cmd: dict[str, Any], decision: Decision, candidates: Sequence[Candidate], cfg: DedupConfig,
+def exact_score(a: np.ndarray, b: np.ndarray) -> float:
+    """Cosine of two unit templates in float64, rounded to 6 places: the same value however it is reached."""
+    return round(float(np.dot(a.astype(np.float64), b.astype(np.float64))), 6)
+
+
+def _drop_one(shard: Shard, owner: str, rec: PairRecord) -> None:
+    held = shard.pairs.get(owner, {})
+    held.pop((rec.local, rec.remote), None)
+    shard._by_remote.get(rec.remote, set()).discard((owner, rec.local))
+    if not held:
+        shard.pairs.pop(owner, None)
+
+
+def _erase(shard: Shard, cmd: dict[str, Any], cfg: DedupConfig, out: StepOutput, touched: set[str]) -> None:
+    """Forget an erased identity (every model) here, and every pair with it; the link agent drops those links."""
+    identity = cmd["identity"]
+    for key in sorted(k for k, s in shard.identities.items() if s.identity == identity):
+        for rec in shard.drop_pairs(key):
+            out.links.append((rec.link_id, _unpair(rec, shard.number, erased=True)))
+        shard.set_samples(key, {}, cfg)
+        del shard.identities[key]
+        touched.add(key)
+    erased_keys = {k for k in shard._by_remote_identity if k.endswith(f"|{identity}")}
+    for remote_identity in sorted(erased_keys):
+        for remote in shard.remotes_of(remote_identity):
+            for owner, rec in shard.pairs_with(remote):
+                _drop_one(shard, owner, rec)
+                touched.add(owner)
+                out.links.append((rec.link_id, _unpair(rec, shard.number, erased=True)))
+        del shard._by_remote_identity[remote_identity]
+
+
+def _ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
+def _search(state: IdentityState, sample: tuple[str, str], c: Seen, origin: int) -> bytes:
+    return avro_bytes(DEDUP_COMMAND, {
+        "kind": "SEARCH", "identity": state.identity, "identity_kind": state.kind, "model": state.model,
+        "probe_id": c.probe_id, "subject": sample[0], "event_id": c.event_id, "source": c.source,
+        "post_id": c.post_id, "occurred_at": datetime.fromtimestamp(c.occurred_ms / 1000, UTC),
+        "quality": c.quality, "sealed_template": c.sealed, "origin": origin, "subjects": [],
+    })
+
+
+def _forget(state: IdentityState, sample: tuple[str, str], origin: int, now: datetime) -> bytes:
+    return avro_bytes(DEDUP_COMMAND, {
+        "kind": "FORGET", "identity": state.identity, "identity_kind": state.kind, "model": state.model,
+        "probe_id": sample[1], "subject": sample[0], "event_id": "", "source": "", "post_id": "",
+        "occurred_at": now, "quality": 0.0, "sealed_template": b"", "origin": origin, "subjects": [],
+    })
+
+
+def _pair(rec: PairRecord, model: str, score: float, local: dict[str, Any], remote: dict[str, Any],
+          finder: int) -> bytes:
+    sides = sorted([local, remote], key=lambda s: s["subject"])
+    return avro_bytes(LINK_COMMAND, {
+        "kind": "PAIR", "link_id": rec.link_id, "model": model, "pair": pair_key(rec.local, rec.remote, finder),
+        "score": score, "sides": sides, "erased": False, "status": "", "officer_token": "", "decided_at": EPOCH,
+    })
+
+
+def _unpair(rec: PairRecord, finder: int, erased: bool = False) -> bytes:
+    return avro_bytes(LINK_COMMAND, {
+        "kind": "UNPAIR", "link_id": rec.link_id, "model": "", "pair": pair_key(rec.local, rec.remote, finder),
+        "score": 0.0, "sides": [], "erased": erased, "status": "", "officer_token": "", "decided_at": EPOCH,
+    })
+
+
+def decision_row(state: IdentityState, c: Seen, verdict: Verdict, t: ModelThresholds, cfg: DedupConfig,
                  now: datetime) -> dict[str, Any]:
-    """The dedup_decisions row: ids, scores and the threshold version; never a template."""
+    """The dedup_decisions row of one verdict (its revision wins): ids, scores, thresholds; never a template."""
     return {
-        "probe_id": cmd["probe_id"], "event_id": uuid.UUID(cmd["event_id"]), "source": cmd["source"],
-        "post_id": cmd["post_id"], "occurred_at": cmd["occurred_at"], "outcome": decision.outcome.value,
-        "subject_id": decision.subject or "", "identity_token": cmd["identity"], "score": decision.score,
-        "thresholds_version": decision.thresholds_version, "index_kind": cfg.index_kind,
-        "candidate_subjects": [c.subject for c in candidates], "candidate_scores": [c.score for c in candidates],
-        "decided_at": now, "key_id": cfg.tok.key_id,
+        "probe_id": c.probe_id, "event_id": uuid.UUID(c.event_id), "source": c.source, "post_id": c.post_id,
+        "occurred_at": datetime.fromtimestamp(c.occurred_ms / 1000, UTC), "outcome": verdict.outcome.value,
+        "subject_id": verdict.subject, "identity_token": state.identity, "identity_kind": state.kind,
+        "model": state.model, "score": verdict.score, "quality": c.quality, "thresholds_version": t.label,
+        "index_kind": "1:1", "candidate_subjects": [s for s, _ in verdict.candidates],
+        "candidate_scores": [x for _, x in verdict.candidates], "revision": state.seen, "decided_at": now,
+        "key_id": cfg.tok.key_id,
     }
 
 
-def link_record(cmd: dict[str, Any], decision: Decision, cfg: DedupConfig, now: datetime) -> dict[str, Any]:
-    """A new, open IdentityLink for adjudication (a link decision always names the matched subject)."""
-    subject = decision.subject or ""
-    return {
-        "link_id": link_id(cfg.tok, subject, cmd["identity"]), "subject_id": subject,
-        "identity_token": cmd["identity"], "probe_id": cmd["probe_id"], "event_id": cmd["event_id"],
-        "source": cmd["source"], "post_id": cmd["post_id"], "colour": LINK_OUTCOMES[decision.outcome],
-        "score": decision.score, "thresholds_version": decision.thresholds_version, "status": "OPEN",
-        "officer_token": "", "raised_at": now, "updated_at": now, "key_id": cfg.tok.key_id,
-    }
+def search_row(q: _Query, best: float, shard: int, kind: str, now: datetime) -> dict[str, Any]:
+    """The dedup_searches row: the best score of a sample against another identity in one shard (monitoring)."""
+    return {"subject_id": q.sample[0], "probe_id": q.sample[1], "model": q.model, "post_id": q.side["post_id"],
+            "occurred_at": datetime.fromtimestamp(q.side["occurred_ms"] / 1000, UTC),
+            "quality": float(q.side["quality"]), "shard": shard, "index_kind": kind,
+            "best_score": best, "searched_at": now}
 
 
-STATUS_RANK = {"OPEN": 0, "CONFIRMED": 1, "REJECTED": 1}
+# -- the shard's changelog: one record per identity ---------------------------------------------------------------
+def _sealed(c: Seen) -> dict[str, Any]:
+    return {"probe_id": c.probe_id, "event_id": c.event_id, "source": c.source, "post_id": c.post_id,
+            "occurred_ms": c.occurred_ms, "quality": c.quality, "sealed_template": c.sealed}
 
 
-def link_row(link: dict[str, Any]) -> dict[str, Any]:
-    """The dedup_links row of a link state; ``version`` lets a decided state win over a replayed open one."""
-    updated: datetime = link["updated_at"]
-    version = STATUS_RANK[link["status"]] * 10**13 + int(updated.timestamp() * 1000)
-    return {**link, "event_id": uuid.UUID(str(link["event_id"])), "version": version}
+def record_bytes(state: IdentityState, pairs: Any, samples: dict[tuple[str, str], Seen]) -> bytes:
+    """The identity's IdentityRecord (templates stay as sealed by ingest)."""
+    return avro_bytes(IDENTITY_RECORD, {
+        "identity": state.identity, "identity_kind": state.kind, "model": state.model, "version": state.version,
+        "seen": state.seen, "late": state.late, "cut_ms": state.cut[0] if state.cut else -1,
+        "cut_probe": state.cut[1] if state.cut else "", "slid": state.slid,
+        "base": [{"subject": s.subject, "samples": [_sealed(c) for c in s.samples]} for s in state.base],
+        "window": [_sealed(c) for c in state.window],
+        "pairs": [{"local_subject": r.local[0], "local_probe": r.local[1], "remote_subject": r.remote[0],
+                   "remote_probe": r.remote[1], "remote_identity": r.remote_identity, "link_id": r.link_id}
+                  for r in sorted(pairs, key=lambda r: (r.local, r.remote))],
+    })
 
 
-class AdjudicationRejected(ValueError):
-    """An adjudication decision that cannot be applied; ``code`` and ``field`` for the dead letter."""
+def load_records(shard: Shard, values: Sequence[tuple[bytes | None, bytes | None]],
+                 cfg: DedupConfig) -> tuple[int, int]:
+    """Rebuild a shard from its gallery partition: (key, record) oldest first; the highest version of a key wins.
 
-    def __init__(self, code: str, field: str, reason: str) -> None:
-        """Stable code, the field at fault, and why (never the value)."""
-        self.code, self.field, self.reason = code, field, reason
-        super().__init__(f"{field}: {code}: {reason}")
+    A tombstone removes what came before it. An identity whose key was destroyed (erased) is
+    skipped, and so is one whose templates cannot be opened (counted: the caller warns).
+    Returns (identities loaded, unreadable records).
+    """
+    latest: dict[str, dict[str, Any] | None] = {}
+    for raw_key, value in values:
+        name = (raw_key or b"").decode()
+        if value is None:
+            latest[name] = None
+            continue
+        fresh = read(IDENTITY_RECORD, value)
+        held = latest.get(name)
+        if held is None or fresh["version"] >= held["version"]:
+            latest[name] = fresh
+    loaded = unreadable = 0
+    for key, rec in latest.items():
+        if rec is None:
+            continue
+        captures_ = [c for s in rec["base"] for c in s["samples"]] + rec["window"]
+        opened, erased, bad = opened_templates(cfg.sealer, [(c["sealed_template"], c["probe_id"]) for c in captures_])
+        if erased or bad:
+            unreadable += bool(bad)
+            continue
+        seen = {c["probe_id"]: Seen(c["probe_id"], c["event_id"], c["source"], c["post_id"], c["occurred_ms"],
+                                    c["quality"], t, c["sealed_template"])
+                for c, t in zip(captures_, opened, strict=True) if t is not None}
+        state = IdentityState(key, rec["identity"], rec["identity_kind"], rec["model"],
+                              base=[SubjectState(s["subject"], [seen[c["probe_id"]] for c in s["samples"]])
+                                    for s in rec["base"]],
+                              window=sorted((seen[c["probe_id"]] for c in rec["window"]), key=lambda c: c.order),
+                              version=rec["version"], seen=rec["seen"],
+                              cut=(rec["cut_ms"], rec["cut_probe"]) if rec["cut_ms"] >= 0 else None,
+                              slid=list(rec["slid"]), late=rec["late"])
+        shard.identities[key] = state
+        t = cfg.thresholds.for_model(state.model)
+        shard.set_samples(key, state.samples(t, cfg.namer(state)), cfg)
+        for p in rec["pairs"]:
+            shard.record_pair(key, PairRecord((p["local_subject"], p["local_probe"]),
+                                              (p["remote_subject"], p["remote_probe"]), p["remote_identity"],
+                                              p["link_id"]))
+        loaded += 1
+    return loaded, unreadable
 
 
-def adjudicate(link: dict[str, Any] | None, decision: dict[str, Any], tok: Tokeniser) -> dict[str, Any]:
-    """The link's new state after an officer's decision, or :class:`AdjudicationRejected`."""
-    if link is None:
-        raise AdjudicationRejected("unknown_link", "link_id", "no link with this id was raised")
-    status = "CONFIRMED" if decision["decision"] == "CONFIRM" else "REJECTED"
-    officer = tok.token("officer", decision["officer_id"])
-    if link["status"] == status and link["officer_token"] == officer:
-        return link  # the same decision again (a replay): nothing changes
-    if link["status"] != "OPEN":
-        raise AdjudicationRejected("already_decided", "link_id", f"the link is already {link['status']}")
-    if not decision["officer_id"].strip():
-        raise AdjudicationRejected("missing_officer", "officer_id", "a decision needs the officer's id")
-    decided_at: datetime = decision["decided_at"]
-    if decided_at < link["raised_at"]:
-        raise AdjudicationRejected("before_link", "decided_at", "decided before the link was raised")
-    return {**link, "status": status, "officer_token": officer, "updated_at": decided_at.astimezone(UTC)}
+def nan_to_none(x: float) -> float | None:
+    """A score for JSON: NaN (no comparison made) as null."""
+    return None if math.isnan(x) else x

@@ -1,64 +1,324 @@
-"""Biometric deduplication decisions and the NIST FRTE 1:N accuracy metric (pure functions).
+"""Identity resolution for one presented identity: verify 1:1 first, in event-time order (pure functions).
 
-For each capture, the best candidate over every gallery shard decides: same subject and same
-identity → known traveller; same subject under another document or name → a
-multiple-identity link, red above the confident threshold, yellow (manual review)
-in the grey zone; no candidate above the grey zone → enrol a new subject.
-Thresholds are versioned and every decision carries the version and the score.
+How mature systems decide (EU EES, MOSIP ABIS): a traveller who presents a document
+already on file is *verified* 1:1 against the subjects enrolled under it; 1:N
+identification looks for *other* subjects (:mod:`agents.biometric`, :mod:`agents.links`).
+Here, for the captures presented under one identity (a document token, or a name
+token without a document) and one template model:
+
+* the first capture enrols the identity's primary subject;
+* a later capture is scored against every subject of the identity (the best of each
+  subject's samples: several good captures, best quality first, bounded) and is
+  ``known_traveller`` at or above the model's verification threshold (it may become
+  a sample), ``another_face`` when it scores below the mismatch threshold against all
+  of them at good quality (a second subject under the same document: the evidence of
+  a borrowed or forged document), and ``inconclusive`` otherwise (low quality or the
+  grey zone: recapture or review, never a new person).
+
+Decisions are a function of the *set* of captures, not of their arrival: captures are
+taken in event-time order ``(occurred_at, probe_id)``, and a capture that arrives
+after later ones makes the identity decide its recent window again from the state
+before it. Only a capture older than the whole window (``window`` captures) is judged
+against the state at the window's start instead.
+
+Thresholds belong to a template model and carry a version; every decision records it.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import json
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from streams.errors import LintasError
+
+DEFAULT_THRESHOLDS = Path(__file__).resolve().parent / "dedup_thresholds.json"
+
 
 class Outcome(StrEnum):
-    """What one identification concluded."""
+    """What the 1:1 verification of one capture concluded."""
 
-    KNOWN = "known_traveller"
-    LINK_RED = "link_red"
-    LINK_YELLOW = "link_yellow"
     ENROL = "enrol"
+    KNOWN = "known_traveller"
+    INCONCLUSIVE = "inconclusive"
+    ANOTHER_FACE = "another_face"
+
+
+class ThresholdsError(LintasError):
+    """A thresholds file that cannot be used; names the model and the key."""
+
+    code = "thresholds_invalid"
 
 
 @dataclass(frozen=True)
-class Thresholds:
-    """Cosine-score thresholds, versioned so every decision can be traced to its settings."""
+class ModelThresholds:
+    """Operating point of one template model.
 
+    ``verify``: 1:1 score at or above which a capture is its document's subject (target FMR).
+    ``mismatch``: below it, at ``good_quality`` or better, the capture is another face.
+    ``yellow`` / ``red``: 1:N link scores (target FPIR, and a tenth of it) for ``gallery_size``
+    subjects; ``pair_floor``: pairs at or above it are kept as evidence (a later, lower
+    yellow can still use them). ``samples``: templates kept per subject; captures of
+    ``sample_quality`` or better may become one. ``calibration``: what the thresholds were
+    derived from and the rates expected at them (the drift monitor compares against it).
+    """
+
+    model: str
     version: str
-    red: float
+    verify: float
+    mismatch: float
     yellow: float
+    red: float
+    pair_floor: float
+    good_quality: float = 0.6
+    sample_quality: float = 0.5
+    samples: int = 4
+    gallery_size: int = 0
+    calibration: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        """The grey zone must lie below the confident threshold."""
-        if not -1.0 <= self.yellow <= self.red <= 1.0:
-            raise ValueError("thresholds need -1 <= yellow <= red <= 1")
+        """Scores are cosines; the grey zones must be ordered."""
+        checks = [(-1.0 <= self.mismatch <= self.verify <= 1.0, "mismatch <= verify"),
+                  (0.0 < self.pair_floor <= self.yellow <= self.red <= 1.0, "0 < pair_floor <= yellow <= red <= 1"),
+                  (self.samples >= 1, "samples >= 1"),
+                  (0.0 <= self.sample_quality <= 1.0 and 0.0 <= self.good_quality <= 1.0, "qualities within [0, 1]")]
+        for ok, rule in checks:
+            if not ok:
+                raise ThresholdsError(f"thresholds of model {self.model!r}: need {rule}")
+
+    @property
+    def label(self) -> str:
+        """What a decision records: the set's version and the model."""
+        return f"{self.version}:{self.model}"
 
 
 @dataclass(frozen=True)
-class Decision:
-    """One identification: the outcome, the matched subject (if any), the score and the threshold version."""
+class ThresholdSet:
+    """Thresholds per template model, one version for the set; ``default`` for models never calibrated."""
 
+    version: str
+    models: dict[str, ModelThresholds]
+    default: ModelThresholds
+
+    def for_model(self, model: str) -> ModelThresholds:
+        """The model's thresholds, or the default (the worker warns once per uncalibrated model)."""
+        return self.models.get(model) or replace(self.default, model=model)
+
+    def to_json(self) -> str:
+        """The file form (also what ``lintas dedup calibrate`` writes)."""
+        return json.dumps({"version": self.version, "default": _entry(self.default),
+                           "models": {m: _entry(t) for m, t in sorted(self.models.items())}}, indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "thresholds") -> ThresholdSet:
+        """Parse a thresholds file; :class:`ThresholdsError` names what is wrong."""
+        try:
+            raw = json.loads(text)
+            version = str(raw["version"])
+            default = _model("default", version, raw["default"])
+            models = {m: _model(m, version, body) for m, body in raw.get("models", {}).items()}
+        except (KeyError, TypeError, ValueError) as err:
+            raise ThresholdsError(f"{source}: {type(err).__name__}: {err}") from None
+        return cls(version, models, default)
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> ThresholdSet:
+        """From ``path`` (the calibrated file), else the packaged defaults."""
+        target = path or DEFAULT_THRESHOLDS
+        try:
+            return cls.from_json(target.read_text(), target.name)
+        except OSError as err:
+            raise ThresholdsError(f"{target}: cannot read ({err.strerror})") from None
+
+    def with_model(self, thresholds: ModelThresholds, version: str) -> ThresholdSet:
+        """A new version with one model's thresholds replaced (the others carried over)."""
+        models = {m: replace(t, version=version) for m, t in self.models.items()}
+        models[thresholds.model] = replace(thresholds, version=version)
+        return ThresholdSet(version, models, replace(self.default, version=version))
+
+
+def _entry(t: ModelThresholds) -> dict[str, Any]:
+    body = asdict(t)
+    del body["model"], body["version"]
+    return body
+
+
+def _model(model: str, version: str, body: dict[str, Any]) -> ModelThresholds:
+    return ModelThresholds(model=model, version=version, **body)
+
+
+# -- one identity's captures ------------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class Seen:
+    """One capture presented under the identity: who, where, when, how good, its unit template (and sealed copy)."""
+
+    probe_id: str
+    event_id: str
+    source: str
+    post_id: str
+    occurred_ms: int
+    quality: float
+    template: np.ndarray
+    sealed: bytes = b""
+
+    @property
+    def order(self) -> tuple[int, str]:
+        """Event-time order; the probe id breaks ties, so the order is total."""
+        return self.occurred_ms, self.probe_id
+
+
+def _rank(s: Seen) -> tuple[float, int, str]:
+    return -s.quality, -s.occurred_ms, s.probe_id  # best quality first, then the most recent
+
+
+@dataclass
+class SubjectState:
+    """One subject under the identity: its id and its samples (best first, at most ``samples``)."""
+
+    subject: str
+    samples: list[Seen]
+
+    def score(self, template: np.ndarray) -> float:
+        """The best of the samples' scores against ``template``."""
+        return float(np.max(np.stack([s.template for s in self.samples]) @ template))
+
+    def offer(self, capture: Seen, keep: int) -> None:
+        """Keep ``capture`` if it is among the best ``keep``."""
+        self.samples = sorted([*self.samples, capture], key=_rank)[:keep]
+
+    def copy(self) -> SubjectState:
+        """An independent copy (the samples themselves are immutable)."""
+        return SubjectState(self.subject, list(self.samples))
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The decision for one capture: outcome, subject, the best 1:1 score (NaN on enrolment), every subject's score."""
+
+    probe_id: str
     outcome: Outcome
-    subject: str | None
+    subject: str
     score: float
-    thresholds_version: str
+    candidates: tuple[tuple[str, float], ...] = ()
+
+    def same(self, other: Verdict | None) -> bool:
+        """Equal decisions (NaN scores equal)."""
+        if other is None:
+            return False
+        scores_equal = (self.score == other.score) or (math.isnan(self.score) and math.isnan(other.score))
+        return (self.outcome, self.subject, self.candidates) == (other.outcome, other.subject,
+                                                                 other.candidates) and scores_equal
 
 
-def decide(score: float, candidate_subject: str | None, same_identity: bool, thresholds: Thresholds) -> Decision:
-    """Decide from the best candidate: known, red or yellow link, or (subject ``None``) enrol."""
-    if candidate_subject is None or score < thresholds.yellow:
-        return Decision(Outcome.ENROL, None, score, thresholds.version)
-    if same_identity:
-        return Decision(Outcome.KNOWN, candidate_subject, score, thresholds.version)
-    outcome = Outcome.LINK_RED if score >= thresholds.red else Outcome.LINK_YELLOW
-    return Decision(outcome, candidate_subject, score, thresholds.version)
+Namer = Callable[[str | None], str]  # anchor probe id (None: the primary subject) → subject id
+
+
+def step(subjects: list[SubjectState], capture: Seen, t: ModelThresholds, name: Namer) -> Verdict:
+    """Decide one capture against the identity's subjects so far (mutates ``subjects``)."""
+    if not subjects:
+        subjects.append(SubjectState(name(None), [capture]))
+        return Verdict(capture.probe_id, Outcome.ENROL, subjects[0].subject, math.nan)
+    scores = [s.score(capture.template) for s in subjects]
+    best = max(range(len(scores)), key=lambda i: (scores[i], -i))
+    candidates = tuple((s.subject, round(x, 6)) for s, x in zip(subjects, scores, strict=True))
+    score = scores[best]
+    if score >= t.verify:
+        if capture.quality >= t.sample_quality:
+            subjects[best].offer(capture, t.samples)
+        return Verdict(capture.probe_id, Outcome.KNOWN, subjects[best].subject, score, candidates)
+    if score < t.mismatch and capture.quality >= t.good_quality and len(subjects) < MAX_FACES:
+        subjects.append(SubjectState(name(capture.probe_id), [capture]))
+        return Verdict(capture.probe_id, Outcome.ANOTHER_FACE, subjects[-1].subject, score, candidates)
+    return Verdict(capture.probe_id, Outcome.INCONCLUSIVE, subjects[best].subject, score, candidates)
+
+
+MAX_FACES = 8  # subjects under one identity; beyond, further strangers stay inconclusive (already a case)
+
+
+def resolve(base: Sequence[SubjectState], window: Sequence[Seen], t: ModelThresholds,
+            name: Namer) -> tuple[dict[str, Verdict], list[SubjectState]]:
+    """Decide every capture of ``window`` (event-time order) from the ``base`` state; verdicts and final subjects."""
+    subjects = [s.copy() for s in base]
+    verdicts = {}
+    for capture in sorted(window, key=lambda c: c.order):
+        verdicts[capture.probe_id] = step(subjects, capture, t, name)
+    return verdicts, subjects
+
+
+@dataclass
+class IdentityState:
+    """Everything one shard keeps about one identity and model: the state before the window, and the window.
+
+    ``base``: the subjects as they were after every capture that slid out of the window;
+    ``window``: the most recent captures (event time), decided again whenever one arrives
+    out of order; ``version``: the highest log offset applied (a replayed message at or
+    below it is skipped); ``cut``: the order key of the newest capture that slid out.
+    """
+
+    key: str
+    identity: str
+    kind: str  # "document" (another face under it is evidence of a borrowed document) or "name" (a namesake)
+    model: str
+    base: list[SubjectState] = field(default_factory=list)
+    window: list[Seen] = field(default_factory=list)
+    version: int = -1
+    seen: int = 0  # distinct captures ever applied: the revision of the identity's decisions
+    cut: tuple[int, str] | None = None
+    slid: list[str] = field(default_factory=list)  # probe ids that slid out lately (duplicates recognised)
+    late: int = 0  # captures that arrived older than the whole window
+    verdicts: dict[str, Verdict] | None = None  # decisions of the window (computed, not stored)
+    subjects: list[SubjectState] | None = None  # subjects after the window (computed, not stored)
+    frozen: list[tuple[Seen, Verdict]] = field(default_factory=list)  # decided outside the window, not yet taken
+
+    def knows(self, probe_id: str) -> bool:
+        """The capture was applied already (a resend or a replay)."""
+        return probe_id in self.slid or any(c.probe_id == probe_id for c in self.window)
+
+    def add(self, capture: Seen, t: ModelThresholds, name: Namer, window: int) -> bool:
+        """Apply one capture; False if it was known. Call :meth:`resolve` after the batch."""
+        if self.knows(capture.probe_id):
+            return False
+        self.seen += 1
+        if self.cut is not None and capture.order < self.cut:
+            # older than the whole window: judged against the state at the window's start
+            self.late += 1
+            self.frozen.append((capture, step(self.base, capture, t, name)))
+            self._remember(capture.probe_id)
+        else:
+            self.window.append(capture)
+            self.window.sort(key=lambda c: c.order)
+        while len(self.window) > window:
+            oldest = self.window.pop(0)
+            self.frozen.append((oldest, step(self.base, oldest, t, name)))
+            self.cut = oldest.order
+            self._remember(oldest.probe_id)
+        self.verdicts = self.subjects = None
+        return True
+
+    def take_frozen(self) -> list[tuple[Seen, Verdict]]:
+        """Captures decided for good since the last call (slid out of the window, or older than it)."""
+        taken, self.frozen = self.frozen, []
+        return taken
+
+    def _remember(self, probe_id: str) -> None:
+        self.slid = [*self.slid, probe_id][-64:]
+
+    def resolve(self, t: ModelThresholds, name: Namer) -> tuple[dict[str, Verdict], list[SubjectState]]:
+        """The window's decisions and the final subjects (cached until the next capture)."""
+        if self.verdicts is None or self.subjects is None:
+            self.verdicts, self.subjects = resolve(self.base, self.window, t, name)
+        return self.verdicts, self.subjects
+
+    def samples(self, t: ModelThresholds, name: Namer) -> dict[tuple[str, str], Seen]:
+        """Current samples by (subject, probe id): what the shard's 1:N index holds for this identity."""
+        _, subjects = self.resolve(t, name)
+        return {(s.subject, c.probe_id): c for s in subjects for c in s.samples}
 
 
 def fnir_at_fpir(mated_scores: np.ndarray, mated_correct: np.ndarray, nonmated_scores: np.ndarray,
@@ -80,191 +340,11 @@ def fnir_at_fpir(mated_scores: np.ndarray, mated_correct: np.ndarray, nonmated_s
     return float(1.0 - hits.mean()), threshold
 
 
-@dataclass(frozen=True)
-class Probe:
-    """One capture to identify: its id, unit template and the identity it was presented under (a token)."""
-
-    probe_id: str
-    template: np.ndarray
-    identity: str
+def identity_key(model: str, identity: str) -> str:
+    """Where one identity's captures of one model are decided: its shard and its state's key."""
+    return f"{model}|{identity}"
 
 
-@dataclass(frozen=True)
-class Candidate:
-    """A gallery subject near a probe: where it lives, its score, and whether the probe's identity is already its."""
-
-    subject: str
-    shard: int
-    score: float
-    same_identity: bool
-
-
-def merge(first: Sequence[Candidate], second: Sequence[Candidate], k: int) -> tuple[Candidate, ...]:
-    """The best ``k`` of two candidate lists, one entry per subject, best first (ties by subject id)."""
-    best: dict[str, Candidate] = {}
-    for c in (*first, *second):
-        if c.subject not in best or c.score > best[c.subject].score:
-            best[c.subject] = c
-    return tuple(sorted(best.values(), key=lambda c: (-c.score, c.subject))[:k])
-
-
-@dataclass(frozen=True)
-class Visit:
-    """A probe at one shard: the candidates carried from the shards before, and whether this shard decides."""
-
-    probe: Probe
-    carried: tuple[Candidate, ...] = ()
-    final: bool = True
-
-
-@dataclass(frozen=True)
-class VisitResult:
-    """What one shard concluded for one probe.
-
-    ``candidates``: best so far (to carry on, or the basis of the decision).
-    ``decision``: final visits only. ``enrolled``: this visit added a new subject
-    to this shard. ``alias``: for a link, the subject that gains the probe's identity.
-    """
-
-    candidates: tuple[Candidate, ...]
-    decision: Decision | None = None
-    enrolled: bool = False
-    alias: Candidate | None = None
-
-
-def final_decision(probe: Probe, candidates: Sequence[Candidate], thresholds: Thresholds,
-                   own_subject: str) -> tuple[Decision, Candidate | None]:
-    """Decide a probe at its owner shard; ``own_subject`` is the id it gets if enrolled.
-
-    A replayed probe (after a crash) finds its own earlier enrolment: that candidate is
-    ignored, so the replay decides exactly as the first run did.
-    """
-    others = [c for c in candidates if c.subject != own_subject]
-    best = others[0] if others else None
-    decision = decide(best.score if best else -1.0, best.subject if best else None,
-                      best.same_identity if best else False, thresholds)
-    if decision.outcome is Outcome.ENROL:
-        return Decision(Outcome.ENROL, own_subject, decision.score, thresholds.version), best
-    return decision, best
-
-
-class Shard:
-    """One gallery shard: enrolled subjects' templates in a 1:N index and the identities each has presented.
-
-    Every subject lives in exactly one shard. A probe visits every shard (searching
-    each) and is decided at its owner shard, which enrols it when nobody matched.
-    """
-
-    def __init__(self, number: int, index: Any, k: int = 3) -> None:
-        """``index`` is an ExactIndex or SketchIndex; ``k`` candidates are carried between shards."""
-        self.number, self.index, self.k = number, index, k
-        self.row_subject: list[str] = []
-        self.subject_row: dict[str, int] = {}
-        self.identities: dict[str, dict[str, str]] = {}  # subject → identity → probe that presented it first
-
-    def __len__(self) -> int:
-        """Enrolled subjects (erased ones not counted)."""
-        return len(self.subject_row)
-
-    def __contains__(self, subject: object) -> bool:
-        """Whether ``subject`` is enrolled here (or in the batch being visited)."""
-        return subject in self.identities
-
-    def enrol(self, subjects: Sequence[str], templates: np.ndarray, identities: Sequence[dict[str, str]]) -> int:
-        """Add subjects (e.g. loaded from the gallery topic); ones already here only update identities."""
-        fresh = [i for i, s in enumerate(subjects) if s not in self.subject_row]
-        for i, subject in enumerate(subjects):
-            self.identities.setdefault(subject, {}).update(identities[i])
-        if fresh:
-            self.index.add(np.ascontiguousarray(templates[fresh], dtype=np.float32))
-            for i in fresh:
-                self.subject_row[subjects[i]] = len(self.row_subject)
-                self.row_subject.append(subjects[i])
-        return len(fresh)
-
-    def add_identity(self, subject: str, identity: str, probe_id: str) -> bool:
-        """Record that ``subject`` presented ``identity``; False if it was known already or the subject isn't here."""
-        if subject not in self.subject_row or identity in self.identities[subject]:
-            return False
-        self.identities[subject][identity] = probe_id
-        return True
-
-    def erase(self, subject: str, identity: str) -> tuple[bool, list[str]]:
-        """Forget an erased person: ``subject``'s template (zeroed in the index) and ``identity`` wherever presented.
-
-        Returns whether the subject was here and the other subjects that lost the identity
-        (their gallery records are rewritten without it).
-        """
-        removed = subject in self.subject_row
-        if removed:
-            row = self.subject_row.pop(subject)
-            self.index.erase(row)
-            self.row_subject[row] = ""
-            del self.identities[subject]
-        changed = []
-        if identity:
-            for other, identities in self.identities.items():
-                if identities.pop(identity, None) is not None:
-                    changed.append(other)
-        return removed, changed
-
-    def template(self, subject: str) -> np.ndarray:
-        """The enrolled template of ``subject``."""
-        return self.index.vector(self.subject_row[subject])  # type: ignore[no-any-return]
-
-    def _same(self, subject: str, probe: Probe) -> bool:
-        added_by = self.identities.get(subject, {}).get(probe.identity)
-        return added_by is not None and added_by != probe.probe_id  # a replay doesn't count its own identity
-
-    def visit(self, visits: Sequence[Visit], thresholds: Thresholds,
-              subject_for: Callable[[str], str]) -> list[VisitResult]:
-        """Search a batch of probes in this shard; decide (and enrol) the final ones, in order.
-
-        A probe enrolled earlier in the batch is searched by the later ones too, so a
-        new person captured twice in one batch is enrolled once.
-        """
-        if not visits:
-            return []
-        queries = np.stack([v.probe.template for v in visits]).astype(np.float32)
-        if len(self.index):
-            hits = self.index.search(queries, min(self.k, len(self.index)))
-            scores, rows = hits.scores.astype(float), hits.rows.astype(int)
-        else:
-            scores, rows = np.empty((len(visits), 0)), np.empty((len(visits), 0), dtype=int)
-        pending: list[tuple[str, np.ndarray]] = []
-        results: list[VisitResult] = []
-        for i, v in enumerate(visits):
-            local = [Candidate(self.row_subject[r], self.number, float(s), self._same(self.row_subject[r], v.probe))
-                     for s, r in zip(scores[i], rows[i], strict=True) if r >= 0 and self.row_subject[r]]
-            if pending:
-                near = np.stack([t for _, t in pending]) @ v.probe.template
-                for j in np.argsort(-near)[:self.k]:
-                    subject = pending[j][0]
-                    local.append(Candidate(subject, self.number, float(near[j]), self._same(subject, v.probe)))
-            candidates = merge(v.carried, local, self.k)
-            if not v.final:
-                results.append(VisitResult(candidates))
-                continue
-            own = subject_for(v.probe.probe_id)
-            decision, best = final_decision(v.probe, candidates, thresholds, own)
-            enrolled = False
-            if decision.outcome is Outcome.ENROL and own not in self:
-                pending.append((own, v.probe.template))
-                self.identities[own] = {v.probe.identity: v.probe.probe_id}
-                enrolled = True
-            alias = best if decision.outcome in (Outcome.LINK_RED, Outcome.LINK_YELLOW) else None
-            results.append(VisitResult(candidates, decision, enrolled, alias))
-        if pending:
-            subjects = [s for s, _ in pending]
-            self.enrol(subjects, np.stack([t for _, t in pending]), [self.identities[s] for s in subjects])
-        return results
-
-
-def shard_of(probe_id: str, shards: int) -> int:
-    """The owner shard of a probe (and of the subject it may enrol): stable across processes and restarts."""
-    return int.from_bytes(hashlib.blake2b(probe_id.encode(), digest_size=8).digest(), "big") % shards
-
-
-def route(owner: int, hop: int, shards: int) -> tuple[int, bool]:
-    """The shard a probe visits at ``hop`` (0-based), and whether it is the last: the chain ends at its owner."""
-    return (owner + 1 + hop) % shards, hop == shards - 1
+def changed(before: dict[str, Verdict], after: dict[str, Verdict]) -> Iterable[Verdict]:
+    """Verdicts that are new or differ from before."""
+    return (v for p, v in after.items() if not v.same(before.get(p)))

@@ -123,7 +123,9 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation("dedup_decisions", "anonymise", "hasAny(candidate_subjects, {subjects:Array(String)})",
              _blank("candidate_subjects", "subjects")),
     Mutation("dedup_links", "delete",
-             "identity_token IN {ops:Array(String)} OR subject_id IN {subjects:Array(String)}"),
+             "identity_token IN {ops:Array(String)} OR subject_identity_token IN {ops:Array(String)} "
+             "OR subject_id IN {subjects:Array(String)} OR linked_subject_id IN {subjects:Array(String)}"),
+    Mutation("dedup_searches", "delete", "subject_id IN {subjects:Array(String)}"),
     Mutation("alerts", "delete", "key_token IN {pseudonyms:Array(String)}"),
     Mutation("stays", "delete", "traveller_token IN {ops:Array(String)}"),
     Mutation("alerts", "anonymise", "hasAny(subjects, {pseudonyms:Array(String)})",

@@ -11,7 +11,9 @@ float templates. Accuracy is measured against the exact index, never assumed.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import faiss
 import numpy as np
@@ -154,3 +156,102 @@ class SketchIndex:
     def memory_bytes(self) -> int:
         """Bytes held: sketches plus the float templates kept for the re-rank."""
         return len(self) * (self.bits // 8 + self.dim * 4)
+
+
+class SampleIndex:
+    """The samples of one template model in one shard, keyed, with removals: exact while small, then the sketch.
+
+    Exact search (FAISS flat) while the index holds at most ``exact_max`` live samples,
+    so pairs are found exactly where it is cheap; past it, the index is rebuilt as a
+    :class:`SketchIndex` (``rerank`` candidates re-scored exactly). Removed samples are
+    zeroed and skipped; the index is rebuilt without them once they are a third of it.
+    """
+
+    def __init__(self, dim: int, exact_max: int = 250_000, rerank: int = 300) -> None:
+        """An empty index of ``dim``-dimensional unit vectors."""
+        self.dim, self.exact_max, self.rerank = dim, exact_max, rerank
+        self.index: ExactIndex | SketchIndex = ExactIndex(dim)
+        self.keys: list[Any] = []  # row → key (None once removed)
+        self.row: dict[Any, int] = {}
+        self.owner: dict[Any, str] = {}
+
+    def __len__(self) -> int:
+        """Live samples."""
+        return len(self.row)
+
+    @property
+    def kind(self) -> str:
+        """``exact`` or ``sketch``: what the next search uses."""
+        return "exact" if isinstance(self.index, ExactIndex) else "sketch"
+
+    def add(self, keys: Sequence[Any], vectors: np.ndarray, owners: Sequence[str]) -> None:
+        """Add samples (a key already present is replaced)."""
+        self.remove([k for k in keys if k in self.row])
+        if not len(keys):
+            return
+        self.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+        for key, owner in zip(keys, owners, strict=True):
+            self.row[key] = len(self.keys)
+            self.keys.append(key)
+            self.owner[key] = owner
+        if isinstance(self.index, ExactIndex) and len(self.row) > self.exact_max:
+            self._rebuild(SketchIndex(self.dim, rerank=self.rerank))
+
+    def remove(self, keys: Sequence[Any]) -> None:
+        """Forget samples (unknown keys are ignored)."""
+        for key in keys:
+            row = self.row.pop(key, None)
+            if row is not None:
+                self.index.erase(row)
+                self.keys[row] = None
+                self.owner.pop(key, None)
+        dead = len(self.keys) - len(self.row)
+        if dead > max(1024, len(self.keys) // 3):
+            self._rebuild(ExactIndex(self.dim) if len(self.row) <= self.exact_max
+                          else SketchIndex(self.dim, rerank=self.rerank))
+
+    def _rebuild(self, fresh: ExactIndex | SketchIndex) -> None:
+        live = [(k, r) for k, r in self.row.items()]
+        vectors = np.stack([self.index.vector(r) for _, r in live]) if live else np.empty((0, self.dim), np.float32)
+        self.index = fresh
+        self.keys, self.row = [], {}
+        if live:
+            self.index.add(vectors)
+            for i, (key, _) in enumerate(live):
+                self.row[key] = i
+                self.keys.append(key)
+
+    def vector(self, key: Any) -> np.ndarray:
+        """The sample's template."""
+        return self.index.vector(self.row[key])
+
+    def search(self, queries: np.ndarray, floor: float,
+               exclude: Sequence[str]) -> list[tuple[list[tuple[Any, float]], float]]:
+        """Per query, every sample at or above ``floor`` not owned by ``exclude[i]``, and the best such score.
+
+        The best score is -1 when the index holds nobody else.
+        """
+        n = len(queries)
+        if not len(self.row) or not n:
+            return [([], -1.0) for _ in range(n)]
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        k = min(len(self.keys), 64)
+        hits = self.index.search(queries, k)
+        out = []
+        for i in range(n):
+            rows, scores = hits.rows[i], hits.scores[i]
+            if (isinstance(self.index, ExactIndex) and len(self.keys) > k and rows[-1] >= 0
+                    and scores[-1] >= floor):  # more than k at or above the floor: all of them, exactly
+                lims, dist, ids = self.index.index.range_search(queries[i:i + 1], float(np.nextafter(floor, -1)))
+                order = np.argsort(-dist)
+                rows, scores = ids[order], dist[order]
+            found, best = [], -1.0
+            for row, score in zip(rows, scores, strict=True):
+                key = self.keys[row] if row >= 0 else None
+                if key is None or self.owner[key] == exclude[i]:
+                    continue
+                best = max(best, float(score))
+                if score >= floor:
+                    found.append((key, float(score)))
+            out.append((found, best))
+        return out

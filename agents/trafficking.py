@@ -71,7 +71,7 @@ import io
 import json
 import tomllib
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -226,6 +226,10 @@ class Fact:
     minors: int = 0
     unaccompanied_minors: int = 0
     refused: bool = False
+    score: float = 0.0  # BIOMETRIC: the capture's best 1:1 score; DOCUMENT (from a link): the link's score
+    quality: float = 0.0  # BIOMETRIC: the capture's quality
+    thresholds_version: str = ""  # BIOMETRIC / DOCUMENT: the dedup thresholds the score was judged by
+    revision: int = 0  # BIOMETRIC / DOCUMENT: a later revision of the same decision or link replaces an earlier one
 
     @property
     def ms(self) -> int:
@@ -283,13 +287,30 @@ def landing_facts(record: dict[str, Any], row: dict[str, Any], tok: Tokeniser) -
 
 
 def decision_facts(decision: dict[str, Any]) -> list[Fact]:
-    """The facts of one dedup decision: subject seen with the document, and document seen with the subject."""
+    """The fact of one dedup decision: a biometric subject seen with a document (name identities give none).
+
+    Only a capture judged *another face* (well below the impostor threshold, at good quality)
+    brings a document a second subject, which is what ``document_multiple_subjects`` counts.
+    """
     subject, identity = decision["subject_id"], decision["identity_token"]
-    if not subject or not identity:
+    if not subject or not identity or decision.get("identity_kind", "document") != "document":
         return []
-    base = dict(event_id=str(decision["event_id"]), occurred_at=decision["occurred_at"], post_id=decision["post_id"])
-    return [Fact(key=f"doc:{identity}", role="BIOMETRIC", subject=subject, traveller=identity, **base),
-            Fact(key=f"subject:{subject}", role="DOCUMENT", subject=subject, traveller=identity, **base)]
+    score = decision.get("score", 0.0)
+    return [Fact(key=f"doc:{identity}", role="BIOMETRIC", subject=subject, traveller=identity,
+                 event_id=str(decision["event_id"]), occurred_at=decision["occurred_at"], post_id=decision["post_id"],
+                 score=0.0 if score != score else float(score), quality=float(decision.get("quality", 0.0)),
+                 thresholds_version=decision.get("thresholds_version", ""), revision=int(decision.get("revision", 0)))]
+
+
+def link_facts(facts: Iterable[dict[str, Any]]) -> list[Fact]:
+    """The facts a red or confirmed link gives ``subject_multiple_documents``: its subject, seen with both documents.
+
+    A link that is no longer red nor confirmed sends them again without a document (``traveller`` empty):
+    the rule then withdraws its alert.
+    """
+    return [Fact(key=f["key"], role="DOCUMENT", event_id=f["event_id"], occurred_at=f["occurred_at"],
+                 post_id=f["post_id"], traveller=f["traveller"], subject=f["subject"], score=f["score"],
+                 thresholds_version=f["thresholds_version"], revision=int(f.get("revision", 0))) for f in facts]
 
 
 # -- state --------------------------------------------------------------------------------------------------------
@@ -347,7 +368,7 @@ class Finding:
     severity: str
     explanation: str
     features: dict[str, float]
-    instance: str = ""  # set for one-event rules: one alert per event (a landing), not per window
+    instance: str = ""  # one alert per instance, not per window: an event (a landing), or the key itself
 
 
 @dataclass(frozen=True)
@@ -369,10 +390,13 @@ class Alert:
     features: dict[str, float]
     first_seen: datetime
     last_seen: datetime
+    status: str = "ACTIVE"  # WITHDRAWN: the dedup decisions it rested on were revised before anyone reviewed it
+    revision: int = 0  # how often the alert changed: the latest change replaces the earlier copies
 
     def record(self, key_id: str, family: str = "trafficking") -> dict[str, Any]:
         """The Alert Avro record."""
         rec = asdict(self)
+        del rec["revision"]
         for name in ("indicators", "subjects", "evidence_event_ids", "post_ids"):
             rec[name] = list(rec[name])
         return {**rec, "family": family, "key_id": key_id}
@@ -386,8 +410,8 @@ class Alert:
 
 
 def _version(alert: Alert) -> int:
-    # more evidence wins; at equal evidence a higher severity wins
-    return len(alert.evidence_event_ids) * 4 + SEVERITY_RANK[alert.severity]
+    # a later change wins; within one (a redelivery) more evidence, then a higher severity
+    return alert.revision * 10**6 + len(alert.evidence_event_ids) * 4 + SEVERITY_RANK[alert.severity]
 
 
 # -- the engine ---------------------------------------------------------------------------------------------------
@@ -398,7 +422,8 @@ def evaluate(fact: Fact, state: KeyState, rules: RuleSet) -> tuple[KeyState, lis
     alerts it is evidence of, unchanged. That is what a redelivery after a crash needs: the
     state may have reached the changelog before the alerts reached Kafka.
     """
-    seen_id = f"{fact.event_id}/{fact.role}"
+    # a dedup decision can be revised (its identity's captures arrived out of order): a new subject is new
+    seen_id = f"{fact.event_id}/{fact.role}" + (f"#{fact.revision}" if fact.role in _REVISABLE else "")
     if seen_id in state.seen:
         return state, [_alert(fact.key, ep) for ep in state.episodes.values()
                        if any(e[1] == fact.event_id for e in ep["evidence"])]
@@ -406,6 +431,10 @@ def evaluate(fact: Fact, state: KeyState, rules: RuleSet) -> tuple[KeyState, lis
     state.max_ms = max(state.max_ms, fact.ms)
     findings = list(_RULES_BY_ROLE[fact.role](fact, state, rules))
     alerts = [a for f in findings if (a := _emit(fact.key, f, state, rules)) is not None]
+    revisable = _REVISABLE.get(fact.role)
+    if revisable and not any(f.rule_id == revisable for f in findings):
+        withdrawn = _withdraw(fact.key, revisable, state)
+        alerts += [withdrawn] if withdrawn else []
     state.prune(rules.horizon_ms)
     return state, alerts
 
@@ -439,11 +468,13 @@ def _emit(key: str, finding: Finding, state: KeyState, rules: RuleSet) -> Alert 
     if ep is not None:
         if SEVERITY_RANK[ep["severity"]] > SEVERITY_RANK[severity]:
             severity = ep["severity"]
-        if len(evidence) == len(ep["evidence"]) and severity == ep["severity"]:
+        active = ep.get("status", "ACTIVE") == "ACTIVE"
+        if len(evidence) == len(ep["evidence"]) and severity == ep["severity"] and active:
             return None
         alert_id = ep["alert_id"]
     else:
-        alert_id = "A" + hashlib.sha256(f"{finding.rule_id}\x1f{key}\x1f{evidence[0][1]}".encode()).hexdigest()[:31]
+        anchor = finding.instance or evidence[0][1]
+        alert_id = "A" + hashlib.sha256(f"{finding.rule_id}\x1f{key}\x1f{anchor}".encode()).hexdigest()[:31]
     state.current[slot] = alert_id
     state.episodes[alert_id] = {
         "alert_id": alert_id, "rule_id": finding.rule_id, "rule_version": rule.version,
@@ -451,8 +482,18 @@ def _emit(key: str, finding: Finding, state: KeyState, rules: RuleSet) -> Alert 
         "first_ms": evidence[0][0], "last_ms": evidence[-1][0], "evidence": [list(e) for e in evidence],
         "subjects": sorted(set(finding.subjects) | set(ep["subjects"] if ep else ())),
         "explanation": finding.explanation, "features": finding.features,
+        "status": "ACTIVE", "revision": (ep.get("revision", 0) + 1) if ep else 0,
     }
     return _alert(key, state.episodes[alert_id])
+
+
+def _withdraw(key: str, rule_id: str, state: KeyState) -> Alert | None:
+    """A per-key finding that no longer holds (its dedup decisions were revised): its alert is withdrawn."""
+    ep = state.episodes.get(state.current.get(f"{rule_id}/key", ""))
+    if ep is None or ep.get("status", "ACTIVE") != "ACTIVE":
+        return None
+    ep["status"], ep["revision"] = "WITHDRAWN", ep.get("revision", 0) + 1
+    return _alert(key, ep)
 
 
 def _alert(key: str, ep: dict[str, Any]) -> Alert:
@@ -466,6 +507,7 @@ def _alert(key: str, ep: dict[str, Any]) -> Alert:
         evidence_event_ids=tuple(_unique(e[1] for e in evidence)),
         post_ids=tuple(sorted({e[2] for e in evidence if e[2]})), explanation=ep["explanation"],
         features=dict(ep["features"]), first_seen=_dt(evidence[0][0]), last_seen=_dt(evidence[-1][0]),
+        status=ep.get("status", "ACTIVE"), revision=ep.get("revision", 0),
     )
 
 
@@ -646,27 +688,66 @@ def _on_sponsor(fact: Fact, state: KeyState, rules: RuleSet) -> Iterator[Finding
 
 
 # BIOMETRIC / DOCUMENT: from dedup -------------------------------------------------------------------------------
+def _replace(entries: list[list[Any]], fact: Fact, entry: list[Any] | None) -> list[list[Any]]:
+    """``entries`` with the fact's event at its revision (``entry``, or none); an older revision changes nothing."""
+    held = [e for e in entries if e[1] == fact.event_id]
+    if any(len(e) > 7 and e[7] > fact.revision for e in held):
+        return entries  # a replayed earlier revision
+    kept = [e for e in entries if e[1] != fact.event_id]
+    return [*kept, entry] if entry is not None else kept
+
+
 def _on_biometric(fact: Fact, state: KeyState, rules: RuleSet) -> Iterator[Finding]:
-    state.subjects.append([fact.ms, fact.event_id, fact.subject, fact.post_id])
-    yield from _many(fact, state.subjects, rules.rule("document_multiple_subjects"), "min_subjects",
-                     "one document presented by {n} different biometric subjects", "subjects")
+    state.subjects = _replace(state.subjects, fact, [fact.ms, fact.event_id, fact.subject, fact.post_id, fact.score,
+                                                     fact.quality, fact.thresholds_version, fact.revision])
+    for found in _many(fact, state.subjects, rules.rule("document_multiple_subjects"), "min_subjects",
+                       "one document presented by {n} different biometric subjects", "subjects"):
+        evidence = [e for e in within(state.subjects, fact.ms, rules.rule("document_multiple_subjects").window_ms)
+                    if len(e) > 6 and e[4]]
+        if evidence:  # the capture that failed verification worst: its 1:1 score and quality
+            low = min(evidence, key=lambda e: e[4])
+            found = replace(found, explanation=f"{found.explanation}; a capture scored {low[4]:.3f} against the "
+                            f"document's subject at quality {low[5]:.2f} (thresholds {low[6]})",
+                            features={**found.features, "lowest_score": float(low[4]), "quality": float(low[5])})
+        yield found
 
 
 def _on_document(fact: Fact, state: KeyState, rules: RuleSet) -> Iterator[Finding]:
-    state.documents.append([fact.ms, fact.event_id, fact.traveller, fact.post_id])
-    yield from _many(fact, state.documents, rules.rule("subject_multiple_documents"), "min_documents",
-                     "one biometric subject presenting {n} different documents", "documents")
+    # no document: the link is no longer red nor confirmed, its documents go
+    state.documents = _replace(state.documents, fact, [fact.ms, fact.event_id, fact.traveller, fact.post_id, fact.score,
+                                                       fact.thresholds_version, "", fact.revision]
+                               if fact.traveller else None)
+    for found in _many(fact, state.documents, rules.rule("subject_multiple_documents"), "min_documents",
+                       "one biometric subject presenting {n} different documents", "documents"):
+        linked = [e for e in state.documents if len(e) > 5 and e[4]]
+        if linked:
+            best = max(linked, key=lambda e: e[4])
+            found = replace(found, explanation=f"{found.explanation}; faces linked at {best[4]:.3f} "
+                            f"(thresholds {best[5]}, a red or officer-confirmed link)",
+                            features={**found.features, "link_score": float(best[4])})
+        yield found
 
 
 def _many(fact: Fact, entries: list[list[Any]], rule: Rule, threshold: str, text: str,
           feature: str) -> Iterator[Finding]:
-    """Several distinct values (``entry[2]``) seen with one key within the rule's window."""
-    recent = within(entries, fact.ms, rule.window_ms)
+    """Several distinct values (``entry[2]``) seen with one key within one window that holds this fact.
+
+    Every window of the rule's length holding the fact is tried (one starting at each entry up to
+    a window before it), not only the one ending at it: facts arriving out of event-time order
+    must find what they would have found in order.
+    """
+    starts = sorted({e[0] for e in entries if fact.ms - rule.window_ms <= e[0] <= fact.ms})
+    recent: list[list[Any]] = []
+    for start in starts:
+        held = [e for e in entries if start <= e[0] <= start + rule.window_ms]
+        if len({e[2] for e in held}) > len({e[2] for e in recent}):
+            recent = held
     values = {e[2] for e in recent}
     if len(values) >= rule[threshold]:
+        # one alert per key: its id must not depend on which of the key's facts happened to arrive first
         yield Finding(rule.rule_id, tuple((e[0], e[1], e[3]) for e in recent),
                       (fact.key.partition(":")[2], *sorted(values)), rule.severity, text.format(n=len(values)),
-                      {feature: float(len(values))})
+                      {feature: float(len(values))}, instance="key")
 
 
 # LANDING -------------------------------------------------------------------------------------------------------
@@ -712,6 +793,7 @@ def flag_anomaly(fact: Fact, state: KeyState, rules: RuleSet, score: float, thre
     return alert
 
 
+_REVISABLE = {"BIOMETRIC": "document_multiple_subjects", "DOCUMENT": "subject_multiple_documents"}
 _RULES_BY_ROLE = {"SELF": _on_self, "ESCORT": _on_escort, "SPONSOR": _on_sponsor, "BIOMETRIC": _on_biometric,
                   "DOCUMENT": _on_document, "LANDING": _on_landing}
 

@@ -126,25 +126,25 @@ TRAFFICKING_ALERTS = Dashboard(
     panels=(
         Panel("Alerts by rule", "timeseries", width=24, sql="""
 SELECT $__timeInterval(detected_at) AS time, rule_id AS series, count() AS alerts
-FROM alerts FINAL WHERE $__timeFilter(detected_at) AND rule_id IN (${rule:singlequote})
+FROM alerts FINAL WHERE status = 'ACTIVE' AND $__timeFilter(detected_at) AND rule_id IN (${rule:singlequote})
 GROUP BY time, series ORDER BY time, series
 """, columns=("time", "series", "alerts")),
         Panel("By severity", "barchart", width=8, sql="""
 SELECT severity, count() AS alerts FROM alerts FINAL
-WHERE $__timeFilter(detected_at) AND rule_id IN (${rule:singlequote})
+WHERE status = 'ACTIVE' AND $__timeFilter(detected_at) AND rule_id IN (${rule:singlequote})
 GROUP BY severity ORDER BY alerts DESC, severity
 """, columns=("severity", "alerts")),
         Panel("By post", "barchart", width=8, sql="""
 SELECT post, count() AS alerts FROM (
   SELECT arrayJoin(post_ids) AS post FROM alerts FINAL
-  WHERE $__timeFilter(detected_at) AND rule_id IN (${rule:singlequote}))
+  WHERE status = 'ACTIVE' AND $__timeFilter(detected_at) AND rule_id IN (${rule:singlequote}))
 GROUP BY post ORDER BY alerts DESC, post LIMIT 15
 """, columns=("post", "alerts")),
         Panel("By corridor of the evidence", "barchart", width=8, sql="""
 SELECT concat(c.origin_country, ' → ', c.destination_country) AS corridor, uniqExact(a.alert_id) AS alerts
 FROM (
   SELECT alert_id, toUUIDOrZero(arrayJoin(evidence_event_ids)) AS event_id FROM alerts FINAL
-  WHERE $__timeFilter(detected_at) AND rule_id IN (${rule:singlequote})) AS a
+  WHERE status = 'ACTIVE' AND $__timeFilter(detected_at) AND rule_id IN (${rule:singlequote})) AS a
 INNER JOIN (SELECT DISTINCT event_id, origin_country, destination_country FROM crossings) AS c
   ON c.event_id = a.event_id
 GROUP BY corridor ORDER BY alerts DESC, corridor LIMIT 15
@@ -153,7 +153,7 @@ GROUP BY corridor ORDER BY alerts DESC, corridor LIMIT 15
 SELECT alert_id, rule_id, severity, key_kind, substring(key_token, 1, 12) AS key,
        evidence_count, length(subjects) AS subjects, arrayStringConcat(post_ids, ', ') AS posts,
        last_seen
-FROM alerts FINAL WHERE $__timeFilter(detected_at) AND rule_id IN (${rule:singlequote})
+FROM alerts FINAL WHERE status = 'ACTIVE' AND $__timeFilter(detected_at) AND rule_id IN (${rule:singlequote})
 ORDER BY last_seen DESC, alert_id LIMIT 200
 """, columns=("alert_id", "rule_id", "severity", "key_kind", "key", "evidence_count", "subjects", "posts",
               "last_seen")),
@@ -163,15 +163,16 @@ ORDER BY last_seen DESC, alert_id LIMIT 200
 DEDUPLICATION = Dashboard(
     uid="lintas-biometric-dedup",
     title="Lintas · Biometric deduplication",
-    description="1:N identifications, red and yellow links, and the officers' adjudication backlog.",
+    description="1:1 verifications by outcome, multiple-identity links and their review, and accuracy against the "
+                "calibrated operating point.",
     audience="operating_state",
     panels=(
-        Panel("Identifications by outcome", "timeseries", width=16, sql="""
-SELECT $__timeInterval(decided_at) AS time, outcome AS series, count() AS identifications
+        Panel("Verifications by outcome", "timeseries", width=16, sql="""
+SELECT $__timeInterval(decided_at) AS time, outcome AS series, count() AS captures
 FROM dedup_decisions FINAL WHERE $__timeFilter(decided_at)
 GROUP BY time, series ORDER BY time, series
-""", columns=("time", "series", "identifications")),
-        Panel("Adjudication backlog", "stat", width=8, sql="""
+""", columns=("time", "series", "captures")),
+        Panel("Review backlog", "stat", width=8, sql="""
 SELECT countIf(status = 'OPEN' AND colour = 'RED') AS open_red,
        countIf(status = 'OPEN' AND colour = 'YELLOW') AS open_yellow
 FROM dedup_links FINAL WHERE $__timeFilter(raised_at)
@@ -182,15 +183,38 @@ WHERE $__timeFilter(raised_at) GROUP BY link ORDER BY links DESC, link
 """, columns=("link", "links")),
         Panel("Links raised", "timeseries", width=16, sql="""
 SELECT $__timeInterval(raised_at) AS time, colour AS series, count() AS links
-FROM dedup_links FINAL WHERE $__timeFilter(raised_at)
+FROM dedup_links FINAL WHERE $__timeFilter(raised_at) AND status != 'WITHDRAWN'
 GROUP BY time, series ORDER BY time, series
 """, columns=("time", "series", "links")),
+        Panel("Accuracy against the calibrated point (estimated from the stream)", "table", width=24, sql="""
+SELECT model, thresholds_version, sum(returns) AS returns,
+       round(sum(fnir_estimate * returns) / greatest(sum(returns), 1), 4) AS fnir_estimated,
+       round(any(fnir_calibrated), 4) AS fnir_calibrated,
+       sum(subjects) AS new_subjects,
+       round(sum(fpir_estimate * subjects) / greatest(sum(subjects), 1), 4) AS fpir_estimated,
+       any(fpir_target) AS fpir_target,
+       if(sum(returns) >= 200 AND fnir_estimated > greatest(2 * fnir_calibrated, fnir_calibrated + 0.02)
+          OR sum(subjects) >= 500 AND fpir_estimated > 2 * fpir_target, 'DRIFT', 'ok') AS state
+FROM dedup_accuracy_daily WHERE $__dateFilter(day)
+GROUP BY model, thresholds_version ORDER BY model
+""", columns=("model", "thresholds_version", "returns", "fnir_estimated", "fnir_calibrated", "new_subjects",
+              "fpir_estimated", "fpir_target", "state")),
+        Panel("Estimated FNIR by post", "barchart", width=12, sql="""
+SELECT post_id, round(sum(fnir_estimate * returns) / greatest(sum(returns), 1), 4) AS fnir_estimated
+FROM dedup_accuracy_daily WHERE $__dateFilter(day)
+GROUP BY post_id ORDER BY fnir_estimated DESC, post_id LIMIT 15
+""", columns=("post_id", "fnir_estimated")),
+        Panel("Estimated FPIR by post", "barchart", width=12, sql="""
+SELECT post_id, round(sum(fpir_estimate * subjects) / greatest(sum(subjects), 1), 4) AS fpir_estimated
+FROM dedup_accuracy_daily WHERE $__dateFilter(day) AND subjects > 0
+GROUP BY post_id ORDER BY fpir_estimated DESC, post_id LIMIT 15
+""", columns=("post_id", "fpir_estimated")),
         Panel("Oldest open links", "table", width=24, sql="""
-SELECT link_id, colour, round(score, 3) AS score, post_id, source, raised_at,
+SELECT link_id, colour, round(score, 3) AS score, pair_count AS pairs, post_id, source, raised_at,
        dateDiff('hour', raised_at, now64(3)) AS waiting_hours
 FROM dedup_links FINAL WHERE status = 'OPEN' AND $__timeFilter(raised_at)
 ORDER BY raised_at, link_id LIMIT 100
-""", columns=("link_id", "colour", "score", "post_id", "source", "raised_at", "waiting_hours")),
+""", columns=("link_id", "colour", "score", "pairs", "post_id", "source", "raised_at", "waiting_hours")),
     ),
 )
 

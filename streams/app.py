@@ -16,26 +16,20 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 import faust
+import numpy as np
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from agents.anomaly import evaluate_batch
 from agents.anomaly import load as load_model
 from agents.audit import Processing, classes_of, offsets
-from agents.biometric import (
-    AdjudicationRejected,
-    DedupConfig,
-    adjudicate,
-    link_row,
-    load_entries,
-    search_commands,
-    shard_step,
-)
-from agents.dedup import Shard, Thresholds
-from agents.gallery import ExactIndex, SketchIndex
+from agents.biometric import LINK_COMMAND, DedupConfig, Shard, capture_commands, load_records, read, shard_step
+from agents.calibration import Observed, drift
+from agents.dedup import ThresholdSet
 from agents.ingest import (
     CROSSINGS,
     LANDINGS,
@@ -48,25 +42,29 @@ from agents.ingest import (
     ingest,
 )
 from agents.keys import FileKeyring, Purposes
+from agents.links import AdjudicationRejected, LinkState, adjudicate, link_row
+from agents.links import apply as apply_link
 from agents.overstay import StayState, apply_batch, load_stay_rules, row_for_table
 from agents.pseudonymise import Tokeniser
 from agents.sealing import SqliteSubjectKeys, SubjectSealer, person_key
-from agents.trafficking import Alert, Fact, KeyState, decision_facts, latest, load_rules
+from agents.trafficking import Alert, Fact, KeyState, decision_facts, latest, link_facts, load_rules
 from agents.vault import CLASSES as VAULT_CLASSES
 from agents.vault import Recent, sealed_entries
 from agents.watchlist import check
 from schemas.contracts import ADJUDICATION_DECISION, ALERT, DEAD_LETTER, IDENTITY_LINK
 from streams.faust_consumer import App
-from streams.gallery_store import read_shard
+from streams.gallery_store import read_partition
 from streams.settings import load_settings
 from streams.sink import ClickHouseSink
 from streams.topics import (
     ALERTS,
+    APP_ID,
     AUDIT_PROCESSING,
     BIOMETRIC_ADJUDICATIONS,
     BIOMETRIC_ADJUDICATIONS_DLQ,
     BIOMETRIC_GALLERY,
     BIOMETRIC_LINKS,
+    BIOMETRIC_PAIRS,
     BIOMETRIC_PROBES,
     CROSSING_EVENTS,
     CROSSING_EVENTS_DLQ,
@@ -74,13 +72,14 @@ from streams.topics import (
     IDENTITY_VAULT,
     LANDING_EVENTS,
     LANDING_EVENTS_DLQ,
+    LINK_STATE_TABLE,
     STAY_STATE_TABLE,
     TRAFFICKING_FACTS,
     TRAFFICKING_STATE_TABLE,
     TopicSpec,
 )
 from streams.watchlist import LIST_CLASSES, Replica
-from streams.wire import DecodeError, RegistryUnavailable, SchemaIds, decode, encode_payload, frame
+from streams.wire import DecodeError, RegistryUnavailable, SchemaIds, avro_bytes, decode, encode_payload, frame
 
 log = logging.getLogger("lintas.app")
 # What pseudonymised rows and facts still carry: tokens, coarse codes, a minor flag, a refusal category.
@@ -88,7 +87,7 @@ ANALYTICS_CLASSES = ("CHILD", "CRIME_RECORD", "PSEUDONYMOUS", "QUASI_IDENTIFIER"
 settings = load_settings()
 
 app = App(  # faust.App whose consumer never commits past an unprocessed offset
-    "lintas-pipeline",
+    APP_ID,
     broker=";".join(f"kafka://{hp}" for hp in settings.kafka_bootstrap.split(",")),
     store="memory://",
     value_serializer="raw",
@@ -117,6 +116,7 @@ landing_events_dlq = _topic(LANDING_EVENTS_DLQ)
 biometric_probes = _topic(BIOMETRIC_PROBES)
 biometric_gallery = _topic(BIOMETRIC_GALLERY)
 biometric_links = _topic(BIOMETRIC_LINKS)
+biometric_pairs = _topic(BIOMETRIC_PAIRS)
 biometric_adjudications = _topic(BIOMETRIC_ADJUDICATIONS)
 biometric_adjudications_dlq = _topic(BIOMETRIC_ADJUDICATIONS_DLQ)
 trafficking_facts = _topic(TRAFFICKING_FACTS)
@@ -134,6 +134,11 @@ trafficking_state = app.Table(
 # survives a worker restart before the exit arrives.
 stay_state = app.Table(
     STAY_STATE_TABLE, default=None, partitions=TRAFFICKING_FACTS.partitions, key_type=bytes, value_type=bytes,
+    use_partitioner=True,
+)
+# Each link's evidence (pairs of samples) and decision (agents/links.py), keyed and partitioned like biometric.pairs.
+link_state = app.Table(
+    LINK_STATE_TABLE, default=None, partitions=BIOMETRIC_PAIRS.partitions, key_type=bytes, value_type=bytes,
     use_partitioner=True,
 )
 
@@ -263,7 +268,7 @@ class Pipeline:
         people = {token: identity for a in accepted for token, identity in a.people.items()}
         keyed = {name.partition(":")[2] for name in self.subject_keys.keys([person_key(t) for t in people])}
         vault = sealed_entries(self.vaulted.fresh(people, keyed), self.sealer)  # creates new persons' keys
-        probes = search_commands([p for a in accepted for p in a.probes], self.sealer, DEDUP_SHARDS)
+        probes = capture_commands([p for a in accepted for p in a.probes], self.sealer, DEDUP_SHARDS)
         sends = [await identity_vault.send(key=token.encode(), value=value) for token, value in vault]
         sends += [await biometric_probes.send(value=value, partition=partition) for partition, value in probes]
         sends += await send_facts([f for a in accepted for f in a.facts])
@@ -300,28 +305,44 @@ class Pipeline:
 
 
 class Dedup:
-    """The gallery shards this worker owns, loaded from their Kafka partitions on first use after an assignment."""
+    """The gallery shards this worker owns (read back from their Kafka partitions on first use), and the thresholds."""
 
     def __init__(self) -> None:
-        """No shard is loaded until a probe for it arrives."""
+        """No shard is loaded until a command for it arrives; thresholds are read now (a bad file stops the worker)."""
         self.shards: dict[int, Shard] = {}
-        self.cfg = DedupConfig(Thresholds(settings.dedup_thresholds_version, settings.dedup_red, settings.dedup_yellow),
-                               pipeline.sealer, pipeline.tok, DEDUP_SHARDS, settings.dedup_index)
+        self._thresholds_stamp: tuple[float, int] | None = None
+        self.cfg = DedupConfig(self._read_thresholds(), pipeline.sealer, pipeline.tok, DEDUP_SHARDS,
+                               settings.dedup_window, settings.dedup_exact_max, settings.dedup_rerank,
+                               settings.dedup_dimension)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dedup")
+        self.uncalibrated: set[str] = set()
+        self.monitor = Monitor(every_s=settings.dedup_monitor_seconds)
 
-    def _new_shard(self, number: int) -> Shard:
-        dim = settings.dedup_dimension
-        index = SketchIndex(dim, rerank=settings.dedup_rerank) if settings.dedup_index == "sketch" else ExactIndex(dim)
-        return Shard(number, index)
+    def _read_thresholds(self) -> ThresholdSet:
+        path = settings.dedup_thresholds_path
+        calibrated = path if path.is_file() else None
+        self._thresholds_stamp = _stamp(path)
+        thresholds = ThresholdSet.load(calibrated)
+        log.info("dedup thresholds %s (%s): %s", thresholds.version, "calibrated" if calibrated else "packaged",
+                 ", ".join(f"{m} verify {t.verify:.3f} yellow {t.yellow:.3f} red {t.red:.3f}"
+                           for m, t in sorted(thresholds.models.items())) or "no model calibrated")
+        return thresholds
+
+    def refresh_thresholds(self) -> None:
+        """Take up thresholds ``lintas dedup calibrate`` wrote (one stat per batch); every decision records them."""
+        if _stamp(settings.dedup_thresholds_path) != self._thresholds_stamp:
+            self.cfg = replace(self.cfg, thresholds=self._read_thresholds())
+            self.monitor = Monitor(every_s=settings.dedup_monitor_seconds)
 
     def _load(self, number: int) -> Shard:
         started = time.monotonic()
-        shard = self._new_shard(number)
-        n, unreadable = load_entries(shard, read_shard(settings, number), self.cfg.sealer)
+        shard = Shard(number)
+        n, unreadable = load_records(shard, read_partition(settings, BIOMETRIC_GALLERY.name, number), self.cfg)
         if unreadable:
-            log.warning("gallery shard %d: %d record(s) cannot be opened (tampered, or sealed before per-subject "
-                        "keys: those subjects enrol again when next seen)", number, unreadable)
-        log.info("gallery shard %d loaded: %d subjects in %.1fs", number, n, time.monotonic() - started)
+            log.warning("gallery shard %d: %d identity record(s) cannot be opened (tampered, or sealed with a key "
+                        "this store never had): those identities enrol again when next seen", number, unreadable)
+        log.info("gallery shard %d loaded: %d identities, %d samples in %.1fs", number, n, shard.sample_count(),
+                 time.monotonic() - started)
         return shard
 
     async def shard(self, number: int) -> Shard:
@@ -336,62 +357,74 @@ class Dedup:
             self.shards.pop(number, None)
 
     async def process(self, events: list[faust.EventT]) -> None:
-        """One batch of probe commands: search or decide per shard, then send and write, then (on return) commit."""
-        by_shard: dict[int, list[bytes]] = {}
+        """One batch of commands: per shard, verify, search, keep pairs; sends, rows, then records; return = commit."""
+        self.refresh_thresholds()
+        by_shard: dict[int, list[tuple[int, bytes]]] = {}
         for e in events:
-            by_shard.setdefault(e.message.partition, []).append(e.message.value or b"")
+            by_shard.setdefault(e.message.partition, []).append((e.message.offset, e.message.value or b""))
         sends: list[Any] = []
         decisions: list[dict[str, Any]] = []
-        links: list[dict[str, Any]] = []
-        erased = 0
+        searches: list[dict[str, Any]] = []
+        records: list[tuple[int, str, bytes | None]] = []
+        counts = {"erased": 0, "unreadable": 0, "duplicates": 0, "late": 0, "links": 0}
         for number, commands in sorted(by_shard.items()):
             shard = await self.shard(number)
             now = datetime.now(UTC)
             out = await asyncio.get_running_loop().run_in_executor(
                 self.executor, shard_step, shard, commands, self.cfg, now)
-            sends += [await biometric_probes.send(value=v, partition=p) for p, v in out.forwards + out.aliases]
-            sends += [await biometric_gallery.send(key=k.encode(), value=v, partition=number) for k, v in out.gallery]
+            sends += [await biometric_probes.send(value=v, partition=p) for p, v in out.commands]
+            sends += [await biometric_pairs.send(key=k.encode(), value=v) for k, v in out.links]
             decisions += out.decisions
-            links += out.links
-            erased += out.erased
+            searches += out.searches
+            records += [(number, k, v) for k, v in out.records]
+            for name in ("erased", "unreadable", "duplicates", "late"):
+                counts[name] += getattr(out, name)
+            counts["links"] += len(out.links)
+            for model in sorted(out.uncalibrated - self.uncalibrated):
+                log.warning("template model %s has no calibrated thresholds: its captures stay under their document "
+                            "and raise no finding until `lintas dedup calibrate` has run", model)
+                self.uncalibrated.add(model)
             if out.erased:
-                log.info("shard %d: %d probe(s) dropped, their person was erased while in flight", number, out.erased)
+                log.info("shard %d: %d command(s) dropped, their person was erased while in flight", number, out.erased)
             if out.unreadable:
-                log.warning("shard %d: %d probe(s) dropped, their template cannot be opened", number, out.unreadable)
-        # one insert per table for the whole batch, after Kafka has every send
-        sends += await self._send_links(links)
+                log.warning("shard %d: %d command(s) dropped, their template cannot be opened", number, out.unreadable)
         sends += await send_facts([f for d in decisions for f in decision_facts(d)])
         await gathered(sends)
         await pipeline.run(pipeline.sink.write, "dedup_decisions", decisions)
-        await pipeline.run(pipeline.sink.write, "dedup_links", [link_row(link) for link in links])
+        await pipeline.run(pipeline.sink.write, "dedup_searches", searches)
+        # the identities' records last: a record on Kafka means everything it caused was sent
+        await gathered([await biometric_gallery.send(key=k.encode(), value=v, partition=number)
+                        for number, k, v in records])
         await pipeline.audit([Processing("dedup", "analyse", "operations", ("BIOMETRIC",), len(decisions),
-                                         batch_source(events),
-                                         "clickhouse:dedup_decisions", pipeline.tok.key_id,
-                                         detail=f"1:N search, {len(events)} shard visits, {len(links)} links, "
-                                                f"{erased} erased in flight")])
+                                         batch_source(events), "clickhouse:dedup_decisions", pipeline.tok.key_id,
+                                         detail=f"1:1 verification and 1:N link evidence, {len(events)} commands, "
+                                                f"{counts['links']} link commands, {counts['duplicates']} duplicates, "
+                                                f"{counts['late']} older than their window, {counts['erased']} "
+                                                f"erased in flight; thresholds {self.cfg.thresholds.version}")])
+        held = sum(len(s.identities) for s in self.shards.values())
+        for warning in self.monitor.update(decisions, searches, self.cfg.thresholds,
+                                           held * DEDUP_SHARDS // max(1, len(self.shards))):
+            log.warning("dedup accuracy drift: %s", warning)
 
     async def adjudicate(self, event: faust.EventT) -> None:
-        """Apply one officer's decision to its link, or dead-letter it with the reason."""
+        """Check one officer's decision against its link and pass it to the link agent, or dead-letter it."""
         msg = event.message
         source = Source(msg.topic, msg.partition, msg.offset, int(msg.timestamp * 1000))
         now = datetime.now(UTC)
         try:
             decision = decode(msg.value, ADJUDICATION_DECISION, pipeline.ids)
             link = await pipeline.run(self._link, decision["link_id"])
-            updated = adjudicate(link, decision, pipeline.tok)
+            decided = adjudicate(link, decision, pipeline.tok.token("officer", decision["officer_id"]))
         except (DecodeError, AdjudicationRejected) as err:
             field = err.field if isinstance(err, AdjudicationRejected) else ""  # undecodable: no field to name
             await pipeline.dead_letters([DeadLetter(source, err.code, field, err.reason, msg.value or b"")],
                                         biometric_adjudications_dlq, now)
             return
-        if updated is link:
+        if decided is None:
             return  # the same decision replayed
-        await gathered(await self._send_links([updated]))
-        await pipeline.run(pipeline.sink.write, "dedup_links", [link_row(updated)])
-
-    async def _send_links(self, links: list[dict[str, Any]]) -> list[Any]:
-        """Link states to biometric.links, keyed by link id; the sends to await."""
-        return await pipeline.send_registered(biometric_links, IDENTITY_LINK, [(lk["link_id"], lk) for lk in links])
+        await gathered([await biometric_pairs.send(key=decision["link_id"].encode(), value=avro_bytes(LINK_COMMAND, {
+            "kind": "DECIDE", "link_id": decision["link_id"], "model": "", "pair": "", "score": 0.0, "sides": [],
+            "erased": False, **decided}))])
 
     def _link(self, link_id: str) -> dict[str, Any] | None:
         result = pipeline.sink.client().query(
@@ -400,10 +433,104 @@ class Dedup:
         if not result.result_rows:
             return None
         link = dict(zip(result.column_names, result.result_rows[0], strict=True))
-        link["event_id"] = str(link["event_id"])
         for key in ("raised_at", "updated_at"):  # clickhouse-connect gives naive UTC datetimes
             link[key] = link[key].replace(tzinfo=UTC) if link[key].tzinfo is None else link[key]
         return link
+
+
+def _stamp(path: Any) -> tuple[float, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime, st.st_size
+
+
+class Monitor:
+    """The worker's own view of dedup accuracy (its shards' last decisions and searches), checked against calibration.
+
+    ClickHouse's ``dedup_accuracy_daily`` is the fleet-wide figure; this one warns in the worker's log.
+    """
+
+    def __init__(self, keep: int = 2000, every_s: float = 60.0) -> None:
+        """Rolling windows of ``keep`` returns and searches per model; a check at most every ``every_s``."""
+        self.keep, self.every_s, self.last = keep, every_s, 0.0
+        self.returns: dict[str, list[float]] = {}
+        self.best: dict[str, dict[str, float]] = {}
+
+    def update(self, decisions: list[dict[str, Any]], searches: list[dict[str, Any]], thresholds: ThresholdSet,
+               gallery_size: int) -> list[str]:
+        """Add a batch; the drift warnings, if it is time to check (``gallery_size``: identities, estimated)."""
+        for d in decisions:
+            t = thresholds.for_model(d["model"])
+            if d["outcome"] in ("known_traveller", "inconclusive") and d["quality"] >= t.good_quality:
+                self.returns.setdefault(d["model"], []).append(float(d["score"]))
+        for s in searches:
+            held = self.best.setdefault(s["model"], {})
+            held[s["subject_id"]] = max(held.get(s["subject_id"], -1.0), float(s["best_score"]))
+        for model in self.returns:
+            self.returns[model] = self.returns[model][-self.keep:]
+        for model, held in self.best.items():
+            if len(held) > self.keep:
+                self.best[model] = dict(list(held.items())[-self.keep:])
+        if time.monotonic() - self.last < self.every_s:
+            return []
+        self.last = time.monotonic()
+        warnings = []
+        for model in sorted(set(self.returns) | set(self.best)):
+            t = thresholds.for_model(model)
+            if model not in thresholds.models:
+                continue
+            scores = self.returns.get(model, [])
+            best = list(self.best.get(model, {}).values())
+            observed = Observed(len(scores), float(np.median(scores)) if scores else 0.0,
+                                float(np.mean(np.array(scores) < t.yellow)) if scores else 0.0,
+                                len(best), float(np.mean(np.array(best) >= t.yellow)) if best else 0.0,
+                                gallery_size)
+            warnings += [f"{model}: {reason}" for reason in drift(observed, t)]
+        return warnings
+
+
+class Links:
+    """The link agent: each link's pairs and decision in a table, its state to biometric.links and dedup_links."""
+
+    async def process(self, events: list[faust.EventT]) -> None:
+        """Apply each command to its link's state, then send what changed; return = commit."""
+        now = datetime.now(UTC)
+        records: dict[str, dict[str, Any]] = {}
+        tombstones: set[str] = set()
+        facts: list[dict[str, Any]] = []
+        thresholds = dedup.cfg.thresholds
+        for e in events:
+            key = e.message.key or b""
+            cmd = read(LINK_COMMAND, e.message.value or b"")
+            out = apply_link(LinkState.from_bytes(link_state.get(key)), cmd, thresholds.for_model, now,
+                             settings.dedup_auto_confirm_red, pipeline.tok.key_id)
+            if out.state is None:
+                if key in link_state:
+                    del link_state[key]
+            else:
+                link_state[key] = out.state.to_bytes()
+            link = key.decode()
+            if out.tombstone:
+                tombstones.add(link)
+                records.pop(link, None)
+            if out.record is not None:
+                records[link] = out.record
+                tombstones.discard(link)
+            facts += out.facts
+        sends = await pipeline.send_registered(biometric_links, IDENTITY_LINK, sorted(records.items()))
+        sends += [await biometric_links.send(key=k.encode(), value=None) for k in sorted(tombstones)]
+        sends += await send_facts(link_facts(facts))
+        await gathered(sends)
+        await pipeline.run(pipeline.sink.write, "dedup_links", [link_row(r) for r in records.values()])
+        if records:
+            statuses = sorted({f"{r['colour']} {r['status']}" for r in records.values()})
+            log.info("%d link update(s): %s", len(records), ", ".join(statuses))
+        await pipeline.audit([Processing("dedup_links", "analyse", "operations", ("PSEUDONYMOUS",), len(events),
+                                         batch_source(events), "clickhouse:dedup_links", pipeline.tok.key_id,
+                                         detail=f"{len(records)} link update(s), {len(tombstones)} erased, "
+                                                f"{len(facts)} subject fact(s)")])
 
 
 class Rules:
@@ -447,6 +574,7 @@ class Rules:
 
 pipeline = Pipeline()
 dedup = Dedup()
+links = Links()
 rules = Rules()
 
 
@@ -484,6 +612,15 @@ async def dedup_shards(stream: faust.StreamT) -> None:
         await dedup.process(list(events))
 
 
+@app.agent(biometric_pairs)
+async def dedup_links(stream: faust.StreamT) -> None:
+    """Link evidence and officers' checked decisions → each link's state → biometric.links and dedup_links."""
+    async for events in stream.take_events(  # type: ignore[attr-defined]  # faust-streaming 0.15 API, not in StreamT
+        settings.dedup_batch_size, within=settings.sink_batch_seconds
+    ):
+        await links.process(list(events))
+
+
 @app.agent(trafficking_facts)
 async def trafficking_rules(stream: faust.StreamT) -> None:
     """Facts → per-key rule state → alerts for officers' review (alerts topic and table)."""
@@ -495,6 +632,6 @@ async def trafficking_rules(stream: faust.StreamT) -> None:
 
 @app.agent(biometric_adjudications)
 async def adjudications(stream: faust.StreamT) -> None:
-    """Officers' decisions → the link's new status (biometric.links and dedup_links)."""
+    """Officers' decisions → checked against the link → the link agent (biometric.pairs)."""
     async for event in stream.events():
         await dedup.adjudicate(event)

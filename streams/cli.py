@@ -205,6 +205,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     import time
     from datetime import UTC, datetime
 
+    from streams.faces import face_model
     from streams.simulator import Simulator, write_files, write_truth
 
     settings = _settings(args)
@@ -214,7 +215,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             return 2
         args.events = int(args.rate * args.duration)
     end = datetime.fromisoformat(args.end) if args.end else datetime.now(UTC)
-    sim = Simulator(seed=args.seed, dim=args.dim, days=args.days, end=end, population=args.population)
+    sim = Simulator(seed=args.seed, dim=args.dim, days=args.days, end=end, population=args.population,
+                    faces=face_model(args.faces, args.dim), returning_share=args.returning)
     if args.out:
         paths = write_files(sim, args.events, args.out, landings=args.landings)
         print(f"wrote {sim.truth.crossings} crossings, {sim.truth.landings} landings: "
@@ -295,6 +297,48 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     sys.argv = ["lintas-worker", "worker", "--without-web", "--loglevel", args.loglevel]
     app.main()
     return 0
+
+
+def _cmd_dedup(args: argparse.Namespace) -> int:
+    from agents.calibration import Targets
+    from streams import dedup_ops
+
+    settings = _settings(args)
+    if args.action == "thresholds":
+        thresholds = dedup_ops.current(settings)
+        source = settings.dedup_thresholds_path if settings.dedup_thresholds_path.is_file() else "packaged defaults"
+        print(f"dedup thresholds {thresholds.version} ({source})")
+        _thresholds_table([thresholds.default, *thresholds.models.values()])
+        return 0
+    if args.action == "calibrate":
+        targets = Targets(fpir=args.fpir, fmr=args.fmr, another_face_rate=args.another_face_rate)
+        thresholds, notes = dedup_ops.calibrate_gallery(settings, targets, args.model or None, args.gallery_size)
+        print(f"wrote dedup thresholds {thresholds.version} to {settings.dedup_thresholds_path}; running workers "
+              "take them up at their next batch")
+        _thresholds_table(list(thresholds.models.values()))
+        for note in notes:
+            print(note)
+        return 0
+    rows = dedup_ops.monitor(settings, args.days)
+    if not rows:
+        print(f"no dedup decisions in the last {args.days:g} days")
+        return 0
+    print(f"{'model':<40} {'returns':>8} {'median':>7} {'est FNIR':>9} {'subjects':>8} {'est FPIR':>9}  thresholds")
+    drifted = 0
+    for model, t, seen, reasons in rows:
+        print(f"{model:<40} {seen.returns:>8,} {seen.genuine_median:>7.3f} {seen.below_yellow:>9.4f} "
+              f"{seen.searches:>8,} {seen.above_yellow:>9.4f}  {t.version}")
+        for reason in reasons:
+            print(f"  DRIFT: {reason}")
+        drifted += bool(reasons)
+    return 1 if drifted else 0
+
+
+def _thresholds_table(models: list[Any]) -> None:
+    print(f"{'model':<40} {'verify':>7} {'mismatch':>8} {'yellow':>7} {'red':>7} {'floor':>7} {'gallery':>9}")
+    for t in models:
+        print(f"{t.model:<40} {t.verify:>7.3f} {t.mismatch:>8.3f} {t.yellow:>7.3f} {t.red:>7.3f} "
+              f"{t.pair_floor:>7.3f} {t.gallery_size:>9,}")
 
 
 def _cmd_schemas(args: argparse.Namespace) -> int:
@@ -489,6 +533,10 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--dim", type=int, default=load_settings().dedup_dimension,
                      help="template dimension (default: the dedup setting)")
     sim.add_argument("--population", type=int, default=5000, help="returning travellers")
+    sim.add_argument("--faces", choices=["clustered", "moderate", "hard"], default="clustered",
+                     help="template model of the captures (streams/faces.py)")
+    sim.add_argument("--returning", type=float, default=None,
+                     help="share of trips by someone of the population (default: every trip)")
     sim.add_argument("--rate", type=float, default=None, help="events per second (default: as fast as possible)")
     sim.add_argument("--duration", type=float, default=None, help="seconds to run at --rate (sets --events)")
     sim.add_argument("--out", type=Path, default=None, help="write JSONL files here instead of sending to Kafka")
@@ -582,6 +630,19 @@ def build_parser() -> argparse.ArgumentParser:
     wl.set_defaults(func=_cmd_watchlist)
 
     from infra.kafka import CLI_TOOLS
+
+    dedup = sub.add_parser("dedup", help="biometric dedup: calibrate thresholds from the gallery, show them, "
+                                         "monitor accuracy against them")
+    dedup.add_argument("action", choices=["calibrate", "thresholds", "monitor"])
+    dedup.add_argument("--model", action="append", help="calibrate only this template model (repeatable)")
+    dedup.add_argument("--fpir", type=float, default=0.003, help="1:N target false-positive identification rate")
+    dedup.add_argument("--fmr", type=float, default=1e-4, help="1:1 target false-match rate")
+    dedup.add_argument("--another-face-rate", type=float, default=1e-4,
+                       help="target share of genuine returns judged another face")
+    dedup.add_argument("--gallery-size", type=int, default=None,
+                       help="calibrate 1:N for this many subjects (default: the gallery's size now)")
+    dedup.add_argument("--days", type=float, default=7.0, help="monitor: the period to look at")
+    dedup.set_defaults(func=_cmd_dedup)
 
     kafka = sub.add_parser(
         "kafka", help="run one of Kafka's own CLI tools against the local cluster",

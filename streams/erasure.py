@@ -22,8 +22,8 @@ from confluent_kafka import Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from agents.audit import Processing
-from agents.biometric import erase_command
-from agents.dedup import shard_of
+from agents.biometric import LINK_COMMAND, erase_command, shard_of
+from agents.dedup import identity_key
 from agents.erasure import MUTATIONS, Person, Refs, parameters, proof_digest
 from agents.keys import FileKeyring, live_tokenisers
 from agents.privacy import policy
@@ -39,13 +39,14 @@ from streams.topics import (
     ALERTS,
     BIOMETRIC_GALLERY,
     BIOMETRIC_LINKS,
+    BIOMETRIC_PAIRS,
     BIOMETRIC_PROBES,
     CROSSING_EVENTS,
     DEDUP_SHARDS,
     IDENTITY_VAULT,
     TRAFFICKING_FACTS,
 )
-from streams.wire import SchemaIds, encode_payload, frame
+from streams.wire import SchemaIds, avro_bytes, encode_payload, frame
 
 log = logging.getLogger("lintas.erasure")
 ERASED_CLASSES = ("BIOMETRIC", "CHILD", "CRIME_RECORD", "DIRECT_IDENTIFIER", "QUASI_IDENTIFIER")
@@ -84,11 +85,11 @@ def erase(settings: Settings, person_text: str, basis: str | None = None, proof_
     ring = FileKeyring(settings.keyring_path)
     refs = Refs.of(person, live_tokenisers(ring, "operations"), live_tokenisers(ring, "analytics"))
     with admin_client(settings) as client:
-        found = _rows(client, "SELECT subject_id, argMin(probe_id, decided_at) AS probe FROM dedup_decisions "
-                              "WHERE identity_token IN {ops:Array(String)} AND subject_id != '' "
-                              "AND outcome IN ('enrol', 'known_traveller') GROUP BY subject_id",
+        found = _rows(client, "SELECT DISTINCT subject_id, model, identity_token FROM dedup_decisions "
+                              "WHERE identity_token IN {ops:Array(String)} AND subject_id != ''",
                       {"ops": list(refs.operations)})
-        refs = Refs(refs.operations, refs.analytics, tuple(sorted(r["subject_id"] for r in found)))
+        refs = Refs(refs.operations, refs.analytics, tuple(sorted({r["subject_id"] for r in found})))
+        records = sorted({identity_key(r["model"], r["identity_token"]) for r in found})
         params = parameters(refs)
         held = _rows(client, "SELECT alert_id, rule_id FROM alerts FINAL WHERE key_token IN "
                              "{pseudonyms:Array(String)}", params)
@@ -104,7 +105,8 @@ def erase(settings: Settings, person_text: str, basis: str | None = None, proof_
         raw = _rows(client, "SELECT DISTINCT source_partition AS p, source_offset AS o, produced_at FROM crossings "
                             "WHERE document_token IN {analytics:Array(String)}", params)
         links = _rows(client, "SELECT DISTINCT link_id FROM dedup_links WHERE identity_token IN {ops:Array(String)} "
-                              "OR subject_id IN {subjects:Array(String)}", params)
+                              "OR subject_identity_token IN {ops:Array(String)} OR subject_id IN "
+                              "{subjects:Array(String)} OR linked_subject_id IN {subjects:Array(String)}", params)
         own_alerts = [h["alert_id"] for h in held]
         named = _rows(client, "SELECT * EXCEPT (evidence_count, version, detected_at) FROM alerts FINAL "
                               "WHERE hasAny(subjects, {pseudonyms:Array(String)}) "
@@ -118,11 +120,9 @@ def erase(settings: Settings, person_text: str, basis: str | None = None, proof_
         # 2. the running agents forget them; compacted topics drop their records
         producer = _producer(settings)
         for shard in range(DEDUP_SHARDS):
-            for i, token in enumerate(refs.operations):
-                subjects = refs.subjects if i == 0 else ()
-                for subject in subjects or ("",):
-                    producer.produce(BIOMETRIC_PROBES.name, partition=shard,
-                                     value=erase_command(shard, subject, token, now))
+            for token in refs.operations:
+                producer.produce(BIOMETRIC_PROBES.name, partition=shard,
+                                 value=erase_command(refs.subjects, token, now))
         fact_keys = {f"doc:{t}": t for t in refs.operations} | {f"subject:{s}": s for s in refs.subjects}
         for alert in named:
             for pseudonym in refs.pseudonyms:
@@ -133,11 +133,14 @@ def erase(settings: Settings, person_text: str, basis: str | None = None, proof_
                 key=key, role="ERASE", event_id=erasure_id, occurred_at=now, traveller=token).to_bytes())
         for token in refs.operations:
             producer.produce(IDENTITY_VAULT.name, key=token.encode(), value=None)
-        for r in found:
-            producer.produce(BIOMETRIC_GALLERY.name, key=r["subject_id"].encode(), value=None,
-                             partition=shard_of(r["probe"], DEDUP_SHARDS))
+        for key in records:
+            producer.produce(BIOMETRIC_GALLERY.name, key=key.encode(), value=None,
+                             partition=shard_of(key, DEDUP_SHARDS))
         for link in links:
             producer.produce(BIOMETRIC_LINKS.name, key=link["link_id"].encode(), value=None)
+            producer.produce(BIOMETRIC_PAIRS.name, key=link["link_id"].encode(), value=avro_bytes(LINK_COMMAND, {
+                "kind": "UNPAIR", "link_id": link["link_id"], "model": "", "pair": "", "score": 0.0, "sides": [],
+                "erased": True, "status": "", "officer_token": "", "decided_at": now}))
         for alert_id in own_alerts:
             producer.produce(ALERTS.name, key=alert_id.encode(), value=None)
         if named:  # others' alerts, again without the person
@@ -167,10 +170,11 @@ def erase(settings: Settings, person_text: str, basis: str | None = None, proof_
         "keys_destroyed": {"person": sum(k.startswith("person:") for k in destroyed),
                            "subject": sum(k.startswith("subject:") for k in destroyed)},
         "biometric_subjects": len(refs.subjects), "clickhouse_rows_before": before, "clickhouse_rows_after": after,
-        "kafka": {"tombstones": {IDENTITY_VAULT.name: len(refs.operations), BIOMETRIC_GALLERY.name: len(found),
+        "kafka": {"tombstones": {IDENTITY_VAULT.name: len(refs.operations), BIOMETRIC_GALLERY.name: len(records),
                                  BIOMETRIC_LINKS.name: len(links), ALERTS.name: len(own_alerts)},
                   "alerts_rewritten_without_the_person": len(named),
-                  "erase_commands": {BIOMETRIC_PROBES.name: DEDUP_SHARDS, TRAFFICKING_FACTS.name: len(fact_keys)}},
+                  "erase_commands": {BIOMETRIC_PROBES.name: DEDUP_SHARDS * len(refs.operations),
+                                     BIOMETRIC_PAIRS.name: len(links), TRAFFICKING_FACTS.name: len(fact_keys)}},
         "remaining_until_retention": {
             "topic": CROSSING_EVENTS.name, "messages": len(raw),
             "coordinates": sorted(f"{r['p']}:{r['o']}" for r in raw),

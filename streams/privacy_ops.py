@@ -48,7 +48,7 @@ REGIONAL_TABLES = (
     ("alerts_monthly", ("month", "rule_id", "severity"), ("alerts", "travellers"),
      "SELECT toStartOfMonth(first_seen) AS month, rule_id, severity, uniqExact(alert_id) AS alerts, "
      "uniqExact(arrayJoin(if(empty(subjects), [key_token], subjects))) AS travellers FROM alerts FINAL "
-     "WHERE first_seen >= {start:DateTime64(3)} AND first_seen < {end:DateTime64(3)} "
+     "WHERE status = 'ACTIVE' AND first_seen >= {start:DateTime64(3)} AND first_seen < {end:DateTime64(3)} "
      "GROUP BY month, rule_id, severity ORDER BY ALL"),
 )
 

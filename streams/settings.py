@@ -82,17 +82,28 @@ class Settings(BaseSettings):
         """The per-subject key store the pipeline and ``lintas erase`` use."""
         return self.subject_keys or self.secrets_dir / "subject_keys.sqlite3"
 
-    # Biometric deduplication (1:N)
+    # Biometric deduplication: 1:1 verification per identity, 1:N link evidence between identities
     dedup_dimension: int = Field(default=512, ge=8, description="Float32 values per template.")
     dedup_quality_floor: float = Field(default=0.3, ge=0.0, le=1.0, description="Captures below it are rejected.")
-    dedup_index: str = Field(default="sketch", pattern="^(sketch|exact)$",
-                             description="Lintas' sketch index, or exact FAISS flat search.")
-    dedup_rerank: int = Field(default=300, ge=1, description="Sketch candidates re-ranked exactly.")
-    dedup_red: float = Field(default=0.45, description="Cosine score at or above which a link is red.")
-    dedup_yellow: float = Field(default=0.36, description="Grey zone lower bound: links here go to manual review.")
-    dedup_thresholds_version: str = Field(default="t1-red0.45-yellow0.36",
-                                          description="Recorded with every decision; change it with the thresholds.")
+    dedup_thresholds: Path | None = Field(
+        default=None, description="Thresholds per template model (lintas dedup calibrate writes it); default "
+                                  "<state_dir>/dedup/thresholds.json if it exists, else the packaged defaults.",
+    )
+    dedup_window: int = Field(default=32, ge=1, description="Recent captures per identity decided again when one "
+                                                            "arrives out of order.")
+    dedup_exact_max: int = Field(default=250_000, ge=0, description="Samples per model and shard searched exactly; "
+                                                                    "past it, the sketch index.")
+    dedup_rerank: int = Field(default=300, ge=1, description="Sketch candidates re-scored exactly.")
+    dedup_auto_confirm_red: bool = Field(default=False, description="Red links confirm themselves (recorded as "
+                                                                    "decided_by auto); off: an officer decides.")
+    dedup_monitor_seconds: float = Field(default=60.0, gt=0, description="How often a worker checks its own "
+                                                                      "dedup accuracy against the calibration.")
     dedup_batch_size: int = 1000
+
+    @property
+    def dedup_thresholds_path(self) -> Path:
+        """Where calibrated thresholds are written and looked for."""
+        return self.dedup_thresholds or self.state_dir / "dedup" / "thresholds.json"
 
     # Trafficking-pattern rules
     trafficking_rules: Path | None = Field(

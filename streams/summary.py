@@ -38,17 +38,18 @@ def regional_summary(client: Client) -> str:
         _table("Dead letters", ("topic", "error code", "messages"), q(
             "SELECT source_topic, error_code, toInt64(count()) FROM dead_letters FINAL "
             "GROUP BY source_topic, error_code ORDER BY 3 DESC")),
-        _table("Biometric dedup (1:N over the sharded gallery)", ("outcome", "captures", "median score"), q(
-            "SELECT outcome, toInt64(count()), toString(round(median(score), 3)) FROM dedup_decisions FINAL "
-            "GROUP BY outcome ORDER BY 2 DESC")),
-        _table("Multiple-identity links for review", ("colour", "status", "links"), q(
-            "SELECT colour, status, toInt64(count()) FROM dedup_links FINAL GROUP BY colour, status ORDER BY 1, 2")),
+        _table("Biometric dedup (1:1 against the document's subjects)", ("outcome", "captures", "median 1:1 score"), q(
+            "SELECT outcome, toInt64(count()), if(outcome = 'enrol', '-', toString(round(median(score), 3))) "
+            "FROM dedup_decisions FINAL GROUP BY outcome ORDER BY 2 DESC")),
+        _table("Multiple-identity links for review (proposals until an officer decides)", ("colour", "status", "links"),
+               q("SELECT colour, status, toInt64(count()) FROM dedup_links FINAL WHERE status != 'WITHDRAWN' "
+                 "GROUP BY colour, status ORDER BY 1, 2")),
         _table("Trafficking-pattern alerts for review", ("rule", "severity", "alerts", "evidence events"), q(
             "SELECT rule_id, severity, toInt64(count()), toInt64(sum(evidence_count)) FROM alerts FINAL "
-            "WHERE family = 'trafficking' GROUP BY rule_id, severity ORDER BY 3 DESC, 1")),
+            "WHERE status = 'ACTIVE' AND family = 'trafficking' GROUP BY rule_id, severity ORDER BY 3 DESC, 1")),
         _table("Document, watchlist and overstay alerts for review", ("rule", "severity", "alerts"), q(
-            "SELECT rule_id, severity, toInt64(count()) FROM alerts FINAL WHERE family IN ('watchlist', 'overstay') "
-            "GROUP BY rule_id, severity ORDER BY 3 DESC, 1")),
+            "SELECT rule_id, severity, toInt64(count()) FROM alerts FINAL WHERE status = 'ACTIVE' "
+            "AND family IN ('watchlist', 'overstay') GROUP BY rule_id, severity ORDER BY 3 DESC, 1")),
         _table("Stays (entries paired with exits; overstays judged against today)", ("status", "stays", "overstays"), q(
             "SELECT s.status, toInt64(count()), toInt64(countIf(o.stay_id != '')) FROM stays AS s FINAL "
             "LEFT JOIN overstays AS o ON o.stay_id = s.stay_id GROUP BY s.status ORDER BY 2 DESC")),

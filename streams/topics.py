@@ -77,20 +77,31 @@ LANDING_EVENTS_DLQ = TopicSpec(
 
 # Biometric deduplication. The gallery is split into shards, one per partition of
 # biometric.probes and biometric.gallery (co-partitioned: equal counts, so the
-# worker that owns probes partition s owns gallery shard s). Changing the shard
+# worker that owns probes partition s owns gallery shard s). An identity (model and
+# document or name token) lives in one shard, chosen by hash. Changing the shard
 # count re-partitions the gallery: a migration, not a setting.
 DEDUP_SHARDS = 4
 BIOMETRIC_PROBES = TopicSpec(
     "biometric.probes", partitions=DEDUP_SHARDS, retention="operational",
-    doc="Captures on their way through the gallery shards (sealed templates, pseudonymous ids); internal.",
+    doc="Commands to the gallery shards: captures to verify at their identity's shard, new samples to search "
+        "1:N in every other shard, withdrawn samples, erasures (sealed templates, pseudonymous ids); internal.",
     internal=True,
 )
 BIOMETRIC_GALLERY = TopicSpec(
     "biometric.gallery", partitions=DEDUP_SHARDS, retention="personal_sealed", cleanup_policy="compact",
-    doc="The enrolled gallery, one record per subject (sealed template, identity tokens); compacted, internal.",
+    doc="The gallery: one record per identity (its subjects, recent captures and samples, sealed; the link "
+        "evidence found against them); compacted, internal.",
     extra_config={"min.cleanable.dirty.ratio": "0.1"},
     internal=True,
 )
+# Link evidence, keyed by link id (one pair of subjects), for the link agent's state table.
+BIOMETRIC_PAIRS = TopicSpec(
+    "biometric.pairs", partitions=4, retention="operational",
+    doc="Pairs of samples of two subjects found by the gallery shards (and withdrawn), and officers' checked "
+        "decisions, keyed by link id; pseudonymous, internal.",
+    internal=True,
+)
+LINK_STATE_TABLE = "dedup_link_state"  # Faust table of each link's pairs and decision (agents/links.py)
 BIOMETRIC_LINKS = TopicSpec(
     "biometric.links", partitions=3, retention="case", cleanup_policy="compact",
     doc="Multiple-identity links for human adjudication and their status (pseudonymous; no templates).",
@@ -154,6 +165,26 @@ WATCHLISTS: dict[str, TopicSpec] = {name: TopicSpec(
     internal=True,
 ) for name in ("lost_stolen", "notices", "national_alerts")}
 
+# The Faust tables' changelogs (faust names them <app id>-<table>-changelog). Created with the other topics,
+# before any worker starts: a producer that meets a changelog topic created after its metadata was fetched
+# cannot place the first write (aiokafka: no partitions for the topic) and the agent crashes once.
+APP_ID = "lintas-pipeline"
+
+
+def _changelog(table: str, partitions: int, doc: str) -> TopicSpec:
+    return TopicSpec(f"{APP_ID}-{table}-changelog", partitions=partitions, retention="case", cleanup_policy="compact",
+                     doc=doc, extra_config={"min.cleanable.dirty.ratio": "0.1"}, internal=True)
+
+
+CHANGELOGS: tuple[TopicSpec, ...] = (
+    _changelog(TRAFFICKING_STATE_TABLE, TRAFFICKING_FACTS.partitions,
+               "Changelog of the rule agent's per-key state (tokens, event ids, counts); compacted, internal."),
+    _changelog(STAY_STATE_TABLE, TRAFFICKING_FACTS.partitions,
+               "Changelog of open stays per traveller (tokens, times); compacted, internal."),
+    _changelog(LINK_STATE_TABLE, BIOMETRIC_PAIRS.partitions,
+               "Changelog of each link's pairs and decision (subject ids, tokens, scores); compacted, internal."),
+)
+
 ALL_TOPICS: tuple[TopicSpec, ...] = (
     CROSSING_EVENTS,
     LANDING_EVENTS,
@@ -161,6 +192,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     LANDING_EVENTS_DLQ,
     BIOMETRIC_PROBES,
     BIOMETRIC_GALLERY,
+    BIOMETRIC_PAIRS,
     BIOMETRIC_LINKS,
     BIOMETRIC_ADJUDICATIONS,
     BIOMETRIC_ADJUDICATIONS_DLQ,
@@ -169,4 +201,5 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     IDENTITY_VAULT,
     AUDIT_PROCESSING,
     *WATCHLISTS.values(),
+    *CHANGELOGS,
 )

@@ -1,211 +1,203 @@
-"""Dedup on the stream without a broker: the shard chain, replays, restarts, sealing and adjudication."""
+"""Dedup on the stream without a broker: shard steps over in-memory partitions, any schedule, replays, restarts,
+sealing, erasure, links and adjudication."""
 
 from __future__ import annotations
 
-from collections import defaultdict
+import random
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
 
 from agents.biometric import (
-    AdjudicationRejected,
+    DEDUP_COMMAND,
+    IDENTITY_RECORD,
+    LINK_COMMAND,
     Capture,
     DedupConfig,
-    StepOutput,
-    adjudicate,
+    Shard,
+    capture_commands,
     erase_command,
-    link_row,
-    load_entries,
-    search_commands,
+    load_records,
+    read,
     shard_step,
     subject_id,
 )
-from agents.dedup import Shard, Thresholds, route, shard_of
-from agents.gallery import ExactIndex, SketchIndex
+from agents.dedup import ModelThresholds, ThresholdSet, identity_key
+from agents.dedup_network import LocalNetwork
+from agents.links import AdjudicationRejected, LinkState, adjudicate, apply, link_row
 from agents.pseudonymise import Tokeniser
-from agents.sealing import KeyDestroyed, SealError, SqliteSubjectKeys, SubjectSealer, person_key, subject_key
+from agents.sealing import KeyDestroyed, SealError, SqliteSubjectKeys, SubjectSealer, person_key
+from streams.wire import avro_bytes
 
-T = Thresholds("t-test", red=0.6, yellow=0.45)
-DIM = 128
+DIM = 64
 NOW = datetime(2026, 11, 20, 8, tzinfo=UTC)
+MODEL = "face-test/1"
+T = ModelThresholds(MODEL, "t-test", verify=0.5, mismatch=0.2, yellow=0.6, red=0.7, pair_floor=0.55, samples=3)
+THRESHOLDS = ThresholdSet("t-test", {MODEL: T}, ThresholdSet.load().default)
+KEYS = SqliteSubjectKeys(":memory:")  # one key store for every worker of a test, like the deployment's
+TOK = Tokeniser(b"unit-test-token-key", "k-test")
+
+
+def cfg(shards: int = 4, window: int = 32, exact_max: int = 250_000) -> DedupConfig:
+    return DedupConfig(THRESHOLDS, SubjectSealer(KEYS), TOK, shards, window=window, exact_max=exact_max,
+                       dimension=DIM)
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
     return (v / np.linalg.norm(v, axis=-1, keepdims=True)).astype(np.float32)
 
 
-KEYS = SqliteSubjectKeys(":memory:")  # one key store for every worker of a test, like the deployment's
+class People:
+    """Synthetic people: a face each; captures are the face plus noise, presented under a document."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.faces = _unit(self.rng.standard_normal((n, DIM)))
+        self.count = 0
+
+    def capture(self, person: int, document: str, minute: int, quality: float = 0.9,
+                face: int | None = None) -> tuple[Capture, np.ndarray]:
+        self.count += 1
+        probe = f"00000000-0000-4000-8000-{self.count:012d}"
+        template = _unit(0.85 * self.faces[person if face is None else face]
+                         + 0.53 * _unit(self.rng.standard_normal(DIM)))
+        return (Capture(probe, probe, "crossing", "ID-BTH", NOW + timedelta(minutes=minute), document,
+                        {"quality": quality, "model": MODEL}, "biometric"), template)
 
 
-def _cfg(shards: int) -> DedupConfig:
-    return DedupConfig(T, SubjectSealer(KEYS), Tokeniser(b"unit-test-token-key", "k-test"), shards, "exact")
+def traffic(n: int = 150, seed: int = 3) -> list[tuple[Capture, np.ndarray]]:
+    """Everyone several times under their document; every 15th also under a second one; every 40th document
+    carried once by somebody else."""
+    people, rng = People(n, seed), random.Random(seed)
+    out = []
+    for person in range(n):
+        for _ in range(rng.randint(1, 5)):
+            out.append(people.capture(person, f"doc-{person}", rng.randrange(40_000), rng.uniform(0.4, 1.0)))
+        if person % 15 == 0:
+            out += [people.capture(person, f"alias-{person}", rng.randrange(40_000)) for _ in range(2)]
+        if person % 40 == 0:
+            out.append(people.capture((person + 1) % n, f"doc-{person}", rng.randrange(40_000), 0.9))
+    return out
 
 
-def _capture(i: int, identity: str) -> Capture:
-    return Capture(f"00000000-0000-4000-8000-{i:012d}", f"00000000-0000-4000-8000-{i:012d}", "crossing", "ID-BTH",
-                   NOW + timedelta(minutes=i), identity, {}, "biometric")
+def run(captures: list[tuple[Capture, np.ndarray]], seed: int | None = None, chunk: int | None = None,
+        batch: tuple[int, int] = (500, 500), crash: float = 0.0, shards: int = 4) -> LocalNetwork:
+    net = LocalNetwork(cfg(shards))
+    rng = random.Random(seed) if seed is not None else None
+    items = list(captures)
+    if rng:
+        rng.shuffle(items)
+    for s in range(0, len(items), chunk or len(items)):
+        net.send(items[s:s + (chunk or len(items))])
+        net.run(rng, batch, crash)
+    return net
 
 
-class Chain:
-    """biometric.probes as one queue per partition; each delivery round gives every shard its queue as a batch."""
-
-    def __init__(self, shards: int, index: str = "exact") -> None:
-        self.cfg = _cfg(shards)
-        new = (lambda n: Shard(n, ExactIndex(DIM))) if index == "exact" else (lambda n: Shard(n, SketchIndex(DIM)))
-        self.shards = [new(n) for n in range(shards)]
-        self.queues: dict[int, list[bytes]] = defaultdict(list)
-        self.gallery: dict[int, list[bytes]] = defaultdict(list)
-        self.decisions: list[dict] = []
-        self.links: list[dict] = []
-        self.outputs: list[StepOutput] = []
-
-    def send(self, cap: Capture, template: np.ndarray) -> None:
-        [(partition, value)] = search_commands([(cap, template)], self.cfg.sealer, self.cfg.shards)
-        self.queues[partition].append(value)
-
-    def drain(self) -> None:
-        while any(self.queues.values()):
-            queues, self.queues = self.queues, defaultdict(list)
-            for number, commands in sorted(queues.items()):
-                out = shard_step(self.shards[number], commands, self.cfg, NOW)
-                self.outputs.append(out)
-                for partition, value in out.forwards + out.aliases:
-                    self.queues[partition].append(value)
-                self.gallery[number] += [v for _, v in out.gallery]
-                self.decisions += out.decisions
-                self.links += out.links
+@pytest.fixture(scope="module")
+def reference() -> tuple[list[tuple[Capture, np.ndarray]], LocalNetwork]:
+    captures = sorted(traffic(), key=lambda c: c[0].occurred_at)
+    return captures, run(captures, chunk=1)  # paced: one capture at a time, in event order
 
 
-def _people(n: int, seed: int) -> tuple[np.ndarray, np.random.Generator]:
-    rng = np.random.default_rng(seed)
-    return _unit(rng.standard_normal((n, DIM))), rng
+@pytest.mark.parametrize(("label", "kw"), [
+    ("bulk, in event order", {}),
+    ("bulk, shuffled, uneven batches", {"seed": 1, "batch": (1, 300)}),
+    ("paced in shuffled chunks", {"seed": 2, "chunk": 37, "batch": (1, 40)}),
+    ("workers killed between sends and records", {"seed": 3, "batch": (5, 200), "crash": 0.25}),
+])
+def test_any_pace_order_batching_or_crash_gives_the_same_identities_and_links(reference, label, kw) -> None:
+    captures, paced = reference
+    got = run(captures, **kw)
+    assert got.outcomes() == paced.outcomes(), label
+    assert got.link_set() == paced.link_set(), label
 
 
-def _capture_of(face: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    return _unit(0.85 * face + 0.53 * _unit(rng.standard_normal(DIM)))
+def test_the_paced_reference_finds_what_was_planted(reference) -> None:
+    captures, net = reference
+    outcomes = net.outcomes()
+    by_doc: dict[str, set[str]] = {}
+    for cap, _ in captures:
+        by_doc.setdefault(cap.identity, set()).add(outcomes[cap.probe_id][1])
+    assert all(len(by_doc[f"doc-{p}"]) == 1 for p in range(150) if p % 40), "one subject per honest document"
+    reused = [p for p in range(0, 150, 40) if len(by_doc[f"doc-{p}"]) == 2]
+    assert len(reused) >= 3, "another face under a reused document"
+    links = net.link_set()
+    linked = {(v[2], v[3]) for v in links.values()} | {(v[3], v[2]) for v in links.values()}
+    assert all((f"doc-{p}", f"alias-{p}") in linked for p in range(0, 150, 15)), "every alias linked to its document"
+    assert all(v[5] == "OPEN" for v in links.values()), "a link is a proposal until an officer decides"
 
 
-def _script(n_people: int, seed: int) -> tuple[list[tuple[int, int, str]], np.ndarray, np.random.Generator]:
-    """(capture number, person, identity): everybody twice under their document, every 10th once more under another."""
-    faces, rng = _people(n_people, seed)
-    script = [(i, i, f"doc-{i}") for i in range(n_people)]
-    script += [(n_people + i, i, f"doc-{i}") for i in range(n_people)]
-    script += [(2 * n_people + i, i, f"forged-{i}") for i in range(0, n_people, 10)]
-    return script, faces, rng
+def test_two_new_identities_enrolled_at_once_in_different_shards_still_find_each_other() -> None:
+    people = People(2, seed=9)
+    a, b = people.capture(0, "doc-a", 0), people.capture(0, "doc-b", 1)
+    c = cfg(shards=2)
+    shards = [identity_key(MODEL, d) for d in ("doc-a", "doc-b")]
+    assert len({hash(s) for s in shards}) == 2
+    net = LocalNetwork(c)
+    net.send([a, b])
+    for number in range(2):  # both CAPTUREs decided before either SEARCH arrives anywhere
+        net.step_shard(number, 1)
+    net.run()
+    [(link_id, link)] = net.link_set().items()
+    assert {link[2], link[3]} == {"doc-a", "doc-b"} and link[4] == "RED"
 
 
-@pytest.mark.parametrize("shards", [1, 2, 4])
-def test_chain_over_shards_decides_like_one_gallery(shards: int) -> None:
-    script, faces, rng = _script(200, seed=5)
-    templates = [_capture_of(faces[person], rng) for _, person, _ in script]
-    reference, chain = Chain(1), Chain(shards)
-    for (i, _, identity), template in zip(script, templates, strict=True):
-        for c in (reference, chain):
-            c.send(_capture(i, identity), template)
-            c.drain()  # one probe at a time: the chain must then decide exactly as one gallery does
-    got = [(d["probe_id"], d["outcome"], d["subject_id"], round(d["score"], 5)) for d in chain.decisions]
-    want = [(d["probe_id"], d["outcome"], d["subject_id"], round(d["score"], 5)) for d in reference.decisions]
-    assert got == want
-    outcomes = [d["outcome"] for d in chain.decisions]
-    assert outcomes.count("enrol") == 200 and outcomes.count("known_traveller") == 200
-    assert outcomes.count("link_red") + outcomes.count("link_yellow") == 20 and len(chain.links) == 20
-    assert sum(len(s) for s in chain.shards) == 200
-    if shards > 1:
-        assert all(len(s) > 0 for s in chain.shards)  # subjects spread over every shard
-    # a confirmed alias makes the next capture under the forged identity known, not a second link
-    person = 10
-    chain.send(_capture(9999, f"forged-{person}"), _capture_of(faces[person], rng))
-    chain.drain()
-    assert chain.decisions[-1]["outcome"] == "known_traveller"
+def test_a_replayed_or_resent_capture_changes_nothing() -> None:
+    people = People(10, seed=4)
+    captures = [people.capture(i, f"doc-{i}", i) for i in range(10)] + [people.capture(3, "doc-3", 20)]
+    c = cfg(shards=1)
+    shard = Shard(0)
+    messages = [(i, v) for i, (_, v) in enumerate(capture_commands(captures, c.sealer, 1))]
+    first = shard_step(shard, messages, c, NOW)
+    assert [d["outcome"] for d in first.decisions].count("known_traveller") == 1
+    replay = shard_step(shard, messages, c, NOW)  # the same offsets again (no commit before a crash)
+    assert replay.decisions == [] and replay.commands == [] and replay.duplicates == 11
+    resent = [(100 + i, v) for i, (_, v) in enumerate(capture_commands(captures[-1:], c.sealer, 1))]
+    again = shard_step(shard, resent, c, NOW)  # a post's resend: new offset, same capture
+    assert again.decisions == [] and again.duplicates == 1
 
 
-def test_batches_in_flight_enrol_each_person_once() -> None:
-    faces, rng = _people(300, seed=6)
-    chain = Chain(4)
-    for i in range(300):
-        chain.send(_capture(i, f"doc-{i}"), _capture_of(faces[i], rng))
-    chain.drain()
-    for i in range(300):  # second captures, all in flight together
-        chain.send(_capture(1000 + i, f"doc-{i}"), _capture_of(faces[i], rng))
-    chain.drain()
-    enrolled = [d for d in chain.decisions if d["outcome"] == "enrol"]
-    assert len(enrolled) == 300 == len({d["subject_id"] for d in enrolled})
-    first = {d["probe_id"][-4:]: d["subject_id"] for d in enrolled}
-    for d in chain.decisions[300:]:
-        assert d["outcome"] == "known_traveller"
-        assert d["subject_id"] == first[f"{int(d['probe_id'][-4:]) - 1000:04d}"]
-
-
-def test_replayed_commands_change_nothing() -> None:
-    faces, rng = _people(50, seed=7)
-    chain = Chain(2)
-    # keep every command each shard receives, to deliver them all again (a crash before the commit)
-    delivered: list[tuple[int, bytes]] = []
-
-    def drain() -> None:
-        while any(chain.queues.values()):
-            queues, chain.queues = chain.queues, defaultdict(list)
-            for number, commands in sorted(queues.items()):
-                delivered.extend((number, c) for c in commands)
-                out = shard_step(chain.shards[number], commands, chain.cfg, NOW)
-                for partition, value in out.forwards + out.aliases:
-                    chain.queues[partition].append(value)
-                chain.decisions.extend(out.decisions)
-
-    for i in range(50):
-        chain.send(_capture(i, f"doc-{i}"), _capture_of(faces[i], rng))
-    drain()
-    chain.send(_capture(50, "forged-3"), _capture_of(faces[3], rng))
-    drain()
-    first = {d["probe_id"]: (d["outcome"], d["subject_id"]) for d in chain.decisions}
-    assert first[_capture(50, "").probe_id] in {("link_red", first[_capture(3, "").probe_id][1]),
-                                                ("link_yellow", first[_capture(3, "").probe_id][1])}
-    sizes = [len(s) for s in chain.shards]
-    again, rewritten = [], []
-    for number, command in delivered:
-        out = shard_step(chain.shards[number], [command], chain.cfg, NOW)
-        again += out.decisions
-        rewritten += out.gallery
-    assert {d["probe_id"]: (d["outcome"], d["subject_id"]) for d in again} == first
-    assert [len(s) for s in chain.shards] == sizes and rewritten == []
-
-
-@pytest.mark.parametrize("index", ["exact", "sketch"])
-def test_shards_reloaded_from_their_gallery_records_know_everyone(index: str) -> None:
-    faces, rng = _people(400, seed=8)
-    chain = Chain(4, index)
-    for i in range(400):
-        chain.send(_capture(i, f"doc-{i}"), _capture_of(faces[i], rng))
-    chain.drain()
-    subjects = {d["probe_id"]: d["subject_id"] for d in chain.decisions}
-    restarted = Chain(4, index)  # a new worker: empty shards, filled only from the gallery topic
+def test_a_shard_read_back_from_its_records_knows_every_identity_and_its_pairs(reference) -> None:
+    _, net = reference
     for number in range(4):
-        load_entries(restarted.shards[number], chain.gallery[number], restarted.cfg.sealer)
-    assert [len(s) for s in restarted.shards] == [len(s) for s in chain.shards]
-    for i in range(400):
-        restarted.send(_capture(1000 + i, f"doc-{i}"), _capture_of(faces[i], rng))
-    restarted.drain()
-    assert len(restarted.decisions) == 400
-    assert all(d["outcome"] == "known_traveller" for d in restarted.decisions)
-    assert sorted((d["probe_id"], d["subject_id"]) for d in restarted.decisions) == sorted(
-        (_capture(1000 + i, "").probe_id, subjects[_capture(i, "").probe_id]) for i in range(400))
+        live = net.shards[number]
+        reloaded = Shard(number)
+        loaded, unreadable = load_records(reloaded, net.gallery[number], net.cfg)
+        assert (loaded, unreadable) == (len(live.identities), 0)
+        assert reloaded.samples.keys() == live.samples.keys()
+        assert {k: set(v) for k, v in reloaded.pairs.items()} == {k: set(v) for k, v in live.pairs.items()}
+        assert reloaded.sample_count() == live.sample_count()
 
 
-def test_templates_leave_a_shard_only_sealed() -> None:
-    faces, rng = _people(30, seed=9)
-    chain = Chain(2)
-    templates = [_capture_of(faces[i], rng) for i in range(30)]
-    for i in range(30):
-        chain.send(_capture(i, f"doc-{i}"), templates[i])
-    chain.send(_capture(30, "forged-1"), _capture_of(faces[1], rng))
-    chain.drain()
-    raw = [t.astype("<f4").tobytes() for t in templates]
-    emitted = [v for out in chain.outputs for _, v in out.forwards + out.aliases + out.gallery]
-    assert emitted and not any(chunk[:64] in blob for blob in emitted for chunk in raw)
-    for row in chain.decisions + [link_row(x) for x in chain.links]:
+def test_templates_leave_a_shard_only_sealed(reference) -> None:
+    captures, net = reference
+    raw = [t.astype("<f4").tobytes()[:64] for _, t in captures]
+    blobs = [v for part in net.probes for v in part] + [v for part in net.gallery for _, v in part if v]
+    blobs += [v for part in net.pairs for _, v in part]
+    assert blobs and not any(chunk in blob for blob in blobs for chunk in raw)
+    record = read(IDENTITY_RECORD, next(v for _, v in net.gallery[0] if v))
+    assert all(c["sealed_template"][:2] != b"\x00\x00" for c in record["window"])
+    for row in list(net.decisions.values()) + [link_row(x) for x in net.link_records.values()]:
         assert not any(isinstance(v, bytes | np.ndarray) for v in row.values())
-        assert all(not isinstance(v, list) or len(v) <= 3 for v in row.values())
+
+
+def test_records_and_commands_that_cannot_be_opened_are_skipped_and_counted_not_fatal() -> None:
+    people = People(5, seed=12)
+    c = cfg(shards=1)
+    shard = Shard(0)
+    good = capture_commands([people.capture(i, f"doc-{i}", i) for i in range(5)], c.sealer, 1)
+    out = shard_step(shard, [(i, v) for i, (_, v) in enumerate(good)], c, NOW)
+    records = [(k.encode(), v) for k, v in out.records]
+    rec = read(IDENTITY_RECORD, records[0][1])
+    window = [{**rec["window"][0], "sealed_template": rec["window"][0]["sealed_template"][:-1] + b"\x00"}]
+    records.append((b"face-test/1|tampered", avro_bytes(IDENTITY_RECORD, {**rec, "window": window})))
+    assert load_records(Shard(0), records, c) == (5, 1)
+    [(_, probe)] = capture_commands([people.capture(3, "doc-3", 30)], c.sealer, 1)
+    cmd = read(DEDUP_COMMAND, probe)
+    bad = avro_bytes(DEDUP_COMMAND, {**cmd, "probe_id": "x", "sealed_template": cmd["sealed_template"][:-1] + b"\x01"})
+    out = shard_step(shard, [(10, bad), (11, probe)], c, NOW)
+    assert out.unreadable == 1 and [d["outcome"] for d in out.decisions] == ["known_traveller"]
 
 
 def test_sealed_values_refuse_a_destroyed_key_another_key_tampering_and_moving() -> None:
@@ -227,31 +219,6 @@ def test_sealed_values_refuse_a_destroyed_key_another_key_tampering_and_moving()
     assert "S-a" not in str(sealer.open([(sealed, "S-a")])[0])
 
 
-def test_records_that_cannot_be_opened_are_skipped_and_counted_not_fatal() -> None:
-    faces, rng = _people(20, seed=12)
-    chain = Chain(1)
-    for i in range(20):
-        chain.send(_capture(i, f"doc-{i}"), _capture_of(faces[i], rng))
-    chain.drain()
-    legacy = b"\x09gallery-1" + bytes(12) + bytes(64)  # the shared-key format from before per-subject sealing
-    records = list(chain.gallery[0])
-    from agents.biometric import GALLERY_ENTRY, _read
-    from streams.wire import avro_bytes
-
-    old = _read(GALLERY_ENTRY, records[0])
-    records.append(avro_bytes(GALLERY_ENTRY, {**old, "subject": "S-legacy", "sealed_template": legacy}))
-    restarted = Chain(1)
-    assert load_entries(restarted.shards[0], records, restarted.cfg.sealer) == (20, 1)
-    [(partition, good)] = search_commands([(_capture(99, "doc-3"), _capture_of(faces[3], rng))], chain.cfg.sealer, 1)
-    from agents.biometric import PROBE_COMMAND
-
-    cmd = _read(PROBE_COMMAND, good)
-    sealed = cmd["sealed_template"]
-    bad = avro_bytes(PROBE_COMMAND, {**cmd, "sealed_template": sealed[:-1] + bytes([sealed[-1] ^ 1])})  # one bit
-    out = shard_step(restarted.shards[0], [bad, good], restarted.cfg, NOW)
-    assert out.unreadable == 1 and [d["outcome"] for d in out.decisions] == ["known_traveller"]
-
-
 def test_a_destroyed_key_is_overwritten_in_the_key_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
     path = tmp_path / "secrets" / "subject_keys.sqlite3"
     store = SqliteSubjectKeys(path)
@@ -265,71 +232,89 @@ def test_a_destroyed_key_is_overwritten_in_the_key_file(tmp_path) -> None:  # ty
     assert SqliteSubjectKeys(path).keys(["person:p7", "person:p8"]) == {"person:p8": keys["person:p8"]}
 
 
-def test_an_erased_person_is_forgotten_by_every_shard_and_their_records_cannot_be_opened() -> None:
-    faces, rng = _people(60, seed=11)
-    chain = Chain(3)
-    for i in range(60):
-        chain.send(_capture(i, f"doc-{i}"), _capture_of(faces[i], rng))
-    chain.drain()
-    chain.send(_capture(60, "forged-4"), _capture_of(faces[4], rng))  # someone presents person 4's face on forged-4
-    chain.drain()
-    gone = subject_id(chain.cfg.tok, _capture(3, "").probe_id)
-    four = subject_id(chain.cfg.tok, _capture(4, "").probe_id)
-    assert any(gone in s for s in chain.shards) and "forged-4" in next(s for s in chain.shards if four in s).identities[four]
-    chain.send(_capture(61, "doc-3"), _capture_of(faces[3], rng))  # in flight when the erasure happens
-    # lintas erase: destroy person 3's keys, then ERASE to every shard (identity forged-4 erased too)
-    KEYS.destroy([person_key("doc-3"), subject_key(gone), person_key("forged-4")])
+def test_an_erased_person_is_forgotten_by_every_shard_and_their_links_go_without_a_trace() -> None:
+    keys = SqliteSubjectKeys(":memory:")
+    c = DedupConfig(THRESHOLDS, SubjectSealer(keys), TOK, 3, dimension=DIM)
+    people = People(30, seed=11)
+    net = LocalNetwork(c)
+    net.send([people.capture(i, f"doc-{i}", i) for i in range(30)])
+    net.send([people.capture(4, "alias-4", 40)])
+    net.run()
+    [link] = net.link_set().values()
+    assert {link[2], link[3]} == {"doc-4", "alias-4"}
+    net.send([people.capture(4, "alias-4", 50)])  # in flight when the erasure happens
+    keys.destroy([person_key("alias-4")])  # lintas erase: keys first, then ERASE to every shard
+    gone = subject_id(TOK, MODEL, "alias-4", None)
     for number in range(3):
-        chain.queues[number].insert(0, erase_command(number, gone, "doc-3", NOW))
-        chain.queues[number].insert(0, erase_command(number, "", "forged-4", NOW))
-    before, steps = len(chain.decisions), len(chain.outputs)
-    chain.drain()
-    assert len(chain.decisions) == before and sum(o.erased for o in chain.outputs) == 1  # the in-flight probe dropped
-    assert not any(gone in s for s in chain.shards) and sum(len(s) for s in chain.shards) == 59
-    assert all("forged-4" not in ids for s in chain.shards for ids in s.identities.values())
-    rewritten = [k for o in chain.outputs[steps:] for k, _ in o.gallery]
-    assert rewritten == [four]  # person 4's record, without the erased identity
-    # the records written before the erasure no longer open; a reloaded worker knows everyone else, not person 3
-    restarted = Chain(3)
+        net.probes[number].insert(net.position[number], erase_command([gone], "alias-4", NOW))
+    net.run()
+    assert net.link_set() == {} and net.links == {}, "the link agent dropped it; a tombstone, no withdrawn record"
+    assert not any(s.identity == "alias-4" for sh in net.shards.values() for s in sh.identities.values())
+    assert not any(r.remote[0] == gone for sh in net.shards.values() for held in sh.pairs.values()
+                   for r in held.values())
+    restarted = Shard(0)  # the records written before the erasure are tombstoned or no longer open
     for number in range(3):
-        load_entries(restarted.shards[number], chain.gallery[number], restarted.cfg.sealer)
-    assert sum(len(s) for s in restarted.shards) == 59 and not any(gone in s for s in restarted.shards)
-    for c in (chain, restarted):
-        c.send(_capture(70, "doc-3"), _capture_of(faces[3], rng))
-        c.send(_capture(71, "doc-5"), _capture_of(faces[5], rng))
-        c.drain()
-        assert [d["outcome"] for d in c.decisions[-2:]] == ["enrol", "known_traveller"]  # person 3 is new again
+        restarted = Shard(number)
+        load_records(restarted, net.gallery[number], c)
+        assert not any(s.identity == "alias-4" for s in restarted.identities.values())
 
 
-def test_routes_visit_every_shard_once_and_end_at_the_owner() -> None:
-    for shards in (1, 2, 4, 7):
-        for probe in ("a", "b", "c", "d"):
-            owner = shard_of(probe, shards)
-            hops = [route(owner, h, shards) for h in range(shards)]
-            assert sorted(s for s, _ in hops) == list(range(shards))
-            assert hops[-1] == (owner, True) and not any(last for _, last in hops[:-1])
+def test_officers_decide_links_the_first_decision_stands_and_red_may_confirm_itself() -> None:
+    side = {"identity": "", "probe_id": "p", "event_id": "00000000-0000-4000-8000-000000000001",
+            "source": "crossing", "post_id": "ID-BTH", "occurred_ms": 1, "quality": 0.9}
+    pair = {"kind": "PAIR", "link_id": "L1", "model": MODEL, "pair": "a~b@0", "score": 0.65,
+            "sides": [{**side, "subject": "S1", "identity": "d1"}, {**side, "subject": "S2", "identity": "d2"}],
+            "erased": False, "status": "", "officer_token": "", "decided_at": NOW}
+    out = apply(None, pair, THRESHOLDS.for_model, NOW, False, "k")
+    assert out.record["status"] == "OPEN" and out.record["colour"] == "YELLOW" and out.facts == ()
+    state = out.state
+    decide = {**pair, "kind": "DECIDE", "status": "CONFIRMED", "officer_token": "OT", "decided_at": NOW}
+    out = apply(state, decide, THRESHOLDS.for_model, NOW, False, "k")
+    assert out.record["status"] == "CONFIRMED" and out.record["decided_by"] == "officer"
+    assert len(out.facts) == 2, "a confirmed link is evidence of one face with two documents"
+    again = apply(out.state, {**decide, "status": "REJECTED"}, THRESHOLDS.for_model, NOW, False, "k")
+    assert again.record is None and again.state.status == "CONFIRMED"
+    unpair = {**pair, "kind": "UNPAIR"}
+    kept = apply(again.state, unpair, THRESHOLDS.for_model, NOW, False, "k")
+    assert kept.record["status"] == "CONFIRMED", "a decision outlives its evidence"
+    red = apply(None, {**pair, "score": 0.75}, THRESHOLDS.for_model, NOW, True, "k")
+    assert (red.record["status"], red.record["decided_by"], red.record["colour"]) == ("CONFIRMED", "auto", "RED")
+    gone = apply(LinkState.from_bytes(out.state.to_bytes()), {**unpair, "erased": True}, THRESHOLDS.for_model, NOW,
+                 False, "k")
+    assert gone.state is None and gone.tombstone and gone.record is None
+    withdrawn = apply(apply(None, pair, THRESHOLDS.for_model, NOW, False, "k").state, unpair, THRESHOLDS.for_model,
+                      NOW, False, "k")
+    assert withdrawn.record["status"] == "WITHDRAWN"
 
 
-def _link() -> dict:
-    return {"link_id": "L1", "subject_id": "S1", "identity_token": "t", "probe_id": "p", "event_id": "00000000-0000-4000-8000-000000000001",
-            "source": "crossing", "post_id": "ID-BTH", "colour": "YELLOW", "score": 0.5, "thresholds_version": "t",
-            "status": "OPEN", "officer_token": "", "raised_at": NOW, "updated_at": NOW, "key_id": "k"}
+def _row() -> dict:
+    return {"link_id": "L1", "status": "OPEN", "officer_token": "", "raised_at": NOW}
 
 
-def test_adjudication_confirms_rejects_and_refuses_with_reasons() -> None:
-    tok = Tokeniser(b"k", "k")
+def test_adjudication_is_checked_against_the_link_and_refused_with_reasons() -> None:
     decision = {"link_id": "L1", "decision": "CONFIRM", "officer_id": "OFF-1", "decided_at": NOW + timedelta(hours=1)}
-    confirmed = adjudicate(_link(), decision, tok)
-    assert confirmed["status"] == "CONFIRMED" and confirmed["officer_token"] == tok.token("officer", "OFF-1")
-    assert adjudicate(confirmed, decision, tok) is confirmed  # a replay changes nothing
-    assert adjudicate(_link(), {**decision, "decision": "REJECT"}, tok)["status"] == "REJECTED"
+    officer = TOK.token("officer", "OFF-1")
+    assert adjudicate(_row(), decision, officer) == {"status": "CONFIRMED", "officer_token": officer,
+                                                     "decided_at": NOW + timedelta(hours=1)}
+    confirmed = {**_row(), "status": "CONFIRMED", "officer_token": officer}
+    assert adjudicate(confirmed, decision, officer) is None  # a replay changes nothing
+    assert adjudicate(_row(), {**decision, "decision": "REJECT"}, officer)["status"] == "REJECTED"
     for link, dec, code in [
         (None, decision, "unknown_link"),
         (confirmed, {**decision, "decision": "REJECT"}, "already_decided"),
-        (_link(), {**decision, "officer_id": " "}, "missing_officer"),
-        (_link(), {**decision, "decided_at": NOW - timedelta(days=1)}, "before_link"),
+        (_row(), {**decision, "officer_id": " "}, "missing_officer"),
+        (_row(), {**decision, "decided_at": NOW - timedelta(days=1)}, "before_link"),
     ]:
         with pytest.raises(AdjudicationRejected) as err:
-            adjudicate(link, dec, tok)
+            adjudicate(link, dec, officer)
         assert err.value.code == code and "OFF-1" not in str(err.value)
-    assert link_row(confirmed)["version"] > link_row({**_link(), "updated_at": NOW + timedelta(days=9)})["version"]
+    record = {"status": "CONFIRMED", "updated_at": NOW, "event_id": "00000000-0000-4000-8000-000000000001"}
+    later_open = {"status": "OPEN", "updated_at": NOW + timedelta(days=9), "event_id": ""}
+    assert link_row(record)["version"] > link_row(later_open)["version"]
+
+
+def test_link_commands_name_no_template_and_carry_both_sides(reference) -> None:
+    _, net = reference
+    commands = [read(LINK_COMMAND, v) for part in net.pairs for _, v in part]
+    pairs = [c for c in commands if c["kind"] == "PAIR"]
+    assert pairs and all(len(c["sides"]) == 2 and c["sides"][0]["subject"] < c["sides"][1]["subject"] for c in pairs)

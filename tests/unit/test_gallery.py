@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agents.gallery import ExactIndex, SketchIndex, TemplateRejected, check_template
+from agents.gallery import ExactIndex, SampleIndex, SketchIndex, TemplateRejected, check_template
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -70,3 +70,32 @@ def test_sketch_without_rerank_room_loses_hits(data) -> None:
     tiny = SketchIndex(128, bits=64, rerank=1)
     tiny.add(gallery)
     assert (tiny.search(probes, 1).rows[:, 0] == mates).mean() < 0.9
+
+
+def test_sample_index_finds_every_sample_above_the_floor_but_not_the_query_s_own(data) -> None:
+    gallery, probes, mates = data
+    index = SampleIndex(128, exact_max=50_000)
+    owners = [f"id-{i // 2}" for i in range(20_000)]  # two samples per identity
+    index.add([("S", i) for i in range(20_000)], gallery, owners)
+    assert index.kind == "exact" and len(index) == 20_000
+    results = index.search(probes, 0.3, [owners[m] for m in mates])
+    for (hits, best), m, probe in zip(results, mates, probes, strict=True):
+        scores = gallery @ probe
+        want = {i for i in np.flatnonzero(scores >= 0.3) if owners[i] != owners[m]}
+        assert {key[1] for key, _ in hits} == want  # all of them, the query's own identity left out
+        others = [s for i, s in enumerate(scores) if owners[i] != owners[m]]
+        assert best == pytest.approx(max(others), abs=1e-5)
+
+
+def test_sample_index_removes_replaces_compacts_and_turns_to_the_sketch_past_its_exact_size(data) -> None:
+    gallery, probes, mates = data
+    index = SampleIndex(128, exact_max=5_000)
+    index.add([("S", i) for i in range(4_000)], gallery[:4_000], ["o"] * 4_000)
+    index.remove([("S", i) for i in range(1_500)] + [("S", "never")])
+    assert len(index) == 2_500 and len(index.keys) == 2_500, "rebuilt once a third of it was removed"
+    index.add([("S", 2_000)], gallery[5:6], ["o"])  # a key already present is replaced
+    assert np.allclose(index.vector(("S", 2_000)), gallery[5]) and len(index) == 2_500
+    index.add([("S", i) for i in range(10_000, 13_000)], gallery[10_000:13_000], ["p"] * 3_000)
+    assert index.kind == "sketch" and len(index) == 5_500
+    [(hits, best)] = index.search(gallery[11_000:11_001], 0.99, ["q"])
+    assert [key for key, _ in hits] == [("S", 11_000)] and best == pytest.approx(1.0, abs=1e-5)

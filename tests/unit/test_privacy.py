@@ -95,6 +95,9 @@ def test_every_clickhouse_table_and_topic_has_a_retention_class() -> None:
     pol = policy()
     created = {m for path in MIGRATIONS.glob("*.sql")
                for m in re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", path.read_text())}
+    renamed = {old for path in MIGRATIONS.glob("*.sql")  # a table built under another name, then renamed
+               for old, _ in re.findall(r"RENAME TABLE (\w+) TO (\w+)", path.read_text())}
+    created -= renamed
     assert created - set(pol.tables) == set(), "tables without a retention class"
     assert set(pol.tables) - created == set(), "retention for tables that do not exist"
     for topic in ALL_TOPICS:

@@ -21,6 +21,7 @@ from agents.trafficking import (
     evaluate,
     landing_facts,
     latest,
+    link_facts,
     load_rules,
     run,
 )
@@ -143,18 +144,39 @@ def test_repeat_crossing_without_companions_is_not_shuttling() -> None:
 
 
 # -- documents --------------------------------------------------------------------------------------------------
-def _decision(doc: str, subject: str, hours: float, event: str) -> list[Fact]:
+def _decision(doc: str, subject: str, hours: float, event: str, revision: int = 1) -> list[Fact]:
     return decision_facts({"subject_id": subject, "identity_token": doc, "event_id": event, "occurred_at": at(hours),
-                           "post_id": "ID-CGK"})
+                           "post_id": "ID-CGK", "revision": revision})
+
+
+def _link(a: tuple[str, str], b: tuple[str, str], hours: float, link: str) -> list[Fact]:
+    return link_facts({"key": f"subject:{a[0]}", "event_id": f"{link}/{n}", "occurred_at": at(hours),
+                       "post_id": "ID-CGK", "traveller": side[1], "subject": other[0], "score": 0.71,
+                       "thresholds_version": "t-test", "revision": 1}
+                      for n, (side, other) in enumerate(((a, b), (b, a))))
 
 
 def test_one_document_two_faces_and_one_face_two_documents() -> None:
     same_doc = _decision("D1", "S1", 0, "e1") + _decision("D1", "S2", 30, "e2")
     assert rules_of(same_doc) == {"document_multiple_subjects"}
-    same_face = _decision("D2", "S3", 0, "e3") + _decision("D3", "S3", 30, "e4")
+    same_face = _decision("D2", "S3", 0, "e3") + _decision("D3", "S5", 30, "e4") + _link(("S3", "D2"), ("S5", "D3"),
+                                                                                        30, "L1")
     assert rules_of(same_face) == {"subject_multiple_documents"}
     returning = _decision("D4", "S4", 0, "e5") + _decision("D4", "S4", 30, "e6")
     assert rules_of(returning) == set(), "a returning traveller with the same document"
+    names = decision_facts({"subject_id": "S6", "identity_token": "N1", "identity_kind": "name", "event_id": "e7",
+                            "occurred_at": at(0), "post_id": "ID-CGK"})
+    assert names == [], "a namesake is another person, not a borrowed document"
+
+
+def test_dedup_evidence_carries_scores_quality_and_thresholds() -> None:
+    facts = decision_facts({"subject_id": "S1", "identity_token": "D1", "event_id": "e1", "occurred_at": at(0),
+                            "post_id": "ID-CGK", "score": float("nan"), "quality": 0.9, "thresholds_version": "v:m"})
+    facts += decision_facts({"subject_id": "S2", "identity_token": "D1", "event_id": "e2", "occurred_at": at(3),
+                             "post_id": "ID-BTH", "score": 0.04, "quality": 0.82, "thresholds_version": "v:m"})
+    [alert] = [a for a in fired(facts).values() if a.rule_id == "document_multiple_subjects"]
+    assert "scored 0.040" in alert.explanation and "quality 0.82" in alert.explanation and "v:m" in alert.explanation
+    assert alert.features["lowest_score"] == 0.04
 
 
 def test_impossible_travel_between_distant_posts() -> None:
@@ -360,3 +382,29 @@ def test_erase_fact_deletes_the_persons_state_and_removes_them_from_others() -> 
     # the escort's next traveller grows the same alert, now without the erased person
     grown = latest(evaluate_batch([escorted("E1", "T9", 6)], load, store, RULES, None))
     assert list(grown) == [fanout.alert_id] and "T2" not in grown[fanout.alert_id].subjects
+
+
+def test_dedup_alerts_do_not_depend_on_the_order_their_facts_arrive_in_and_follow_revised_decisions() -> None:
+    import itertools
+
+    facts = (_decision("D1", "S1", 0, "e1") + _decision("D1", "S1", 20, "e2") + _decision("D1", "S2", 30, "e3")
+             + _decision("D1", "S1", 50, "e4") + _link(("S3", "D2"), ("S5", "D3"), 40, "L1"))
+    ids = {frozenset(fired(list(order))) for order in itertools.permutations(facts)}
+    assert len(ids) == 1 and len(next(iter(ids))) == 2
+    # a decision revised to another subject replaces the first: the document has one subject again, and the
+    # alert the first revision raised is withdrawn (a replayed first revision changes nothing)
+    revised = (_decision("D7", "S7", 0, "e7") + _decision("D7", "S8", 5, "e8", revision=2)
+               + _decision("D7", "S7", 5, "e8", revision=3) + _decision("D7", "S8", 5, "e8", revision=2))
+    state, alerts = KeyState(), []
+    for f in revised:
+        state, out = evaluate(f, state, RULES)
+        alerts += out
+    assert sorted({e[2] for e in state.subjects}) == ["S7"]
+    changes = list(dict.fromkeys((a.status, a.revision) for a in alerts))  # a replay re-sends, unchanged
+    assert [c[0] for c in changes] == ["ACTIVE", "WITHDRAWN"] and len({a.alert_id for a in alerts}) == 1
+    assert latest(alerts)[alerts[0].alert_id].status == "WITHDRAWN"
+    # a link no longer red nor confirmed withdraws its documents, and its alert
+    red = _link(("S3", "D2"), ("S5", "D3"), 40, "L9")
+    gone = [dataclasses.replace(f, traveller="", revision=2) for f in red]
+    _, out = run(red + gone, RULES)
+    assert [a.status for a in out] == ["ACTIVE", "WITHDRAWN"]
