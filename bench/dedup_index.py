@@ -8,9 +8,11 @@ searches). Reported per method: build time, memory, identifications per second
 one at a time and in batches, the rank-1 mated hit rate, and the share of exact
 search's mated hits the method keeps ("recall vs exact").
 
-Distributions: ``isotropic`` (identities uniform on the sphere, noisy captures) and
+Distributions: ``isotropic`` (identities uniform on the sphere, noisy captures),
 ``clustered`` (identities on a 64-dimensional subspace around 200 population
-centres, closer to real face embeddings: impostor scores run high).
+centres, closer to real face embeddings: impostor scores run high), and the
+simulator's second face family (:mod:`streams.faces`) at its ``moderate`` and
+``hard`` settings (rank 48 and 20, capture noise tied to quality).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import numpy as np
 from sklearn.neighbors import NearestNeighbors
 
 from agents.gallery import ExactIndex, SketchIndex
+from streams.faces import SubspaceFaces, face_model
 
 DIM = 512
 
@@ -34,6 +37,13 @@ def unit(x: np.ndarray) -> np.ndarray:
 
 def make(n: int, q: int, kind: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gallery (n × DIM), probes (q × DIM) and each probe's true gallery row."""
+    if kind in ("moderate", "hard"):
+        faces = face_model(kind, DIM)
+        assert isinstance(faces, SubspaceFaces)
+        gallery = faces.faces(rng, n)
+        mates = rng.choice(n, q, replace=False)
+        quality = np.clip(rng.normal(0.75, 0.15, q), 0.2, 1.0)
+        return gallery, faces.captures(rng, gallery[mates], quality), mates
     if kind == "isotropic":
         gallery = unit(rng.standard_normal((n, DIM), dtype=np.float32))
     else:
@@ -113,7 +123,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--queries", type=int, default=1000)
-    parser.add_argument("--kinds", nargs="+", default=["isotropic", "clustered"])
+    parser.add_argument("--kinds", nargs="+", default=["isotropic", "clustered", "moderate", "hard"])
     args = parser.parse_args()
     print(f"\n1:N identification, {DIM}-d float32 templates, {args.queries} mated probes, 2 cores")
     header = (f"{'enrolled':>9} {'distribution':<11} {'method':<26} {'build s':>8} {'mem MB':>8} "
