@@ -99,3 +99,20 @@ def test_sample_index_removes_replaces_compacts_and_turns_to_the_sketch_past_its
     assert index.kind == "sketch" and len(index) == 5_500
     [(hits, best)] = index.search(gallery[11_000:11_001], 0.99, ["q"])
     assert [key for key, _ in hits] == [("S", 11_000)] and best == pytest.approx(1.0, abs=1e-5)
+
+
+def test_the_sketch_spends_its_bits_in_the_templates_principal_subspace() -> None:
+    rng = np.random.default_rng(3)
+    basis = np.linalg.qr(rng.standard_normal((128, 12)))[0]
+    faces = _unit(rng.standard_normal((3000, 12)) @ basis.T + 0.1 * rng.standard_normal((3000, 128)))
+    captures = _unit(faces + 1.2 * _unit(rng.standard_normal((3000, 128))) / np.sqrt(2))
+    fitted, plain = SketchIndex(128, rerank=3), SketchIndex(128, rerank=3)
+    assert fitted.fit(captures) == 12 and plain.fit(_unit(rng.standard_normal((3000, 128)))) == 128
+    probes = _unit(faces[:300] + 1.2 * _unit(rng.standard_normal((300, 128))) / np.sqrt(2))
+    hits = []
+    for index in (fitted, plain):
+        index.add(captures)
+        hits.append((index.search(probes, 1).rows[:, 0] == np.arange(300)).mean())
+    assert hits[0] > hits[1] + 0.05, hits  # fewer candidates needed where the noise is left out
+    with pytest.raises(ValueError):
+        fitted.fit(captures)
