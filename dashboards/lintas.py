@@ -187,26 +187,27 @@ FROM dedup_links FINAL WHERE $__timeFilter(raised_at) AND status != 'WITHDRAWN'
 GROUP BY time, series ORDER BY time, series
 """, columns=("time", "series", "links")),
         Panel("Accuracy against the calibrated point (estimated from the stream)", "table", width=24, sql="""
-SELECT model, thresholds_version, sum(returns) AS returns,
-       round(sum(fnir_estimate * returns) / greatest(sum(returns), 1), 4) AS fnir_estimated,
-       round(any(fnir_calibrated), 4) AS fnir_calibrated,
-       sum(subjects) AS new_subjects,
-       round(sum(fpir_estimate * subjects) / greatest(sum(subjects), 1), 4) AS fpir_estimated,
-       any(fpir_target) AS fpir_target,
-       if(sum(returns) >= 200 AND fnir_estimated > greatest(2 * fnir_calibrated, fnir_calibrated + 0.02)
-          OR sum(subjects) >= 500 AND fpir_estimated > 2 * fpir_target, 'DRIFT', 'ok') AS state
-FROM dedup_accuracy_daily WHERE $__dateFilter(day)
+SELECT model, thresholds_version, sum(d.returns) AS good_returns,
+       round(sum(d.fnir_estimate * d.returns) / greatest(sum(d.returns), 1), 4) AS fnir_estimated,
+       round(any(d.fnir_calibrated), 4) AS fnir_at_calibration,
+       sum(d.subjects) AS new_subjects,
+       round(sum(d.fpir_estimate * d.subjects) / greatest(sum(d.subjects), 1), 4) AS fpir_estimated,
+       any(d.fpir_target) AS fpir_target_,
+       multiIf(thresholds_version = '', 'uncalibrated',
+               good_returns >= 200 AND fnir_estimated > greatest(2 * fnir_at_calibration, fnir_at_calibration + 0.02)
+               OR new_subjects >= 500 AND fpir_estimated > 2 * fpir_target_, 'DRIFT', 'ok') AS state
+FROM dedup_accuracy_daily AS d WHERE $__dateFilter(day)
 GROUP BY model, thresholds_version ORDER BY model
-""", columns=("model", "thresholds_version", "returns", "fnir_estimated", "fnir_calibrated", "new_subjects",
-              "fpir_estimated", "fpir_target", "state")),
+""", columns=("model", "thresholds_version", "good_returns", "fnir_estimated", "fnir_at_calibration",
+              "new_subjects", "fpir_estimated", "fpir_target_", "state")),
         Panel("Estimated FNIR by post", "barchart", width=12, sql="""
-SELECT post_id, round(sum(fnir_estimate * returns) / greatest(sum(returns), 1), 4) AS fnir_estimated
-FROM dedup_accuracy_daily WHERE $__dateFilter(day)
+SELECT post_id, round(sum(d.fnir_estimate * d.returns) / greatest(sum(d.returns), 1), 4) AS fnir_estimated
+FROM dedup_accuracy_daily AS d WHERE $__dateFilter(day)
 GROUP BY post_id ORDER BY fnir_estimated DESC, post_id LIMIT 15
 """, columns=("post_id", "fnir_estimated")),
         Panel("Estimated FPIR by post", "barchart", width=12, sql="""
-SELECT post_id, round(sum(fpir_estimate * subjects) / greatest(sum(subjects), 1), 4) AS fpir_estimated
-FROM dedup_accuracy_daily WHERE $__dateFilter(day) AND subjects > 0
+SELECT post_id, round(sum(d.fpir_estimate * d.subjects) / greatest(sum(d.subjects), 1), 4) AS fpir_estimated
+FROM dedup_accuracy_daily AS d WHERE $__dateFilter(day) AND d.subjects > 0
 GROUP BY post_id ORDER BY fpir_estimated DESC, post_id LIMIT 15
 """, columns=("post_id", "fpir_estimated")),
         Panel("Oldest open links", "table", width=24, sql="""

@@ -89,6 +89,7 @@ ORDER BY (model, version);
 -- estimated FNIR = share of good-quality returns (a document's later captures) scoring below yellow;
 -- estimated FPIR = share of subjects first seen that day whose best sample scored yellow or more against
 -- another identity (an upper bound: the same person under two identities counts too).
+-- A model never calibrated has no thresholds_version and no estimates (NULL).
 CREATE VIEW IF NOT EXISTS dedup_accuracy_daily AS
 WITH latest AS (
     SELECT model, argMax(version, calibrated_at) AS version, argMax(yellow, calibrated_at) AS yellow,
@@ -98,16 +99,17 @@ WITH latest AS (
     FROM dedup_calibrations GROUP BY model
 )
 SELECT d.model AS model, d.post_id AS post_id, d.day AS day, d.returns AS returns,
-       d.genuine_median AS genuine_median, d.fnir_estimate AS fnir_estimate,
-       s.subjects AS subjects, s.fpir_estimate AS fpir_estimate,
-       l.version AS thresholds_version, l.fnir_calibrated AS fnir_calibrated, l.fpir_target AS fpir_target,
-       l.genuine_median_calibrated AS genuine_median_calibrated
+       d.genuine_median AS genuine_median, if(l.version = '', NULL, d.fnir_estimate) AS fnir_estimate,
+       s.subjects AS subjects, if(l.version = '', NULL, s.fpir_estimate) AS fpir_estimate,
+       l.version AS thresholds_version, if(l.version = '', NULL, l.fnir_calibrated) AS fnir_calibrated,
+       if(l.version = '', NULL, l.fpir_target) AS fpir_target,
+       if(l.version = '', NULL, l.genuine_median_calibrated) AS genuine_median_calibrated
 FROM (
     SELECT r.model AS model, r.post_id AS post_id, toDate(r.occurred_at) AS day, count() AS returns,
            toFloat64(median(r.score)) AS genuine_median, avg(r.score < l.yellow) AS fnir_estimate
     FROM (SELECT model, post_id, occurred_at, score, quality FROM dedup_decisions FINAL
           WHERE outcome IN ('known_traveller', 'inconclusive')) AS r
-    INNER JOIN latest AS l ON r.model = l.model
+    LEFT JOIN latest AS l ON r.model = l.model
     WHERE r.quality >= l.good_quality
     GROUP BY model, post_id, day
 ) AS d
@@ -117,7 +119,7 @@ LEFT JOIN (
     FROM (SELECT model, subject_id, argMin(post_id, occurred_at) AS post_id, min(occurred_at) AS first_seen,
                  max(best_score) AS best
           FROM dedup_searches GROUP BY model, subject_id) AS b
-    INNER JOIN latest AS l ON b.model = l.model
+    LEFT JOIN latest AS l ON b.model = l.model
     GROUP BY model, post_id, day
 ) AS s ON d.model = s.model AND d.post_id = s.post_id AND d.day = s.day
 LEFT JOIN latest AS l ON d.model = l.model;
