@@ -736,10 +736,13 @@ def _many(fact: Fact, entries: list[list[Any]], rule: Rule, threshold: str, text
     a window before it), not only the one ending at it: facts arriving out of event-time order
     must find what they would have found in order.
     """
-    starts = sorted({e[0] for e in entries if fact.ms - rule.window_ms <= e[0] <= fact.ms})
+    near = [e for e in entries if abs(e[0] - fact.ms) <= rule.window_ms]
+    if len({e[2] for e in near}) < rule[threshold]:
+        return  # not even the two windows' span together holds enough (the common case: one subject)
+    starts = sorted({e[0] for e in near if e[0] <= fact.ms})
     recent: list[list[Any]] = []
     for start in starts:
-        held = [e for e in entries if start <= e[0] <= start + rule.window_ms]
+        held = [e for e in near if start <= e[0] <= start + rule.window_ms]
         if len({e[2] for e in held}) > len({e[2] for e in recent}):
             recent = held
     values = {e[2] for e in recent}

@@ -576,6 +576,7 @@ def simulated_facts(sim: Simulator, crossings: int, landings: int, tok: Tokenise
     from agents.trafficking import crossing_facts, decision_facts, landing_facts, link_facts
 
     documents: dict[int, list[str]] = {}  # true person → the documents they were seen with, first first
+    first_event: dict[tuple[int, str], str] = {}  # (person, document) → the first crossing under it
     for kind, record in sim.events(crossings, landings):
         if kind == "landing":
             yield from landing_facts(record, landing_row(record, tok), tok)
@@ -592,12 +593,13 @@ def simulated_facts(sim: Simulator, crossings: int, landings: int, tok: Tokenise
         seen = documents.setdefault(person, [])
         if identity not in seen:
             seen.append(identity)
-            if len(seen) > 1:  # a link between this document's subject and the first one's
+            first_event[(person, identity)] = str(record["event_id"])
+            if len(seen) > 1:  # a confirmed link between this document's subject and the first one's
                 first = tok.token("subject", str(person), seen[0])
                 a, b = sorted([(first, seen[0]), (subject, identity)])
-                link = tok.token("link", a[0], b[0])
-                yield from link_facts({"key": f"subject:{a[0]}", "event_id": f"L{link}/{n}",
+                # the evidence: each document's first crossing (the pipeline's link facts name the link instead)
+                yield from link_facts({"key": f"subject:{a[0]}", "event_id": first_event[(person, side[1])],
                                        "occurred_at": row["occurred_at"], "post_id": row["post_id"],
                                        "traveller": side[1], "subject": other[0], "score": 1.0,
-                                       "thresholds_version": "truth"}
-                                      for n, (side, other) in enumerate(((a, b), (b, a))))
+                                       "thresholds_version": "truth", "revision": 1}
+                                      for side, other in ((a, b), (b, a)))
