@@ -21,7 +21,7 @@ from pathlib import Path
 from infra.clickhouse import admin_client
 from infra.process import rss_bytes
 from infra.stack import Stack
-from streams.producer import Forwarder, accept_records
+from streams.producer import Forwarder, send_paced
 from streams.settings import load_settings
 from streams.simulator import Simulator
 from streams.spool import Spool
@@ -49,14 +49,7 @@ def run(settings, n: int, rate: float | None, seed: int, tmp: Path) -> tuple[flo
     spool = Spool(tmp / f"bench-{seed}.sqlite")
     forwarder = Forwarder(settings, spool)
     t0 = time.monotonic()
-    step = max(1, int((rate or 5000) // 20))
-    for i in range(0, n, step):
-        accept_records(records[i:i + step], "crossing", spool)
-        forwarder.pump(timeout_s=0, idle_stop=False)
-        if rate:
-            ahead = (i + step) / rate - (time.monotonic() - t0)
-            if ahead > 0:
-                time.sleep(ahead)
+    send_paced(forwarder, spool, records, "crossing", rate, steps_per_second=20)
     forwarder.pump(timeout_s=600)
     forwarder.close()
     _wait_for_ids(client, "crossings", table, n)

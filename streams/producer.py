@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -195,6 +195,20 @@ class Forwarder:
         """Flush what can be flushed; anything unacknowledged stays in the spool for next time."""
         self.producer.flush(timeout_s)
         self._flush_acks()
+
+
+def send_paced(forwarder: Forwarder, spool: Spool, records: Sequence[dict[str, Any]], event_type: str,
+               rate: float | None, steps_per_second: int = 5) -> None:
+    """Accept ``records`` into the spool and forward them, at ``rate`` events per second (None: at once)."""
+    step = max(1, int(rate // steps_per_second)) if rate else max(1, len(records))
+    t0 = time.monotonic()
+    for start in range(0, len(records), step):
+        accept_records(records[start:start + step], event_type, spool)
+        forwarder.pump(timeout_s=0, idle_stop=False)
+        if rate:
+            ahead = (start + step) / rate - (time.monotonic() - t0)
+            if ahead > 0:
+                time.sleep(ahead)
 
 
 def read_lines(path: str) -> Iterator[str]:

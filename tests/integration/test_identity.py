@@ -27,7 +27,7 @@ from confluent_kafka.admin import AdminClient
 from infra.clickhouse import admin_client
 from infra.kafka import create_topics
 from infra.stack import Stack
-from streams.producer import Forwarder, accept_records
+from streams.producer import Forwarder, send_paced
 from streams.settings import Settings
 from streams.simulator import Simulator
 from streams.spool import Spool
@@ -97,15 +97,7 @@ def produce(settings: Settings, records: list[dict[str, Any]], spool: Path, rate
     """Through a post's spool, as fast as possible or at ``rate`` events per second."""
     store = Spool(spool)
     forwarder = Forwarder(settings, store)
-    step = max(1, int(rate // 5)) if rate else len(records)
-    t0 = time.monotonic()
-    for start in range(0, len(records), step):
-        accept_records(records[start:start + step], "crossing", store)
-        forwarder.pump(timeout_s=0, idle_stop=False)
-        if rate:
-            ahead = (start + step) / rate - (time.monotonic() - t0)
-            if ahead > 0:
-                time.sleep(ahead)
+    send_paced(forwarder, store, records, "crossing", rate)
     assert forwarder.pump(timeout_s=120)
     forwarder.close()
 

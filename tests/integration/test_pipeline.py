@@ -632,12 +632,11 @@ def test_every_dashboard_panel_returns_its_shape_and_the_preview_draws_them(
     """Every panel's SQL, expanded as Grafana would, on ClickHouse filled by a simulation; then drawn in Chromium."""
     import shutil
 
+    from agents.dedup import ModelThresholds, ThresholdSet
     from dashboards.browser import rendered_dom, screenshot
     from dashboards.lintas import DASHBOARDS
     from dashboards.render import render
     from infra.clickhouse import readonly_client
-
-    from agents.dedup import ModelThresholds, ThresholdSet
 
     settings = pstack.settings
     records = _simulate(36, 10_000)  # enough on its own for k: 23 refusals, at least 12 on one of its two days
