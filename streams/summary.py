@@ -39,8 +39,9 @@ def regional_summary(client: Client) -> str:
             "SELECT source_topic, error_code, toInt64(count()) FROM dead_letters FINAL "
             "GROUP BY source_topic, error_code ORDER BY 3 DESC")),
         _table("Biometric dedup (1:1 against the document's subjects)", ("outcome", "captures", "median 1:1 score"), q(
-            "SELECT outcome, toInt64(count()), if(outcome = 'enrol', '-', toString(round(median(score), 3))) "
-            "FROM dedup_decisions FINAL GROUP BY outcome ORDER BY 2 DESC")),
+            "SELECT if(identity_kind = 'name' AND outcome = 'another_face', 'another_face (namesake, no document)', "
+            "outcome) AS o, toInt64(count()), if(o = 'enrol', '-', toString(round(median(score), 3))) "
+            "FROM dedup_decisions FINAL GROUP BY o ORDER BY 2 DESC")),
         _table("Multiple-identity links for review (proposals until an officer decides)", ("colour", "status", "links"),
                q("SELECT colour, status, toInt64(count()) FROM dedup_links FINAL WHERE status != 'WITHDRAWN' "
                  "GROUP BY colour, status ORDER BY 1, 2")),
