@@ -27,19 +27,12 @@ import joblib
 import numpy as np
 from sklearn.ensemble import IsolationForest
 
-from agents.trafficking import (
-    HOUR_MS,
-    Alert,
-    Fact,
-    KeyState,
-    RuleSet,
-    erase,
-    escort_occasions,
-    evaluate,
-    flag_anomaly,
-    within,
-)
-from streams.errors import LintasError
+from agents.trafficking.config import HOUR_MS, RuleSet
+from agents.trafficking.engine import Alert, erase, evaluate, flag_anomaly
+from agents.trafficking.facts import Fact
+from agents.trafficking.rules import escort_occasions
+from agents.trafficking.state import KeyState, within
+from schemas.errors import LintasError
 
 FEATURES = (
     "exits_72h", "entries_72h", "posts_7d", "countries_7d", "escorted_travellers_7d", "escorted_minors_7d",
@@ -184,7 +177,7 @@ def evaluate_batch(facts: Sequence[Fact], load: Callable[[str], KeyState],
     x = np.stack([row for _, row in pending])
     scores = model.scores(x)
     flagged = np.flatnonzero(scores < model.threshold)
-    top = int(rules.rule("anomaly_score")["top_features"])
+    top = rules.anomaly_score.params.top_features
     for i, explained in zip(flagged, model.explain(x[flagged], top), strict=True):
         fact = pending[i][0]
         state = load(fact.key)

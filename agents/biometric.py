@@ -33,13 +33,11 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import fastavro
@@ -59,13 +57,13 @@ from agents.dedup import (
 from agents.gallery import SampleIndex, check_template
 from agents.pseudonymise import Tokeniser, person_token
 from agents.sealing import KeyDestroyed, SealError, SubjectSealer, person_key
-from streams.wire import avro_bytes
+from schemas.contracts import internal_schema
+from schemas.wire import avro_bytes
 
-_INTERNAL = Path(__file__).resolve().parent.parent / "schemas" / "internal"
-DEDUP_COMMAND = fastavro.parse_schema(json.loads((_INTERNAL / "DedupCommand.avsc").read_text()))
+DEDUP_COMMAND = internal_schema("DedupCommand")
 _NAMED: dict[str, Any] = {}
-IDENTITY_RECORD = fastavro.parse_schema(json.loads((_INTERNAL / "IdentityRecord.avsc").read_text()), _NAMED)
-LINK_COMMAND = fastavro.parse_schema(json.loads((_INTERNAL / "LinkCommand.avsc").read_text()))
+IDENTITY_RECORD = internal_schema("IdentityRecord", _NAMED)
+LINK_COMMAND = internal_schema("LinkCommand")
 EPOCH = datetime.fromtimestamp(0, UTC)
 
 

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from streams.errors import LintasError
+from schemas.errors import LintasError
 
 DEFAULT_THRESHOLDS = Path(__file__).resolve().parent / "dedup_thresholds.json"
 

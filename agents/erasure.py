@@ -23,7 +23,7 @@ from typing import Any
 
 from agents.pseudonymise import Tokeniser, document_token
 from agents.sealing import person_key, subject_key
-from streams.errors import LintasError
+from schemas.errors import LintasError
 
 
 class ErasureRequestError(LintasError):

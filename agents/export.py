@@ -20,7 +20,7 @@ from datetime import date, datetime
 from typing import Any
 
 from agents.privacy import Policy
-from streams.errors import LintasError
+from schemas.errors import LintasError
 
 
 class ExportRefused(LintasError):

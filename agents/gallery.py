@@ -18,19 +18,15 @@ from typing import Any
 import faiss
 import numpy as np
 
-from streams.errors import LintasError
+from schemas.errors import InvalidMessage
 
 
-class TemplateRejected(LintasError):
+class TemplateRejected(InvalidMessage):
     """A template that cannot be searched: wrong dimension, NaN, zero norm, or quality below the floor."""
 
-    code = "template_rejected"
-
-    def __init__(self, code: str, reason: str) -> None:
-        """A stable code (``wrong_dimension``, ``not_finite``, ``zero_norm``, ``low_quality``) and a reason."""
-        self.code = code
-        self.reason = reason
-        super().__init__(f"{code}: {reason}")
+    def __init__(self, code: str, reason: str, field: str = "template") -> None:
+        """A stable code (``template_wrong_dimension``, ``_not_finite``, ``_zero_norm``, ``_low_quality``)."""
+        super().__init__(f"template_{code}", field, reason)
 
 
 def check_template(template: bytes, dimension: int, quality: float, expected_dim: int,

@@ -18,12 +18,13 @@ from agents.biometric import Capture, captures, probe_template
 from agents.gallery import TemplateRejected
 from agents.keys import Purposes
 from agents.pseudonymise import Tokeniser, crossing_row, landing_row
-from agents.trafficking import Fact, crossing_facts, landing_facts
+from agents.trafficking.facts import Fact, crossing_facts, landing_facts
 from agents.vault import identities
 from agents.watchlist import Presented, presented
 from schemas.contracts import CROSSING_EVENT, DEAD_LETTER, LANDING_EVENT, Contract
-from streams.validation import check_semantics
-from streams.wire import DecodeError, WriterSchemas, decode, encode_payload
+from schemas.errors import InvalidMessage
+from schemas.validation import check_semantics
+from schemas.wire import DecodeError, WriterSchemas, decode, encode_payload
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,12 @@ class DeadLetter:
     error_field: str
     reason: str
     payload: bytes
+
+    @classmethod
+    def from_error(cls, source: Source, err: InvalidMessage, payload: bytes | None,
+                   field: str | None = None) -> DeadLetter:
+        """The dead letter of a bad message: the error's code, field (or ``field``) and reason, the raw bytes."""
+        return cls(source, err.code, err.field if field is None else field, err.reason, payload or b"")
 
     def record(self, now: datetime) -> dict[str, Any]:
         """The DeadLetter Avro record for the dead-letter topic."""
@@ -127,7 +134,7 @@ def ingest(raw: bytes | None, source: Source, kind: EventKind, schemas: WriterSc
     try:
         record = decode(raw, kind.contract, schemas)
     except DecodeError as err:
-        return DeadLetter(source, err.code, "", err.reason, raw or b"")
+        return DeadLetter.from_error(source, err, raw)
     problems = check_semantics(kind.contract.name, record, now)
     if problems:
         first = problems[0]
@@ -141,8 +148,7 @@ def ingest(raw: bytes | None, source: Source, kind: EventKind, schemas: WriterSc
         try:
             probes.append((cap, probe_template(cap, templates.dimension, templates.quality_floor)))
         except TemplateRejected as err:
-            letters.append(DeadLetter(source, f"template_{err.code}", f"{cap.field}.template", err.reason,
-                                      raw or b""))
+            letters.append(DeadLetter.from_error(source, err, raw, field=f"{cap.field}.{err.field}"))
     facts = kind.to_facts(record, row, keys.operations)
     traveller = next((f.traveller for f in facts if f.role == "SELF"), None)  # the token, made once
     return Accepted(row, probes, letters, facts, identities(record, kind.source, keys.operations),

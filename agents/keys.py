@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 from agents.privacy import Policy, policy
 from agents.pseudonymise import Tokeniser
-from streams.errors import LintasError
+from schemas.errors import LintasError
 
 
 class KeyRefused(LintasError):

@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agents.dedup import ModelThresholds
+from schemas.errors import InvalidMessage
 
 STATUS_RANK = {"OPEN": 0, "WITHDRAWN": 0, "CONFIRMED": 1, "REJECTED": 1}
 DECIDED = ("CONFIRMED", "REJECTED")
@@ -170,13 +171,8 @@ def link_row(link: dict[str, Any]) -> dict[str, Any]:
     return {**link, "event_id": uuid.UUID(str(event)) if event else uuid.UUID(int=0), "version": version}
 
 
-class AdjudicationRejected(ValueError):
-    """An adjudication decision that cannot be applied; ``code`` and ``field`` for the dead letter."""
-
-    def __init__(self, code: str, field: str, reason: str) -> None:
-        """Stable code, the field at fault, and why (never the value)."""
-        self.code, self.field, self.reason = code, field, reason
-        super().__init__(f"{field}: {code}: {reason}")
+class AdjudicationRejected(InvalidMessage):
+    """An adjudication decision that cannot be applied to its link: dead-lettered with code, field and reason."""
 
 
 def adjudicate(link: dict[str, Any] | None, decision: dict[str, Any], officer_token: str) -> dict[str, Any] | None:

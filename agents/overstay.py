@@ -44,8 +44,10 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from agents.trafficking import SEVERITY_RANK, Alert, Fact
-from streams.errors import LintasError
+from agents.trafficking.config import SEVERITY_RANK
+from agents.trafficking.engine import Alert
+from agents.trafficking.facts import Fact
+from schemas.errors import LintasError
 
 RULES_FILE = Path(__file__).resolve().parent / "stay_rules.toml"
 RULE_ID = "overstay"

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from streams.errors import LintasError
+from schemas.errors import LintasError
 
 POLICY_FILE = Path(__file__).resolve().parent.parent / "schemas" / "privacy_policy.toml"
 TRANSFORMS = frozenset({"drop", "token", "generalise", "keep"})

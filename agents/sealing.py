@@ -32,7 +32,7 @@ from typing import Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from streams.errors import LintasError
+from schemas.errors import LintasError
 
 
 class SealError(LintasError):

@@ -20,23 +20,21 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from pathlib import Path
 from typing import Any
 
 import fastavro
 
 from agents.pseudonymise import Tokeniser, document_token, normalise
-from agents.trafficking import Alert
-from streams.errors import LintasError
-from streams.wire import avro_bytes
+from agents.trafficking.engine import Alert
+from schemas.contracts import internal_schema
+from schemas.errors import LintasError
+from schemas.wire import avro_bytes
 
-ENTRY_SCHEMA = fastavro.parse_schema(json.loads(
-    (Path(__file__).resolve().parent.parent / "schemas" / "internal" / "WatchlistEntry.avsc").read_text()))
+ENTRY_SCHEMA = internal_schema("WatchlistEntry")
 COLUMNS = ("issuing_state", "number", "reason", "valid_from", "valid_until", "source")
 REQUIRED_COLUMNS = ("issuing_state", "number", "reason")
 _COUNTRY = re.compile(r"^[A-Z]{3}$")

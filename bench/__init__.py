@@ -29,7 +29,7 @@ def own_stack(tmp: str) -> Iterator[Any]:
     from infra.stack import Stack
     from streams.settings import Settings
 
-    settings = Settings(state_dir=Path(tmp) / "state", dist_dir=REPO / ".lintas" / "dist",
+    settings = Settings(state_dir=Path(tmp) / "state", dist=REPO / ".lintas" / "dist",
                         kafka_port=BENCH_PORT_BASE + 92, kafka_controller_port=BENCH_PORT_BASE + 93,
                         schema_registry_port=BENCH_PORT_BASE + 81, clickhouse_port=BENCH_PORT_BASE + 123)
     stack = Stack(settings)

@@ -18,9 +18,9 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from infra.clickhouse import admin_client
 from infra.process import rss_bytes
 from infra.stack import Stack
+from streams.clients import clickhouse_client
 from streams.producer import Forwarder, send_paced
 from streams.settings import load_settings
 from streams.simulator import Simulator
@@ -42,7 +42,7 @@ def run(settings, n: int, rate: float | None, seed: int, tmp: Path) -> tuple[flo
     """
     sim = Simulator(seed=seed, dim=512, end=datetime.now(UTC) - timedelta(minutes=5), population=5000)
     records = [r for kind, r in sim.events(n, landings=0) if kind == "crossing"]
-    client = admin_client(settings)
+    client = clickhouse_client(settings)
     table = f"bench_ids_{uuid.uuid4().hex[:8]}"
     client.command(f"CREATE TABLE {table} (event_id UUID) ENGINE = MergeTree ORDER BY event_id")
     client.insert(table, [(r["event_id"],) for r in records], column_names=["event_id"])

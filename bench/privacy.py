@@ -24,7 +24,7 @@ from agents.biometric import Capture, search_commands
 from agents.keys import Purposes
 from agents.pseudonymise import Tokeniser, crossing_row, person_token
 from agents.sealing import SqliteSubjectKeys, SubjectSealer
-from agents.trafficking import crossing_facts
+from agents.trafficking.facts import crossing_facts
 from agents.vault import identities, sealed_entries
 from bench import best_of, print_table
 from schemas.contracts import CROSSING_EVENT

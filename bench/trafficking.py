@@ -27,14 +27,10 @@ from typing import Any
 
 from agents.anomaly import AnomalyModel, evaluate_batch, train, training_rows
 from agents.pseudonymise import Tokeniser
-from agents.trafficking import (
-    Alert,
-    Fact,
-    KeyState,
-    RuleSet,
-    latest,
-    load_rules,
-)
+from agents.trafficking.config import RuleSet, load_rules
+from agents.trafficking.engine import Alert, latest
+from agents.trafficking.facts import Fact
+from agents.trafficking.state import KeyState
 from bench import print_table
 from streams.simulator import Simulator, Truth, simulated_facts
 
@@ -172,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     trainer = Simulator(seed=args.seed + 1000, dim=8, days=args.days, population=args.population,
                         end=datetime(2026, 10, 1, tzinfo=UTC))  # another month, another seed: no test data in training
     x = training_rows(simulated_facts(trainer, args.crossings, args.landings, tok), rules)
-    model = train(x, float(rules.rule("anomaly_score")["alert_rate"]), seed=args.seed)
+    model = train(x, rules.anomaly_score.params.alert_rate, seed=args.seed)
     print(f"anomaly model {model.version}: {len(x):,} training windows, {time.perf_counter() - started:.1f}s")
     alerts, _ = evaluate_all(facts, rules, model)
     current = latest(alerts)

@@ -30,7 +30,7 @@ from agents.keys import FileKeyring, tokeniser
 from agents.pseudonymise import Tokeniser, person_token
 from agents.watchlist import Presented, check, presented
 from bench import best_of, own_stack, print_table
-from infra.clickhouse import admin_client
+from streams.clients import clickhouse_client
 from streams.migrate import migrate
 from streams.simulator import Simulator
 from streams.watchlist import Replica, load
@@ -60,7 +60,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         with own_stack(tmp) as stack:
             settings = stack.settings
-            migrate(admin_client(settings))  # the record of processing the loads write to
+            migrate(clickhouse_client(settings))  # the record of processing the loads write to
             csv = Path(tmp) / "list.csv"
             with csv.open("w") as f:
                 f.write("issuing_state,number,reason,valid_from,valid_until,source\n")

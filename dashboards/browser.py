@@ -7,7 +7,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from streams.errors import LintasError
+from schemas.errors import LintasError
 
 # Flags for a closed network and a root user: no sandbox, no background calls home, a throwaway profile.
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -5,14 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import sys
 import urllib.request
 from pathlib import Path
 
-import clickhouse_connect
-from clickhouse_connect.driver.client import Client
-
 from infra.process import ManagedProcess
+from streams import clients
 from streams.settings import Settings
 
 
@@ -29,11 +28,11 @@ class LocalClickHouse:
         """Write the users file: a read-write pipeline user and a read-only dashboard user."""
         users = {
             self.settings.clickhouse_user: {
-                "password_sha256_hex": _sha256(self.settings.secret("clickhouse_password")),
+                "password_sha256_hex": _sha256(ensure_secret(self.settings, "clickhouse_password")),
                 "readonly": False,
             },
             self.settings.clickhouse_readonly_user: {
-                "password_sha256_hex": _sha256(self.settings.secret("clickhouse_readonly_password")),
+                "password_sha256_hex": _sha256(ensure_secret(self.settings, "clickhouse_readonly_password")),
                 "readonly": True,
             },
         }
@@ -64,30 +63,23 @@ class LocalClickHouse:
 
     def create_database(self) -> None:
         """Create the pipeline's database if missing."""
-        with admin_client(self.settings, database="default") as client:
+        with clients.clickhouse_client(self.settings, database="default") as client:
             client.command(f"CREATE DATABASE IF NOT EXISTS {self.settings.clickhouse_database}")
 
 
-def admin_client(settings: Settings, database: str | None = None) -> Client:
-    """A clickhouse-connect client as the read-write pipeline user."""
-    return clickhouse_connect.get_client(
-        host=settings.clickhouse_host,
-        port=settings.clickhouse_port,
-        username=settings.clickhouse_user,
-        password=settings.secret("clickhouse_password"),
-        database=database or settings.clickhouse_database,
-    )
-
-
-def readonly_client(settings: Settings) -> Client:
-    """A clickhouse-connect client as the read-only dashboard user."""
-    return clickhouse_connect.get_client(
-        host=settings.clickhouse_host,
-        port=settings.clickhouse_port,
-        username=settings.clickhouse_readonly_user,
-        password=settings.secret("clickhouse_readonly_password"),
-        database=settings.clickhouse_database,
-    )
+def ensure_secret(settings: Settings, field: str) -> str:
+    """The secret's value; for the local stack, generated once into the secrets dir (mode 0600) if missing."""
+    if getattr(settings, field) is None and not settings.secret_path(field).is_file():
+        settings.secrets_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(settings.secrets_dir, 0o700)
+        try:
+            fd = os.open(settings.secret_path(field), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass  # another process generated it first
+        else:
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(32) + "\n")
+    return settings.secret(field)
 
 
 def _sha256(secret: str) -> str:

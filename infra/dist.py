@@ -8,12 +8,13 @@ stamped with the pom's hash, so an interrupted install is redone, never used.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import shutil
 import subprocess
 from pathlib import Path
 
-from streams.errors import PrerequisiteError, StackError
+from schemas.errors import PrerequisiteError, StackError
 
 MAVEN_DIR = Path(__file__).parent / "maven"
 STAMP = ".installed"
@@ -43,9 +44,21 @@ def require_tool(tool: str, server: str, hint: str) -> str:
 
 
 def install(name: str, dest: Path, log_file: Path, extra_args: tuple[str, ...] = ()) -> bool:
-    """Install distribution ``name`` into ``dest`` unless already installed; True if it installed now."""
+    """Install distribution ``name`` into ``dest`` unless already installed; True if it installed now.
+
+    Stacks started at once (parallel test workers) share ``dest``: one installs, the others wait for it.
+    """
     if is_installed(name, dest):
         return False
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with open(dest.parent / f".{dest.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if is_installed(name, dest):
+            return False  # another stack installed it while we waited
+        return _install(name, dest, log_file, extra_args)
+
+
+def _install(name: str, dest: Path, log_file: Path, extra_args: tuple[str, ...]) -> bool:
     mvn = require_tool("mvn", name, "install Maven (Debian: `apt-get install -y maven`)")
     staging = dest.with_name(dest.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)

@@ -20,7 +20,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from infra import dist
 from infra.process import ManagedProcess
-from streams.errors import StackError, StateDirError
+from schemas.errors import StackError, StateDirError
 from streams.settings import Settings
 from streams.topics import ALL_TOPICS, TopicSpec
 

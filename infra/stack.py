@@ -27,24 +27,10 @@ from infra.clickhouse import LocalClickHouse
 from infra.kafka import KafkaCluster, create_topics, wait_for_brokers
 from infra.process import ManagedProcess, port_is_bound, rss_bytes
 from infra.registry import SchemaRegistry
-from streams.errors import StackError
+from schemas.errors import StackError
 from streams.settings import Settings
 
 Say = Callable[[str], None]
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The LINTAS_* environment that gives a child process the same stack."""
-    return {
-        "LINTAS_STATE_DIR": str(settings.state_dir.resolve()),
-        "LINTAS_DIST_DIR": str(settings.dist_dir.resolve()),
-        "LINTAS_SPOOL_DIR": str(settings.spool_dir.resolve()),
-        "LINTAS_KAFKA_PORT": str(settings.kafka_port),
-        "LINTAS_KAFKA_CONTROLLER_PORT": str(settings.kafka_controller_port),
-        "LINTAS_KAFKA_BROKERS": str(settings.kafka_brokers),
-        "LINTAS_SCHEMA_REGISTRY_PORT": str(settings.schema_registry_port),
-        "LINTAS_CLICKHOUSE_PORT": str(settings.clickhouse_port),
-    }
 
 
 @dataclass
@@ -88,9 +74,9 @@ class Stack:
         versions = len(list(MIGRATIONS.glob("*.sql")))
 
         def migrated() -> bool:
-            from infra.clickhouse import admin_client
+            from streams.clients import clickhouse_client
 
-            with admin_client(self.settings) as client:
+            with clickhouse_client(self.settings) as client:
                 return int(client.query("SELECT count() FROM schema_migrations").result_rows[0][0]) >= versions
 
         return ManagedProcess(
@@ -101,7 +87,7 @@ class Stack:
             pid_file=self.state / "run" / "worker.pid",
             health=migrated,
             cwd=Path(__file__).resolve().parent.parent,
-            env=settings_env(self.settings),
+            env=self.settings.as_env(),
         )
 
     def start_worker(self, say: Say = print) -> None:

@@ -28,6 +28,7 @@ ROOT = Path(_package_file).resolve().parent
 TYPES_DIR = ROOT / "types"
 EVENTS_DIR = ROOT / "events"
 HISTORY_DIR = ROOT / "history"
+INTERNAL_DIR = ROOT / "internal"
 NAMESPACE = "id.lintas.events"
 
 # Every reader and writer of any version can read every other version: posts
@@ -149,6 +150,11 @@ def history(name: str) -> list[dict[str, Any]]:
     """Frozen versions of an event's schema, oldest first."""
     paths = sorted((HISTORY_DIR / name).glob("v*.avsc"), key=lambda p: int(p.stem[1:]))
     return [_load_json(p) for p in paths]
+
+
+def internal_schema(name: str, named: dict[str, Any] | None = None) -> Any:
+    """A parsed (fastavro) schema of a record only the pipeline reads (``schemas/internal/``, no registry)."""
+    return fastavro.parse_schema(_load_json(INTERNAL_DIR / f"{name}.avsc"), named)
 
 
 CROSSING_EVENT = load_contract("CrossingEvent")

@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from agents.privacy import policy
-from infra.clickhouse import admin_client
+from streams.clients import clickhouse_client
 from streams.settings import Settings
 from streams.sql import scalar
 
@@ -66,7 +66,7 @@ def breach_report(settings: Settings, start: date, end: date, discovered_at: dat
     bounds = {"start": datetime.combine(start, time(), UTC),
               "end": datetime.combine(end + timedelta(days=1), time(), UTC)}  # the whole last day
     classes: dict[str, dict[str, Any]] = {}
-    with admin_client(settings) as client:
+    with clickhouse_client(settings) as client:
         for cls, component, destination, records in client.query(PROCESSING, parameters=bounds).result_rows:
             entry = classes.setdefault(cls, {"records": 0, "where": []})
             entry["records"] += int(records)

@@ -26,8 +26,8 @@ from agents.calibration import GallerySubject, Observed, Targets, calibrate, dri
 from agents.dedup import ModelThresholds, Outcome, ThresholdSet
 from agents.keys import FileKeyring, Purposes
 from agents.sealing import SqliteSubjectKeys, SubjectSealer
-from infra.clickhouse import admin_client
-from streams.errors import LintasError
+from schemas.errors import LintasError
+from streams.clients import clickhouse_client
 from streams.gallery_store import read_partition
 from streams.privacy_ops import audit
 from streams.settings import Settings
@@ -137,7 +137,7 @@ def record(settings: Settings, thresholds: ThresholdSet, models: list[str], now:
                      float(t.calibration["targets"]["fpir"]), float(t.calibration["fnir_estimate"]),
                      float(t.calibration["genuine_median"]), t.gallery_size, now,
                      json.dumps({"thresholds": thresholds.models[model].__dict__}, default=str)])
-    with admin_client(settings) as client:
+    with clickhouse_client(settings) as client:
         client.insert("dedup_calibrations", rows, column_names=[
             "version", "model", "verify", "mismatch", "yellow", "red", "pair_floor", "good_quality", "fpir_target",
             "fnir_estimate", "genuine_median", "gallery_size", "calibrated_at", "body"])
@@ -148,7 +148,7 @@ def observe(settings: Settings, thresholds: ThresholdSet, days: float,
     """The stream's figures per model over the last ``days``, from ClickHouse."""
     since = (now or datetime.now(UTC)) - timedelta(days=days)
     out: dict[str, Observed] = {}
-    with admin_client(settings) as client:
+    with clickhouse_client(settings) as client:
         models = [r[0] for r in client.query(
             "SELECT DISTINCT model FROM dedup_decisions WHERE decided_at >= {since:DateTime64(3)}",
             parameters={"since": since}).result_rows]

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Producer
-from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from agents.audit import Processing
 from agents.biometric import LINK_COMMAND, erase_command, shard_of
@@ -28,10 +27,12 @@ from agents.erasure import MUTATIONS, Person, Refs, parameters, proof_digest
 from agents.keys import FileKeyring, live_tokenisers
 from agents.privacy import policy
 from agents.sealing import SqliteSubjectKeys
-from agents.trafficking import Fact
-from infra.clickhouse import admin_client
+from agents.trafficking.facts import Fact
 from schemas.contracts import ALERT
-from streams.errors import LintasError
+from schemas.errors import LintasError
+from schemas.wire import SchemaIds, avro_bytes, encode_payload, frame
+from streams import clients
+from streams.clients import clickhouse_client
 from streams.privacy_ops import audit
 from streams.settings import Settings
 from streams.sql import scalar
@@ -46,7 +47,6 @@ from streams.topics import (
     IDENTITY_VAULT,
     TRAFFICKING_FACTS,
 )
-from streams.wire import SchemaIds, avro_bytes, encode_payload, frame
 
 log = logging.getLogger("lintas.erasure")
 ERASED_CLASSES = ("BIOMETRIC", "CHILD", "CRIME_RECORD", "DIRECT_IDENTIFIER", "QUASI_IDENTIFIER")
@@ -67,8 +67,7 @@ class ErasureIncomplete(LintasError):
 def _producer(settings: Settings) -> Producer:
     # murmur2: the partitioner Faust's producer (aiokafka) and Java clients use, so a tombstone or an ERASE
     # fact keyed like the original lands on the original's partition
-    return Producer({"bootstrap.servers": settings.kafka_bootstrap, "acks": "all", "enable.idempotence": True,
-                     "partitioner": "murmur2_random"})
+    return clients.producer(settings, **clients.SAME_PARTITION_AS_FAUST)
 
 
 def _rows(client: Any, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -84,7 +83,7 @@ def erase(settings: Settings, person_text: str, basis: str | None = None, proof_
     person = Person.parse(person_text)
     ring = FileKeyring(settings.keyring_path)
     refs = Refs.of(person, live_tokenisers(ring, "operations"), live_tokenisers(ring, "analytics"))
-    with admin_client(settings) as client:
+    with clickhouse_client(settings) as client:
         found = _rows(client, "SELECT DISTINCT subject_id, model, identity_token FROM dedup_decisions "
                               "WHERE identity_token IN {ops:Array(String)} AND subject_id != ''",
                       {"ops": list(refs.operations)})
@@ -144,7 +143,7 @@ def erase(settings: Settings, person_text: str, basis: str | None = None, proof_
         for alert_id in own_alerts:
             producer.produce(ALERTS.name, key=alert_id.encode(), value=None)
         if named:  # others' alerts, again without the person
-            schema_id = SchemaIds(SchemaRegistryClient({"url": settings.schema_registry_url})).id_for(
+            schema_id = SchemaIds(clients.registry(settings)).id_for(
                 ALERTS.name, ALERT)
             for alert in named:
                 record = {**alert, "subjects": [s for s in alert["subjects"] if s not in refs.pseudonyms]}

@@ -40,6 +40,7 @@ longer than a rebalance takes reads it again whatever dropped it.
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import logging
 import time
 from collections import defaultdict
@@ -51,8 +52,50 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message
 from faust.types.tuples import ack_lock
 
+from schemas.errors import LintasError
+
 log = logging.getLogger("lintas.consumer")
 STALL_WARNING_S = 30.0  # after a rebalance commits wait seconds for refetched messages; longer is a stall
+FAUST_VERSION = "0.15.3"  # pinned exactly in pyproject.toml: the members below are faust's private API
+# faust's private members this module overrides or reads: methods on the classes, attributes on instances.
+METHODS: dict[type, tuple[str, ...]] = {
+    faust_aiokafka.Consumer: ("_new_offset", "seek_to_committed", "on_partitions_revoked", "seek_wait", "ack",
+                              "seek", "assignment"),
+    faust.Stream: ("_py_aiter",),
+    faust.App: ("_new_transport",),
+}
+CONSUMER_ATTRIBUTES = ("_read_offset", "_committed_offset", "_acked", "_unacked_messages")
+STREAM_ATTRIBUTES = ("_active_agens",)
+
+
+class FaustIncompatible(LintasError):
+    """The installed faust-streaming lacks a private member the commit guarantee relies on."""
+
+    code = "faust_incompatible"
+
+
+def check_faust(installed: str | None = None) -> None:
+    """Fail, naming what is missing, unless faust-streaming is the pinned version with every member relied on."""
+    installed = installed or importlib.metadata.version("faust-streaming")
+    if installed != FAUST_VERSION:
+        raise FaustIncompatible(f"faust-streaming {installed} is installed; Lintas' consumer overrides private "
+                                f"members of {FAUST_VERSION} (streams/faust_consumer.py): install that version "
+                                "or port the overrides and their tests")
+    missing = [f"{cls.__name__}.{name}" for cls, names in METHODS.items() for name in names
+               if not callable(getattr(cls, name, None))]
+    if missing:
+        raise FaustIncompatible(f"faust-streaming {installed} has no {', '.join(missing)}: the commit guarantee "
+                                "of streams/faust_consumer.py would be lost")
+
+
+def _check_instance(obj: object, names: tuple[str, ...]) -> None:
+    missing = [name for name in names if not hasattr(obj, name)]
+    if missing:
+        raise FaustIncompatible(f"faust's {type(obj).__mro__[1].__name__} instances have no {', '.join(missing)}: "
+                                "the commit guarantee of streams/faust_consumer.py would be lost")
+
+
+check_faust()
 
 
 class _NeverRead(defaultdict[TP, int | None]):
@@ -68,6 +111,7 @@ class SafeConsumer(faust_aiokafka.Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         """The aiokafka consumer, with a read-offset map that never reports a gap or an already-read offset."""
         super().__init__(*args, **kwargs)
+        _check_instance(self, CONSUMER_ATTRIBUTES)
         self._read_offset = _NeverRead(lambda: None)
         # Partitions whose committed offset was read back since they were (re)assigned: only these commit.
         self._positioned: set[TP] = set()
@@ -170,6 +214,7 @@ class SafeStream(faust.Stream):
 
     def __aiter__(self) -> AsyncIterator[Any]:
         """Always ``_py_aiter``: faust would take its Cython iterator whenever the extension is built."""
+        _check_instance(self, STREAM_ATTRIBUTES)
         iterator = cast(AsyncGenerator[Any, None], self._py_aiter())  # an async generator, typed as an iterator
         self._active_agens.add(iterator)  # closed by on_stop, as faust's own __aiter__ arranges
         return iterator

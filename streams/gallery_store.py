@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import time
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 
-from streams.errors import LintasError
+from schemas.errors import LintasError
+from streams import clients
 from streams.settings import Settings
 from streams.topics import BIOMETRIC_GALLERY
 
@@ -25,9 +26,8 @@ class GalleryUnavailable(LintasError):
 def read_partition(settings: Settings, topic: str, partition: int,
                    timeout_s: float = 300.0) -> list[tuple[bytes | None, bytes | None]]:
     """Every (key, value) of one partition, oldest first, tombstones included (value ``None``)."""
-    consumer = Consumer({
-        "bootstrap.servers": settings.kafka_bootstrap, "group.id": "lintas-gallery-loader",
-        "enable.auto.commit": False, "enable.partition.eof": True, "fetch.max.bytes": 64 * 1024 * 1024,
+    consumer = clients.consumer(settings, "lintas-gallery-loader", **{
+        "enable.partition.eof": True, "fetch.max.bytes": 64 * 1024 * 1024,
         "max.partition.fetch.bytes": 16 * 1024 * 1024,
     })
     try:

@@ -13,7 +13,7 @@ from pathlib import Path
 from clickhouse_connect.driver.client import Client
 
 from agents.privacy import Policy, policy
-from streams.errors import LintasError
+from schemas.errors import LintasError
 from streams.sql import split_statements
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"

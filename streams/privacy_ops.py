@@ -11,16 +11,15 @@ from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Producer
-
 from agents.audit import Processing
 from agents.export import ExportRefused, Table, authorise, package
 from agents.privacy import policy
 from agents.sealing import SqliteSubjectKeys, SubjectSealer
 from agents.vault import CLASSES as VAULT_CLASSES
 from agents.vault import open_entry
-from infra.clickhouse import admin_client
-from streams.errors import LintasError
+from schemas.errors import LintasError
+from streams import clients
+from streams.clients import clickhouse_client
 from streams.gallery_store import read_partition
 from streams.settings import Settings
 from streams.topics import AUDIT_PROCESSING, IDENTITY_VAULT
@@ -55,12 +54,12 @@ REGIONAL_TABLES = (
 
 def audit(settings: Settings, records: list[Processing]) -> None:
     """Record processing done outside the worker: audit topic, then the processing_log table."""
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "acks": "all", "enable.idempotence": True})
+    producer = clients.producer(settings)
     for r in records:
         producer.produce(AUDIT_PROCESSING.name, value=r.to_json())
     if producer.flush(30):
         raise RuntimeError("the audit topic did not acknowledge the record of processing")
-    with admin_client(settings) as client:
+    with clickhouse_client(settings) as client:
         rows = [r.row() for r in records]
         client.insert("processing_log", [list(row.values()) for row in rows], column_names=list(rows[0]))
 
@@ -111,7 +110,7 @@ def regional_export(settings: Settings, destination: str, consent_basis: str | N
     bounds = {"start": datetime.combine(start, time(), UTC),
               "end": datetime.combine(end + timedelta(days=1), time(), UTC)}  # the whole last day
     tables = []
-    with admin_client(settings) as client:
+    with clickhouse_client(settings) as client:
         for name, dims, measures, sql in REGIONAL_TABLES:
             rows = [tuple(r) for r in client.query(sql, parameters=bounds).result_rows]
             tables.append(Table(name, dims, measures, rows))

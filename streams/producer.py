@@ -21,12 +21,13 @@ from confluent_kafka import KafkaError, Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from schemas.contracts import EVENT_CONTRACTS
-from streams.errors import LintasError
+from schemas.errors import LintasError
+from schemas.validation import FieldError, ValidationError, parse_json_line
+from schemas.wire import SchemaIds, encode_payload, frame
+from streams import clients
 from streams.settings import Settings
 from streams.spool import Spool
 from streams.topics import CROSSING_EVENTS, LANDING_EVENTS
-from streams.validation import FieldError, ValidationError, parse_json_line
-from streams.wire import SchemaIds, encode_payload, frame
 
 log = logging.getLogger("lintas.producer")
 
@@ -46,18 +47,15 @@ class DeliveryError(LintasError):
 
 def producer_config(settings: Settings) -> dict[str, Any]:
     """Librdkafka settings for a post: idempotent, acks=all, and patient when the link is down."""
-    return {
-        "bootstrap.servers": settings.kafka_bootstrap,
-        "enable.idempotence": True,
-        "acks": "all",
+    return clients.kafka_config(settings, **{
+        **clients.RELIABLE,
         "message.timeout.ms": 0,  # never give up on an event: the spool and this queue wait for the link
         "linger.ms": 20,
         "batch.num.messages": 10000,
         "compression.type": "lz4",
         "queue.buffering.max.messages": 200000,
         "reconnect.backoff.max.ms": 2000,
-        "log_level": 3,
-    }
+    })
 
 
 @dataclass
@@ -120,7 +118,7 @@ class Forwarder:
         self.settings = settings
         self.spool = spool
         self.window = window
-        self.ids = SchemaIds(registry or SchemaRegistryClient({"url": settings.schema_registry_url}))
+        self.ids = SchemaIds(registry or clients.registry(settings))
         self.producer = Producer(producer_config(settings))
         self._last_seq = 0
         self._in_flight = 0

@@ -1,20 +1,33 @@
 """The one settings object of Lintas (pydantic-settings, env prefix ``LINTAS_``).
 
 Every component reads its configuration from :func:`load_settings`; nothing else
-reads ``os.environ``. Secrets are ``SecretStr`` so they never print, and are read
-only through :meth:`Settings.secret`: the environment's value if set, else one the
-local stack generated once into ``<state_dir>/secrets`` (mode 0600).
+reads ``os.environ``. Every default path derives from ``state_dir``. Secrets are
+``SecretStr`` so they never print, and are read only through :meth:`Settings.secret`:
+the environment's value if set, else the file the local stack generated into
+``<state_dir>/secrets`` (mode 0600). Reading settings writes nothing.
 """
 
 from __future__ import annotations
 
 import functools
-import os
-import secrets
 from pathlib import Path
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from schemas.errors import LintasError
+
+
+class SecretMissing(LintasError):
+    """A secret is neither in the environment nor in the secrets directory."""
+
+    code = "secret_missing"
+
+    def __init__(self, field: str, path: Path) -> None:
+        """Name the setting and the file looked at, never a value."""
+        self.field, self.path = field, path
+        super().__init__(f"{field}: not set; set LINTAS_{field.upper()} or run `lintas stack up` to generate "
+                         f"the local stack's secrets into {path.parent}")
 
 
 class Settings(BaseSettings):
@@ -24,18 +37,27 @@ class Settings(BaseSettings):
 
     state_dir: Path = Field(
         default=Path(".lintas"),
-        description="All server state, logs, PID files and installed distributions.",
+        description="All server state, logs, PID files and installed distributions; every default path is under it.",
     )
 
-    dist_dir: Path = Field(
-        default=Path(".lintas/dist"),
-        description="Installed server jars; shared by every state dir on the machine.",
+    dist: Path | None = Field(
+        default=None, description="Installed server jars; default <state_dir>/dist (tests share one across stacks).",
     )
 
-    spool_dir: Path = Field(
-        default=Path(".lintas/spool"),
-        description="A post's durable outbox: accepted events wait here until Kafka has them.",
+    spool: Path | None = Field(
+        default=None, description="A post's durable outbox (accepted events wait here until Kafka has them); "
+                                  "default <state_dir>/spool.",
     )
+
+    @property
+    def dist_dir(self) -> Path:
+        """Where the server distributions are installed."""
+        return self.dist or self.state_dir / "dist"
+
+    @property
+    def spool_dir(self) -> Path:
+        """Where ``lintas produce`` keeps its outbox."""
+        return self.spool or self.state_dir / "spool"
 
     # Kafka
     kafka_host: str = "127.0.0.1"
@@ -107,7 +129,7 @@ class Settings(BaseSettings):
 
     # Trafficking-pattern rules
     trafficking_rules: Path | None = Field(
-        default=None, description="Rules file (thresholds, windows); default agents/trafficking_rules.toml.",
+        default=None, description="Rules file (thresholds, windows); default agents/trafficking/rules.toml.",
     )
     trafficking_batch_size: int = 2000
     trafficking_model: Path | None = Field(
@@ -155,21 +177,36 @@ class Settings(BaseSettings):
         return f"http://{self.clickhouse_host}:{self.clickhouse_port}"
 
     def secret(self, field: str) -> str:
-        """A secret's value: from the environment, else generated once into the secrets dir (mode 0600)."""
+        """A secret's value: from the environment, else from ``<secrets_dir>/<field>`` (reads only, writes nothing).
+
+        The local stack generates its secrets into that directory on ``lintas stack up``; for a production
+        cluster set them in the environment (``LINTAS_CLICKHOUSE_PASSWORD``, ...).
+        """
         configured = getattr(self, field)
         if configured is not None:
             return str(configured.get_secret_value())
-        self.secrets_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.secrets_dir, 0o700)
-        path = self.secrets_dir / field
-        if not path.is_file():
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                return path.read_text().strip()  # another process generated it first
-            with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_urlsafe(32) + "\n")
-        return path.read_text().strip()
+        path = self.secret_path(field)
+        try:
+            return path.read_text().strip()
+        except FileNotFoundError:
+            raise SecretMissing(field, path) from None
+
+    def secret_path(self, field: str) -> Path:
+        """The file a secret is read from when the environment does not set it."""
+        return self.secrets_dir / field
+
+    def as_env(self) -> dict[str, str]:
+        """The ``LINTAS_*`` environment that gives a child process the same stack (no secret: they are files)."""
+        return {
+            "LINTAS_STATE_DIR": str(self.state_dir.resolve()),
+            "LINTAS_DIST": str(self.dist_dir.resolve()),
+            "LINTAS_SPOOL": str(self.spool_dir.resolve()),
+            "LINTAS_KAFKA_PORT": str(self.kafka_port),
+            "LINTAS_KAFKA_CONTROLLER_PORT": str(self.kafka_controller_port),
+            "LINTAS_KAFKA_BROKERS": str(self.kafka_brokers),
+            "LINTAS_SCHEMA_REGISTRY_PORT": str(self.schema_registry_port),
+            "LINTAS_CLICKHOUSE_PORT": str(self.clickhouse_port),
+        }
 
     @property
     def secrets_dir(self) -> Path:

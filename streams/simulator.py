@@ -41,8 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from streams.faces import ClusteredFaces, FaceModel
-from streams.geography import (
+from schemas.geography import (
     CORRIDORS,
     FAMILY_NAMES,
     GIVEN_NAMES,
@@ -56,10 +55,11 @@ from streams.geography import (
     Corridor,
     distance_km,
 )
+from streams.faces import ClusteredFaces, FaceModel
 
 if TYPE_CHECKING:
     from agents.pseudonymise import Tokeniser
-    from agents.trafficking import Fact
+    from agents.trafficking.facts import Fact
 
 TRAVEL_TIME = {"FLIGHT": timedelta(hours=2, minutes=30), "VESSEL": timedelta(hours=1, minutes=20),
                "VEHICLE": timedelta(minutes=40)}
@@ -573,7 +573,7 @@ def simulated_facts(sim: Simulator, crossings: int, landings: int, tok: Tokenise
     second document is a confirmed link. For measuring and training the rules on their own.
     """
     from agents.pseudonymise import crossing_row, landing_row, person_token
-    from agents.trafficking import crossing_facts, decision_facts, landing_facts, link_facts
+    from agents.trafficking.facts import crossing_facts, decision_facts, landing_facts, link_facts
 
     documents: dict[int, list[str]] = {}  # true person → the documents they were seen with, first first
     first_event: dict[tuple[int, str], str] = {}  # (person, document) → the first crossing under it

@@ -34,12 +34,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from agents.audit import Processing
 from agents.keys import FileKeyring, tokeniser
 from agents.watchlist import LISTS, Entry, ListRow, WatchList, entries, parse_list_file
-from streams.errors import LintasError
+from schemas.errors import LintasError
+from streams import clients
 from streams.privacy_ops import audit
 from streams.settings import Settings
 from streams.topics import WATCHLISTS, TopicSpec
@@ -122,9 +123,9 @@ def removal_rows(path: Path | None, document: str | None, name: str) -> list[Lis
 
 
 def _transaction(settings: Settings, topic: TopicSpec, records: list[tuple[bytes, bytes | None]], name: str) -> None:
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "transactional.id": f"lintas-watchlist-{name}",
-                         "log_level": 3, "enable.idempotence": True, "acks": "all", "transaction.timeout.ms": 600_000,
-                         "linger.ms": 50, "batch.num.messages": 10_000, "queue.buffering.max.messages": 2_000_000})
+    producer = clients.producer(settings, **{
+        "transactional.id": f"lintas-watchlist-{name}", "transaction.timeout.ms": 600_000, "linger.ms": 50,
+        "batch.num.messages": 10_000, "queue.buffering.max.messages": 2_000_000})
     try:
         producer.init_transactions(60)
         producer.begin_transaction()
@@ -147,9 +148,8 @@ def _transaction(settings: Settings, topic: TopicSpec, records: list[tuple[bytes
 
 def _consumer(settings: Settings) -> Consumer:
     # No group membership (assign, never subscribe) and no commits: every reader reads every list whole.
-    return Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "lintas-watchlist-reader",
-                     "enable.auto.commit": False, "enable.partition.eof": True, "isolation.level": "read_committed",
-                     "fetch.max.bytes": 52_428_800})
+    return clients.consumer(settings, "lintas-watchlist-reader", **{
+        "enable.partition.eof": True, "isolation.level": "read_committed", "fetch.max.bytes": 52_428_800})
 
 
 def live_keys(settings: Settings, topic: TopicSpec) -> set[str]:

@@ -14,7 +14,7 @@ def stack_settings(state_dir: Path, port_base: int, brokers: int = 1) -> Setting
     """Settings for a test stack on its own ports and state dir; installed jars are shared."""
     return Settings(
         state_dir=state_dir,
-        dist_dir=SHARED_DIST,
+        dist=SHARED_DIST,
         kafka_port=port_base + 92,
         kafka_controller_port=port_base + 93,
         kafka_brokers=brokers,
@@ -25,6 +25,4 @@ def stack_settings(state_dir: Path, port_base: int, brokers: int = 1) -> Setting
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """The LINTAS_* environment that reproduces ``settings`` in a subprocess."""
-    from infra.stack import settings_env as stack_env
-
-    return stack_env(settings)
+    return settings.as_env()

@@ -15,8 +15,9 @@ from infra.stack import Stack
 from streams.settings import Settings
 from tests.conftest import REPO, settings_env, stack_settings
 
-# The session stack lives on ports 19xxx so a developer's own stack (9092, 8081, 8123) can keep running.
-SESSION_PORT_BASE = 19000
+# The session stack lives on ports 19xxx so a developer's own stack (9092, 8081, 8123) can keep running;
+# under pytest-xdist each worker process has its own session stack, 400 ports further up.
+SESSION_PORT_BASE = 19000 + 400 * int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
 
 
 @pytest.fixture(scope="session")
@@ -36,10 +37,10 @@ def migrated_stack(tmp_path_factory: pytest.TempPathFactory, name: str, port_bas
     stack = Stack(stack_settings(tmp_path_factory.mktemp(name), port_base))
     stack.up(say=lambda line: print(line, file=sys.stderr))
     try:
-        from infra.clickhouse import admin_client
+        from streams.clients import clickhouse_client
         from streams.migrate import migrate
 
-        migrate(admin_client(stack.settings))
+        migrate(clickhouse_client(stack.settings))
         yield stack
     finally:
         stack.down(say=lambda _: None)

@@ -22,12 +22,12 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 
 from infra.stack import Stack
 from schemas.contracts import CROSSING_EVENT
+from schemas.wire import SchemaIds, decode
 from streams.producer import Forwarder, accept_records
 from streams.settings import Settings
 from streams.simulator import Simulator, to_json_line
 from streams.spool import Spool
 from streams.topics import CROSSING_EVENTS
-from streams.wire import SchemaIds, decode
 from tests.conftest import REPO, settings_env
 
 pytestmark = pytest.mark.integration

@@ -12,8 +12,8 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from infra.clickhouse import admin_client, readonly_client
 from infra.stack import Stack
+from streams.clients import clickhouse_client
 from streams.settings import Settings
 from tests.integration.test_kafka import _create_topic
 
@@ -63,7 +63,7 @@ def test_avro_round_trip_through_registry_and_kafka(stack: Stack, settings: Sett
 
 
 def test_clickhouse_replacing_merge_tree_100k_native_insert(stack: Stack, settings: Settings) -> None:
-    client = admin_client(settings)
+    client = clickhouse_client(settings)
     table = "stack_probe_rmt"
     client.command(f"DROP TABLE IF EXISTS {table}")
     client.command(
@@ -88,7 +88,7 @@ def test_clickhouse_replacing_merge_tree_100k_native_insert(stack: Stack, settin
 
 
 def test_clickhouse_bad_query_has_error_code(stack: Stack, settings: Settings) -> None:
-    client = admin_client(settings)
+    client = clickhouse_client(settings)
     with pytest.raises(DatabaseError) as syntax:
         client.query("SELEC 1")
     assert "Code: 62" in str(syntax.value)
@@ -98,10 +98,10 @@ def test_clickhouse_bad_query_has_error_code(stack: Stack, settings: Settings) -
 
 
 def test_clickhouse_readonly_user_reads_but_cannot_write(stack: Stack, settings: Settings) -> None:
-    admin = admin_client(settings)
+    admin = clickhouse_client(settings)
     admin.command("CREATE TABLE IF NOT EXISTS ro_probe (x UInt8) ENGINE = MergeTree ORDER BY x")
     admin.insert("ro_probe", [(1,), (2,)], column_names=["x"])
-    ro = readonly_client(settings)
+    ro = clickhouse_client(settings, readonly=True)
     assert ro.query("SELECT sum(x) FROM ro_probe").result_rows == [(3,)]
     for statement in ("INSERT INTO ro_probe VALUES (9)", "DROP TABLE ro_probe", "CREATE TABLE ro2 (x UInt8) ENGINE = Memory"):
         with pytest.raises(DatabaseError) as refused:

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer
 
-from infra.clickhouse import admin_client
 from infra.stack import Stack
+from streams.clients import clickhouse_client
 from streams.settings import Settings
 from streams.topics import ALL_TOPICS, WATCHLISTS
 from tests.integration.conftest import migrated_stack, run_lintas
@@ -70,7 +70,7 @@ def event(doc: str, at: datetime, direction: str = "EXIT", nationality: str = "I
 
 def alerts_for(settings: Settings, event_ids: list[str], family: str = "watchlist") -> dict[str, set[str]]:
     """Event id → rule ids of the alerts of that family whose evidence it is."""
-    rows = admin_client(settings).query(
+    rows = clickhouse_client(settings).query(
         "SELECT arrayJoin(evidence_event_ids) AS e, rule_id FROM alerts FINAL WHERE family = {f:String} "
         "AND hasAny(evidence_event_ids, {ids:Array(String)})", parameters={"f": family, "ids": event_ids}).result_rows
     out: dict[str, set[str]] = {}
@@ -80,7 +80,7 @@ def alerts_for(settings: Settings, event_ids: list[str], family: str = "watchlis
 
 
 def ingested(settings: Settings, event_ids: list[str]) -> int:
-    return int(admin_client(settings).query(
+    return int(clickhouse_client(settings).query(
         "SELECT uniqExact(event_id) FROM crossings WHERE toString(event_id) IN {ids:Array(String)}",
         parameters={"ids": event_ids}).result_rows[0][0])
 
@@ -112,7 +112,7 @@ def test_list_changes_take_effect_within_seconds_while_traffic_flows(wstack: Sta
     time.sleep(2)
     hits = alerts_for(settings, ids)
     assert hits == {ids[0]: {"watchlist.lost_stolen"}, ids[3]: {"document.expired"}}, hits
-    row = admin_client(settings).query(
+    row = clickhouse_client(settings).query(
         "SELECT severity, post_ids, explanation, family FROM alerts FINAL WHERE has(evidence_event_ids, "
         "{e:String}) AND rule_id = 'watchlist.lost_stolen'", parameters={"e": ids[0]}).result_rows[0]
     assert row[0] == "HIGH" and row[1] == ["ID-BTH"] and "reason STOLEN" in row[2] and early not in row[2]
@@ -207,7 +207,7 @@ def test_no_list_document_number_reaches_a_topic_or_table_in_clear(wstack: Stack
         scanned[topic] = len(blob)
     assert scanned["crossing_events"] == 20, "the scan finds them where they are: the restricted input topic"
     assert scanned[WATCHLISTS["lost_stolen"].name] > 1000 * 32, scanned
-    client = admin_client(settings)
+    client = clickhouse_client(settings)
     tables = [r[0] for r in client.query("SELECT name FROM system.tables WHERE database = currentDatabase() "
                                          "AND engine NOT LIKE '%View%'").result_rows]
     for table in tables:
@@ -228,7 +228,7 @@ def test_overstay_pairs_entry_and_exit_across_a_worker_restart(wstack: Stack, wo
     entries.append(event(resident, now - timedelta(days=50), "ENTRY"))  # a national coming home: no stay
     worker.start()
     _produce(settings, entries, tmp_path / "entries.sqlite")
-    client = admin_client(settings)
+    client = clickhouse_client(settings)
     stay_ids = [e["event_id"] for e in entries[:3]]
 
     def stays() -> dict[str, tuple[Any, ...]]:

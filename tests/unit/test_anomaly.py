@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from agents.anomaly import FEATURES, ModelError, evaluate_batch, features, load, save, train
-from agents.trafficking import KeyState, latest, load_rules
+from agents.trafficking.config import load_rules
+from agents.trafficking.engine import latest
+from agents.trafficking.state import KeyState
 from tests.unit.test_trafficking import T0, crossing, escorted
 
 RULES = load_rules()

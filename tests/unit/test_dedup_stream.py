@@ -28,7 +28,7 @@ from agents.dedup_network import LocalNetwork
 from agents.links import AdjudicationRejected, LinkState, adjudicate, apply, link_row
 from agents.pseudonymise import Tokeniser
 from agents.sealing import KeyDestroyed, SealError, SqliteSubjectKeys, SubjectSealer, person_key
-from streams.wire import avro_bytes
+from schemas.wire import avro_bytes
 
 DIM = 64
 NOW = datetime(2026, 11, 20, 8, tzinfo=UTC)

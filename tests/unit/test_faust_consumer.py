@@ -191,3 +191,24 @@ async def test_a_message_a_stream_skips_in_a_rebalance_reaches_the_consumer_to_b
         assert acked == [] and App("lintas-unit-default").conf.Stream is SafeStream
     else:
         assert acked == [5]
+
+
+def test_another_faust_version_or_a_missing_private_member_fails_with_a_clear_error(monkeypatch) -> None:
+    from streams import faust_consumer
+
+    faust_consumer.check_faust()  # the installed, pinned version
+    with pytest.raises(faust_consumer.FaustIncompatible, match="faust-streaming 0.16.0 is installed"):
+        faust_consumer.check_faust("0.16.0")
+    monkeypatch.setattr(faust_consumer.faust_aiokafka.Consumer, "_new_offset", None, raising=False)
+    with pytest.raises(faust_consumer.FaustIncompatible, match=r"Consumer\._new_offset"):
+        faust_consumer.check_faust()
+
+
+def test_a_consumer_without_the_attributes_relied_on_is_refused() -> None:
+    from streams import faust_consumer
+
+    class Bare:
+        pass
+
+    with pytest.raises(faust_consumer.FaustIncompatible, match="_read_offset"):
+        faust_consumer._check_instance(Bare(), faust_consumer.CONSUMER_ATTRIBUTES)

@@ -24,7 +24,7 @@ def _unit(x: np.ndarray) -> np.ndarray:
 def test_bad_templates_are_rejected_with_a_code(template, dimension, quality, code) -> None:
     with pytest.raises(TemplateRejected) as err:
         check_template(template, dimension, quality, expected_dim=16, quality_floor=0.3)
-    assert err.value.code == code
+    assert err.value.code == f"template_{code}"
 
 
 def test_good_template_is_normalised() -> None:

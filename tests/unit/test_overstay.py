@@ -17,9 +17,9 @@ from agents.overstay import (
     load_stay_rules,
     row_for_table,
 )
-from agents.trafficking import Fact
+from agents.trafficking.facts import Fact
 from schemas.contracts import ALERT
-from streams.wire import encode_payload
+from schemas.wire import encode_payload
 
 RULES = load_stay_rules()
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)

@@ -14,7 +14,7 @@ import pytest
 from agents.keys import Purposes
 from agents.privacy import POLICY_FILE, PolicyError, load_policy, parse_policy, policy
 from agents.pseudonymise import Tokeniser, crossing_row, landing_row
-from agents.trafficking import crossing_facts, landing_facts
+from agents.trafficking.facts import crossing_facts, landing_facts
 from schemas.contracts import CROSSING_EVENT, EVENT_CONTRACTS, LANDING_EVENT, Contract
 from streams.migrate import MIGRATIONS
 from streams.simulator import Simulator

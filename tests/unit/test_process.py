@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from infra.process import ManagedProcess, pid_alive, port_is_bound, rss_bytes
-from streams.errors import PortInUseError, StackError
+from schemas.errors import PortInUseError, StackError
 
 
 def _free_port() -> int:

@@ -10,21 +10,10 @@ from typing import Any
 import pytest
 
 from agents.pseudonymise import Tokeniser, crossing_row, landing_row
-from agents.trafficking import (
-    Alert,
-    Companion,
-    Fact,
-    KeyState,
-    RulesError,
-    crossing_facts,
-    decision_facts,
-    evaluate,
-    landing_facts,
-    latest,
-    link_facts,
-    load_rules,
-    run,
-)
+from agents.trafficking.config import RulesError, load_rules
+from agents.trafficking.engine import Alert, evaluate, latest, run
+from agents.trafficking.facts import Companion, Fact, crossing_facts, decision_facts, landing_facts, link_facts
+from agents.trafficking.state import KeyState
 
 RULES = load_rules()
 T0 = datetime(2026, 10, 1, 8, 0, tzinfo=UTC)
@@ -327,7 +316,7 @@ def test_landing_row_becomes_one_fact() -> None:
 
 
 def test_rules_file_is_checked(tmp_path: Path) -> None:
-    text = (Path(__file__).resolve().parents[2] / "agents" / "trafficking_rules.toml").read_text()
+    text = (Path(__file__).resolve().parents[2] / "agents" / "trafficking" / "rules.toml").read_text()
     broken = tmp_path / "rules.toml"
     broken.write_text(text.replace("min_travellers = 4\n", "", 1))
     with pytest.raises(RulesError, match="escort_fanout: missing key 'min_travellers'"):

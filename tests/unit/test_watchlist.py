@@ -20,8 +20,8 @@ from agents.watchlist import (
     presented,
 )
 from schemas.contracts import ALERT
+from schemas.wire import encode_payload
 from streams.topics import ALL_TOPICS, WATCHLISTS
-from streams.wire import encode_payload
 
 TOK = Tokeniser(b"unit-test-key-not-a-secret-00001", "ops-test")
 AT = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)

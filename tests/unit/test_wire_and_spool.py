@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from schemas.contracts import CROSSING_EVENT
+from schemas.wire import DecodeError, decode, encode_payload, frame, unframe
 from streams.simulator import Simulator
 from streams.spool import Spool
-from streams.wire import DecodeError, decode, encode_payload, frame, unframe
 
 
 class FakeIds:

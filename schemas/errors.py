@@ -13,6 +13,27 @@ class LintasError(Exception):
     code = "lintas_error"
 
 
+class InvalidMessage(LintasError):
+    """A message that is bad in itself (an event, a template, a decision): dead-lettered with the reason, never retried.
+
+    ``code`` is stable (``truncated``, ``missing_field``, ``template_low_quality``, ``unknown_link``, ...), ``field``
+    the dotted path at fault (empty when the bytes cannot be read at all), ``reason`` says why without the value.
+    """
+
+    code = "invalid_message"
+
+    def __init__(self, code: str, field: str, reason: str) -> None:
+        """Stable code, the field at fault and why (never the value)."""
+        self.code, self.field, self.reason = code, field, reason
+        super().__init__(f"{field or '(record)'}: {reason} ({code})")
+
+
+class Unavailable(LintasError):
+    """A server cannot be asked now (registry, ClickHouse, Kafka): retry later, the message is not at fault."""
+
+    code = "unavailable"
+
+
 class StackError(LintasError):
     """A local server could not be installed, started, checked or stopped."""
 

@@ -23,7 +23,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from schemas.contracts import Contract
-from streams.errors import LintasError
+from schemas.errors import InvalidMessage
 
 _COUNTRY = re.compile(r"^[A-Z]{3}$")
 _PRIMITIVES: dict[str, tuple[type, ...]] = {
@@ -50,15 +50,15 @@ class FieldError:
         return f"{self.field or '(record)'}: {self.reason}"
 
 
-class ValidationError(LintasError):
-    """A record failed validation; ``errors`` lists every field and reason."""
-
-    code = "invalid_record"
+class ValidationError(InvalidMessage):
+    """A record failed validation; ``errors`` lists every field and reason, the first one is the error's own."""
 
     def __init__(self, errors: list[FieldError]) -> None:
         """Keep the errors; the message names fields, never values."""
         self.errors = errors
-        super().__init__("; ".join(str(e) for e in errors))
+        first = errors[0] if errors else FieldError("", "invalid_record", "invalid record")
+        super().__init__(first.code, first.field, first.reason)
+        self.args = ("; ".join(str(e) for e in errors),)
 
 
 def parse_json_line(line: str, contract: Contract, now: datetime | None = None) -> dict[str, Any]:

@@ -19,25 +19,21 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from schemas.contracts import COMPATIBILITY, Contract
-from streams.errors import LintasError
+from schemas.errors import InvalidMessage, Unavailable
 
 MAGIC = 0
 HEADER = struct.Struct(">bI")
 
 
-class DecodeError(LintasError):
-    """Bytes that are not a valid Confluent-framed Avro record of the expected contract."""
-
-    code = "decode_error"
+class DecodeError(InvalidMessage):
+    """Bytes that are not a valid Confluent-framed Avro record of the expected contract (no field to name)."""
 
     def __init__(self, code: str, reason: str) -> None:
         """A stable code (``bad_magic``, ``truncated``, ``unknown_schema``, ...) and a reason without data."""
-        self.code = code
-        self.reason = reason
-        super().__init__(f"{code}: {reason}")
+        super().__init__(code, "", reason)
 
 
-class RegistryUnavailable(LintasError):
+class RegistryUnavailable(Unavailable):
     """The registry cannot be asked now: retry later, the message is not at fault."""
 
     code = "registry_unavailable"
@@ -123,6 +119,25 @@ class SchemaIds:
         with self._lock:
             self._writers[schema_id] = parsed
         return parsed
+
+
+    def prefetch(self, messages: list[bytes | None]) -> None:
+        """Fetch the writer schemas of these messages not yet cached, so decoding them asks no server.
+
+        Unknown ids and bad framing are left for :func:`decode` to dead-letter; :class:`RegistryUnavailable`
+        propagates (retry the batch later).
+        """
+        ids = set()
+        for data in messages:
+            try:
+                ids.add(unframe(data)[0])
+            except DecodeError:
+                continue
+        for schema_id in sorted(ids - set(self._writers)):
+            try:
+                self.writer_schema(schema_id)
+            except DecodeError:
+                continue
 
 
 def decode(data: bytes | None, contract: Contract, ids: WriterSchemas) -> dict[str, Any]:

@@ -1,0 +1,201 @@
+"""The rule engine: one fact and its key's state in, the new state and any alerts out (pure, deterministic).
+
+Alerts are episodes: an alert's id is its rule, its key and its first evidence event (or
+its instance), and its version its evidence count, so a pattern instance is one alert that
+grows, never repeated; a fact already applied changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from agents.trafficking.config import SEVERITY_RANK, RuleSet
+from agents.trafficking.facts import Fact
+from agents.trafficking.rules import BY_ROLE, REVISABLE, Finding
+from agents.trafficking.state import KeyState
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One alert (new or grown), ready for the alerts topic and table."""
+
+    alert_id: str
+    rule_id: str
+    rule_version: int
+    rules_version: str
+    indicators: tuple[str, ...]
+    severity: str
+    key_kind: str
+    key_token: str
+    subjects: tuple[str, ...]
+    evidence_event_ids: tuple[str, ...]
+    post_ids: tuple[str, ...]
+    explanation: str
+    features: dict[str, float]
+    first_seen: datetime
+    last_seen: datetime
+    status: str = "ACTIVE"  # WITHDRAWN: the dedup decisions it rested on were revised before anyone reviewed it
+    revision: int = 0  # how often the alert changed: the latest change replaces the earlier copies
+
+    def record(self, key_id: str, family: str = "trafficking") -> dict[str, Any]:
+        """The Alert Avro record."""
+        rec = asdict(self)
+        del rec["revision"]
+        for name in ("indicators", "subjects", "evidence_event_ids", "post_ids"):
+            rec[name] = list(rec[name])
+        return {**rec, "family": family, "key_id": key_id}
+
+    def row(self, key_id: str, detected_at: datetime, family: str = "trafficking") -> dict[str, Any]:
+        """The ``alerts`` table row; ``version`` (the evidence count) makes the grown alert replace the old."""
+        rec = self.record(key_id, family)
+        rec["features"] = {k: float(v) for k, v in rec["features"].items()}
+        return {**rec, "evidence_count": len(self.evidence_event_ids), "version": _version(self),
+                "detected_at": detected_at}
+
+
+def _version(alert: Alert) -> int:
+    # a later change wins; within one (a redelivery) more evidence, then a higher severity
+    return alert.revision * 10**6 + len(alert.evidence_event_ids) * 4 + SEVERITY_RANK[alert.severity]
+
+
+def evaluate(fact: Fact, state: KeyState, rules: RuleSet) -> tuple[KeyState, list[Alert]]:
+    """Apply one fact to its key's state and run the rules of its role; the state is updated in place.
+
+    A fact already applied (same event, same role) changes nothing; it re-sends the current
+    alerts it is evidence of, unchanged. That is what a redelivery after a crash needs: the
+    state may have reached the changelog before the alerts reached Kafka.
+    """
+    # a dedup decision can be revised (its identity's captures arrived out of order): a new subject is new
+    seen_id = f"{fact.event_id}/{fact.role}" + (f"#{fact.revision}" if fact.role in REVISABLE else "")
+    if seen_id in state.seen:
+        return state, [_alert(fact.key, ep) for ep in state.episodes.values()
+                       if any(e[1] == fact.event_id for e in ep["evidence"])]
+    state.seen.append(seen_id)
+    state.max_ms = max(state.max_ms, fact.ms)
+    findings = list(BY_ROLE[fact.role](fact, state, rules))
+    alerts = [a for f in findings if (a := _emit(fact.key, f, state, rules)) is not None]
+    revisable = REVISABLE.get(fact.role)
+    if revisable and not any(f.rule_id == revisable for f in findings):
+        withdrawn = _withdraw(fact.key, revisable, state)
+        alerts += [withdrawn] if withdrawn else []
+    state.prune(rules.horizon_ms)
+    return state, alerts
+
+
+def erase(key: str, state: KeyState, token: str) -> KeyState | None:
+    """The state of ``key`` after the person or subject ``token`` was erased: ``None`` (delete) if it is theirs.
+
+    In another key's state (an escort's, a sponsor's, a document's subjects) every entry naming
+    the token goes, and the token leaves its episodes' subjects; the evidence counts stay as they were.
+    """
+    if key.partition(":")[2] == token:
+        return None
+    for name in ("escorted", "sponsored", "subjects", "documents"):
+        setattr(state, name, [e for e in getattr(state, name) if token not in e])  # the token in any field
+    for ep in state.episodes.values():
+        ep["subjects"] = [s for s in ep["subjects"] if s != token]
+    return state
+
+
+def _emit(key: str, finding: Finding, state: KeyState, rules: RuleSet) -> Alert | None:
+    """Open or grow the finding's episode; an alert only when the evidence or the severity changed."""
+    rule = rules.rule(finding.rule_id)
+    slot = f"{finding.rule_id}/{finding.instance}" if finding.instance else finding.rule_id
+    ep = state.episodes.get(state.current.get(slot, ""))
+    first_ms = finding.evidence[0][0]
+    if ep is not None and not finding.instance and first_ms - ep["last_ms"] > rule.window_ms:
+        ep = None  # the last episode ended a window ago: this is a new pattern instance
+    evidence = sorted({(ms, event, post) for ms, event, post in finding.evidence}
+                      | {tuple(e) for e in (ep["evidence"] if ep else [])})  # type: ignore[misc]
+    severity = finding.severity
+    if ep is not None:
+        if SEVERITY_RANK[ep["severity"]] > SEVERITY_RANK[severity]:
+            severity = ep["severity"]
+        active = ep.get("status", "ACTIVE") == "ACTIVE"
+        if len(evidence) == len(ep["evidence"]) and severity == ep["severity"] and active:
+            return None
+        alert_id = ep["alert_id"]
+    else:
+        anchor = finding.instance or evidence[0][1]
+        alert_id = "A" + hashlib.sha256(f"{finding.rule_id}\x1f{key}\x1f{anchor}".encode()).hexdigest()[:31]
+    state.current[slot] = alert_id
+    state.episodes[alert_id] = {
+        "alert_id": alert_id, "rule_id": finding.rule_id, "rule_version": rule.version,
+        "rules_version": rules.version, "indicators": list(rule.indicators), "severity": severity,
+        "first_ms": evidence[0][0], "last_ms": evidence[-1][0], "evidence": [list(e) for e in evidence],
+        "subjects": sorted(set(finding.subjects) | set(ep["subjects"] if ep else ())),
+        "explanation": finding.explanation, "features": finding.features,
+        "status": "ACTIVE", "revision": (ep.get("revision", 0) + 1) if ep else 0,
+    }
+    return _alert(key, state.episodes[alert_id])
+
+
+def _withdraw(key: str, rule_id: str, state: KeyState) -> Alert | None:
+    """A per-key finding that no longer holds (its dedup decisions were revised): its alert is withdrawn."""
+    ep = state.episodes.get(state.current.get(f"{rule_id}/key", ""))
+    if ep is None or ep.get("status", "ACTIVE") != "ACTIVE":
+        return None
+    ep["status"], ep["revision"] = "WITHDRAWN", ep.get("revision", 0) + 1
+    return _alert(key, ep)
+
+
+def _alert(key: str, ep: dict[str, Any]) -> Alert:
+    """The alert an episode stands for, as last emitted."""
+    kind, _, token = key.partition(":")
+    evidence = ep["evidence"]
+    return Alert(
+        alert_id=ep["alert_id"], rule_id=ep["rule_id"], rule_version=ep["rule_version"],
+        rules_version=ep["rules_version"], indicators=tuple(ep["indicators"]), severity=ep["severity"],
+        key_kind=kind, key_token=token, subjects=tuple(ep["subjects"]),
+        evidence_event_ids=tuple(_unique(e[1] for e in evidence)),
+        post_ids=tuple(sorted({e[2] for e in evidence if e[2]})), explanation=ep["explanation"],
+        features=dict(ep["features"]), first_seen=_dt(evidence[0][0]), last_seen=_dt(evidence[-1][0]),
+        status=ep.get("status", "ACTIVE"), revision=ep.get("revision", 0),
+    )
+
+
+def _unique(items: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+def _dt(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def flag_anomaly(fact: Fact, state: KeyState, rules: RuleSet, score: float, threshold: float, model_version: str,
+                 why: str, top: dict[str, float]) -> Alert | None:
+    """Record an anomaly-score finding for the fact's key (scored in batches by :mod:`agents.anomaly`)."""
+    rule = rules.anomaly_score
+    finding = Finding("anomaly_score", ((fact.ms, fact.event_id, fact.post_id),), (fact.key.partition(":")[2],),
+                      rule.severity, f"unusual window for this document (score {-score:.3f}, alert beyond "
+                      f"{-threshold:.3f}, model {model_version}); stands out on: {why}",
+                      {"score": round(-score, 4), "threshold": round(-threshold, 4), **top})
+    alert = _emit(fact.key, finding, state, rules)
+    state.prune(rules.horizon_ms)
+    return alert
+
+
+def run(facts: Iterable[Fact], rules: RuleSet,
+        states: dict[str, KeyState] | None = None) -> tuple[dict[str, KeyState], list[Alert]]:
+    """Evaluate facts in order over in-memory states (tests, benchmarks, back-testing)."""
+    states = {} if states is None else states
+    alerts: list[Alert] = []
+    for fact in facts:
+        state = states.get(fact.key) or KeyState()
+        states[fact.key], out = evaluate(fact, state, rules)
+        alerts += out
+    return states, alerts
+
+
+def latest(alerts: Iterable[Alert]) -> dict[str, Alert]:
+    """The current version of every alert (what the compacted topic and the table keep)."""
+    out: dict[str, Alert] = {}
+    for alert in alerts:
+        if alert.alert_id not in out or _version(alert) >= _version(out[alert.alert_id]):
+            out[alert.alert_id] = alert
+    return out
+

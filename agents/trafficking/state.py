@@ -1,0 +1,137 @@
+"""What the rules remember about one key, within the longest window: named entries, stored as JSON lists.
+
+Each entry is a ``NamedTuple``, so the rules read ``e.direction``, not ``e[4]``, while the
+changelog keeps the same compact JSON lists as before (a tuple serialises as a list, and
+older, shorter entries read back with their trailing fields' defaults).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, NamedTuple, TypeVar
+
+
+class Crossing(NamedTuple):
+    """SELF: one of the key's own crossings."""
+
+    ms: int
+    event: str
+    post: str
+    country: str
+    direction: str
+    purpose: str
+    visa: str
+    destination: str
+
+
+class Escorted(NamedTuple):
+    """ESCORT: a traveller the key escorted."""
+
+    ms: int
+    event: str
+    traveller: str
+    minor: bool
+    relationship: str
+    post: str
+
+
+class Sponsored(NamedTuple):
+    """SPONSOR: a traveller who declared the key as sponsor."""
+
+    ms: int
+    event: str
+    traveller: str
+    post: str
+
+
+class Subject(NamedTuple):
+    """BIOMETRIC: a subject seen with the key's document, at one revision of its dedup decision."""
+
+    ms: int
+    event: str
+    subject: str
+    post: str
+    score: float = 0.0
+    quality: float = 0.0
+    thresholds: str = ""
+    revision: int = 0
+
+
+class Document(NamedTuple):
+    """DOCUMENT: a document of the key's subject, from a red or confirmed link."""
+
+    ms: int
+    event: str
+    document: str
+    post: str
+    score: float = 0.0
+    thresholds: str = ""
+    reserved: str = ""  # keeps ``revision`` at the position it has in Subject
+    revision: int = 0
+
+
+class Landing(NamedTuple):
+    """LANDING: one landing of the key's vessel (or at its site)."""
+
+    ms: int
+    event: str
+    site: str
+
+
+ENTRIES: dict[str, type[Any]] = {"crossings": Crossing, "escorted": Escorted, "sponsored": Sponsored,
+                                 "subjects": Subject, "documents": Document, "landings": Landing}
+E = TypeVar("E", bound=tuple[Any, ...])
+
+
+@dataclass
+class KeyState:
+    """Everything the rules remember about one key, oldest entries first; JSON in the changelog.
+
+    ``seen`` holds (event id, role) of every fact applied, so a replayed fact is recognised;
+    ``episodes`` every alert as last emitted, ``current`` each rule's open episode.
+    """
+
+    crossings: list[Crossing] = field(default_factory=list)
+    escorted: list[Escorted] = field(default_factory=list)
+    sponsored: list[Sponsored] = field(default_factory=list)
+    subjects: list[Subject] = field(default_factory=list)
+    documents: list[Document] = field(default_factory=list)
+    landings: list[Landing] = field(default_factory=list)
+    episodes: dict[str, dict[str, Any]] = field(default_factory=dict)  # alert id → the alert as last emitted
+    current: dict[str, str] = field(default_factory=dict)  # rule (or rule/instance) → its open episode's alert id
+    seen: list[str] = field(default_factory=list)
+    max_ms: int = 0
+
+    def to_bytes(self) -> bytes:
+        """Compact JSON for the table's changelog."""
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes | None) -> KeyState:
+        """The state stored by :meth:`to_bytes`, or a fresh one."""
+        if not data:
+            return cls()
+        raw = json.loads(data)
+        for name, entry in ENTRIES.items():
+            raw[name] = [entry(*e) for e in raw.get(name, [])]
+        return cls(**raw)
+
+    def prune(self, horizon_ms: int) -> None:
+        """Forget evidence older than the longest window before the newest fact."""
+        floor = self.max_ms - horizon_ms
+        for name in ENTRIES:
+            entries = getattr(self, name)
+            keep = [e for e in entries if e.ms >= floor]
+            if len(keep) != len(entries):
+                setattr(self, name, keep)
+        live = {e.event for name in ENTRIES for e in getattr(self, name)}
+        self.seen = [s for s in self.seen if s.rsplit("/", 1)[0] in live]
+        self.episodes = {a: ep for a, ep in self.episodes.items() if ep["last_ms"] >= floor}
+        self.current = {slot: a for slot, a in self.current.items() if a in self.episodes}
+
+
+def within(entries: Sequence[E], now_ms: int, window_ms: int) -> list[E]:
+    """State entries whose time lies in the window ending at ``now_ms``."""
+    return [e for e in entries if now_ms - window_ms <= e[0] <= now_ms]
