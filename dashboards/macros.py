@@ -15,12 +15,16 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
+from schemas.errors import LintasError
+
 _VARIABLE = re.compile(r"\$\{(\w+)(?::(\w+))?\}|\$(?!__)(\w+)")
 _MACRO = re.compile(r"\$__(timeFilter|dateFilter|timeInterval)\(([^()]*)\)")
 
 
-class MacroError(ValueError):
+class MacroError(LintasError):
     """A query names a variable that is not set or a macro this expander does not know."""
+
+    code = "dashboard_macro"
 
 
 @dataclass(frozen=True)
