@@ -116,3 +116,12 @@ def view_total(settings: Settings) -> int:
     client = clickhouse_client(settings)
     return int(client.query("SELECT sum(n) FROM (SELECT uniqExactMerge(events) AS n FROM crossings_by_post_hour "
                             "GROUP BY post_country, post_id, direction, hour)").result_rows[0][0] or 0)
+
+
+def until(check: Any, timeout_s: float, log: Path) -> Any:
+    """Poll ``check()`` until it returns something truthy."""
+    deadline = time.monotonic() + timeout_s
+    while not (result := check()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert result, f"not reached in {timeout_s}s; worker log tail:\n" + log.read_text()[-3000:]
+    return result

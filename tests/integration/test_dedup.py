@@ -28,7 +28,7 @@ from streams.settings import Settings
 from streams.simulator import Simulator
 from streams.topics import BIOMETRIC_ADJUDICATIONS
 from tests.integration.conftest import migrated_stack
-from tests.integration.test_pipeline import Worker, _produce
+from tests.integration.pipeline_support import Worker, produce
 
 pytestmark = pytest.mark.integration
 
@@ -119,7 +119,7 @@ def test_two_workers_share_the_sharded_gallery_and_officers_adjudicate_links(
     bad["biometric"] = {**bad["biometric"], "template": np.full(DIM, np.nan, "<f4").tobytes()}
     for w in workers:
         w.start()
-    _produce(settings, first + [bad], tmp_path / "first.sqlite")
+    produce(settings, first + [bad], tmp_path / "first.sqlite")
     decided = _wait_decisions(settings, [r["event_id"] for r in first], 240, [w.log for w in workers])
     assert [d[0] for d in decided.values()].count("enrol") == 1000
     subject_of = {i: decided[r["event_id"]][1] for i, r in enumerate(first)}
@@ -127,7 +127,7 @@ def test_two_workers_share_the_sharded_gallery_and_officers_adjudicate_links(
 
     second = [people.capture(i, minutes=30) for i in range(1000)]
     forged = [people.capture(i, document=f"F{i:08d}", minutes=60) for i in range(0, 1000, 20)]
-    _produce(settings, second + forged, tmp_path / "second.sqlite")
+    produce(settings, second + forged, tmp_path / "second.sqlite")
     decided = _wait_decisions(settings, [r["event_id"] for r in second + forged], 240, [w.log for w in workers])
     for i, r in enumerate(second):
         assert decided[r["event_id"]][:2] == ("known_traveller", subject_of[i]), i
@@ -197,7 +197,7 @@ def test_restart_after_20k_enrolments_loses_and_doubles_nobody(dstack: Stack, tm
     worker = _worker(settings, tmp_path / "worker.log", 0)
     try:
         worker.start()
-        _produce(settings, first, tmp_path / "first.sqlite")
+        produce(settings, first, tmp_path / "first.sqlite")
         decided = _wait_decisions(settings, [r["event_id"] for r in first], 900, [worker.log])
         worker.kill9()  # right after the 20,000th decision is in ClickHouse
         subject_of = [decided[r["event_id"]][1] for r in first]
@@ -207,7 +207,7 @@ def test_restart_after_20k_enrolments_loses_and_doubles_nobody(dstack: Stack, tm
         sample = np.random.default_rng(5).choice(n, 2000, replace=False)
         again = [people.capture(int(i), minutes=45) for i in sample]
         worker.start()
-        _produce(settings, again, tmp_path / "again.sqlite")
+        produce(settings, again, tmp_path / "again.sqlite")
         decided = _wait_decisions(settings, [r["event_id"] for r in again], 600, [worker.log])
         for i, r in zip(sample, again, strict=True):
             assert decided[r["event_id"]][:2] == ("known_traveller", subject_of[int(i)])

@@ -25,7 +25,7 @@ from streams.clients import clickhouse_client
 from streams.settings import Settings
 from streams.topics import ALL_TOPICS, WATCHLISTS
 from tests.integration.conftest import migrated_stack, run_lintas
-from tests.integration.test_pipeline import Worker, _produce, _until
+from tests.integration.pipeline_support import Worker, produce, until
 from tests.integration.test_producer import _consume_messages
 
 pytestmark = pytest.mark.integration
@@ -105,10 +105,10 @@ def test_list_changes_take_effect_within_seconds_while_traffic_flows(wstack: Sta
     fixed = [event(early, now - timedelta(minutes=5)), event(never, now - timedelta(minutes=5)),
              event(future, now - timedelta(minutes=5)), event(number("X"), now - timedelta(minutes=5),
                                                               expiry=(now - timedelta(days=3)).date())]
-    _produce(settings, fixed, tmp_path / "fixed.sqlite")
+    produce(settings, fixed, tmp_path / "fixed.sqlite")
     ids = [e["event_id"] for e in fixed]
-    _until(lambda: ingested(settings, ids) == 4, 120, worker.log)
-    hits = _until(lambda: alerts_for(settings, ids) or None, 30, worker.log)
+    until(lambda: ingested(settings, ids) == 4, 120, worker.log)
+    hits = until(lambda: alerts_for(settings, ids) or None, 30, worker.log)
     time.sleep(2)
     hits = alerts_for(settings, ids)
     assert hits == {ids[0]: {"watchlist.lost_stolen"}, ids[3]: {"document.expired"}}, hits
@@ -125,7 +125,7 @@ def test_list_changes_take_effect_within_seconds_while_traffic_flows(wstack: Sta
         n = 0
         while not stop.is_set():
             e = event(later, datetime.now(UTC) - timedelta(seconds=1))
-            _produce(settings, [e], tmp_path / f"flow-{n % 2}.sqlite")
+            produce(settings, [e], tmp_path / f"flow-{n % 2}.sqlite")
             sent.append((time.monotonic(), e["event_id"]))
             n += 1
             time.sleep(0.2)
@@ -149,7 +149,7 @@ def test_list_changes_take_effect_within_seconds_while_traffic_flows(wstack: Sta
         stop.set()
         thread.join(10)
     flow_ids = [e for _, e in sent]
-    _until(lambda: ingested(settings, flow_ids) == len(flow_ids), 120, worker.log)
+    until(lambda: ingested(settings, flow_ids) == len(flow_ids), 120, worker.log)
     time.sleep(3)
     hit = alerts_for(settings, flow_ids)
     first_hit = min(t for t, e in sent if e in hit) - loaded_at
@@ -184,9 +184,9 @@ def test_no_list_document_number_reaches_a_topic_or_table_in_clear(wstack: Stack
     assert re.search(r"lost_stolen +1000 entries", shown.stdout), shown.stdout  # --replace dropped the earlier ones
     worker.start()
     crossings = [event(n, datetime.now(UTC) - timedelta(minutes=2)) for n in numbers[:20]]
-    _produce(settings, crossings, tmp_path / "c.sqlite")
+    produce(settings, crossings, tmp_path / "c.sqlite")
     ids = [e["event_id"] for e in crossings]
-    _until(lambda: len(alerts_for(settings, ids)) == 20, 120, worker.log)
+    until(lambda: len(alerts_for(settings, ids)) == 20, 120, worker.log)
     assert alerts_for(settings, ids[:1]) == {ids[0]: {"watchlist.lost_stolen", "watchlist.notices",
                                                       "watchlist.national_alerts"}}
 
@@ -227,7 +227,7 @@ def test_overstay_pairs_entry_and_exit_across_a_worker_restart(wstack: Stack, wo
                for doc in (late, on_time, missing)]
     entries.append(event(resident, now - timedelta(days=50), "ENTRY"))  # a national coming home: no stay
     worker.start()
-    _produce(settings, entries, tmp_path / "entries.sqlite")
+    produce(settings, entries, tmp_path / "entries.sqlite")
     client = clickhouse_client(settings)
     stay_ids = [e["event_id"] for e in entries[:3]]
 
@@ -236,7 +236,7 @@ def test_overstay_pairs_entry_and_exit_across_a_worker_restart(wstack: Stack, wo
                             "WHERE stay_id IN {ids:Array(String)}", parameters={"ids": stay_ids}).result_rows
         return {r[0]: r[1:] for r in rows}
 
-    _until(lambda: len(stays()) == 3, 120, worker.log)
+    until(lambda: len(stays()) == 3, 120, worker.log)
     assert {s[0] for s in stays().values()} == {"open"}
     time.sleep(4)  # the batch committed: after the kill, the open stays can only come back from the changelog
     worker.kill9()
@@ -245,13 +245,13 @@ def test_overstay_pairs_entry_and_exit_across_a_worker_restart(wstack: Stack, wo
     exits = [event(late, now - timedelta(days=5), nationality="MYS", visa="VISA_FREE", state="MYS"),
              event(on_time, now - timedelta(days=25), nationality="MYS", visa="VISA_FREE", state="MYS"),
              event(resident, now - timedelta(days=5))]
-    _produce(settings, exits, tmp_path / "exits.sqlite")
-    _until(lambda: sorted(s[0] for s in stays().values()) == ["closed", "closed", "open"], 120, worker.log)
+    produce(settings, exits, tmp_path / "exits.sqlite")
+    until(lambda: sorted(s[0] for s in stays().values()) == ["closed", "closed", "open"], 120, worker.log)
     got = stays()
     last_day = (now - timedelta(days=50)).date() + timedelta(days=29)
     assert got[stay_ids[0]] == ("closed", ((now - timedelta(days=5)).date() - last_day).days, last_day)
     assert got[stay_ids[1]] == ("closed", 0, last_day) and got[stay_ids[2]] == ("open", 0, last_day)
-    flagged = _until(lambda: alerts_for(settings, [exits[0]["event_id"]], "overstay"), 60, worker.log)
+    flagged = until(lambda: alerts_for(settings, [exits[0]["event_id"]], "overstay"), 60, worker.log)
     assert flagged == {stay_ids[0]: {"overstay"}, exits[0]["event_id"]: {"overstay"}}, "entry and exit: the evidence"
     assert alerts_for(settings, [exits[1]["event_id"], exits[2]["event_id"]], "overstay") == {}
     over = client.query("SELECT stay_id, kind, days_over FROM overstays WHERE stay_id IN {ids:Array(String)} "

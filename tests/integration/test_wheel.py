@@ -16,15 +16,15 @@ from tests.conftest import REPO
 # Everything the worker and the CLI read at start, loaded from the installed package (cwd outside the checkout).
 LOADS = r"""
 import json, pathlib
-import agents.trafficking, agents.overstay, agents.privacy, agents.dedup, streams.migrate, dashboards.render
+import agents.trafficking.config, agents.overstay, agents.privacy, agents.dedup, streams.migrate, dashboards.render
 import schemas.contracts
-rules = agents.trafficking.load_rules(None)
+rules = agents.trafficking.config.load_rules(None)
 stays = agents.overstay.load_stay_rules(None)
 policy = agents.privacy.policy()
 thresholds = agents.dedup.ThresholdSet.load(None)
 migrations = sorted(p.name for p in streams.migrate.MIGRATIONS.glob("*.sql"))
 boards = sorted(p.name for p in dashboards.render.JSON_DIR.glob("*.json"))
-files = {m.__name__: m.__file__ for m in (agents.trafficking, streams.migrate, schemas.contracts)}
+files = {m.__name__: m.__file__ for m in (agents.trafficking.config, streams.migrate, schemas.contracts)}
 print(json.dumps({"rules": len(rules.rules), "stays": len(stays.rules), "policy": policy.version,
                   "thresholds": thresholds.version, "migrations": migrations, "dashboards": boards,
                   "contracts": len(schemas.contracts.EVENT_CONTRACTS), "files": files}))
