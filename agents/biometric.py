@@ -22,8 +22,11 @@ pair is scored at least once, and link evidence is a function of the samples alo
 
 **Replays change nothing.** A batch's sends (commands, pairs, rows) are acknowledged
 before its identity records, and those before its offsets are committed; a record's
-version is the highest offset it reflects, and a replayed CAPTURE at or below it, or a
-capture the identity already holds, is skipped.
+version is the highest offset it reflects (the newest record wins on reading), and a
+replayed or resent CAPTURE is recognised by its probe id among the identity's recent
+captures (window and the last ones that slid out) and skipped. Not by its offset: the
+consumer reads a message skipped during a rebalance again after later offsets were
+applied, and that message must still be decided.
 
 Templates exist in clear only inside a shard's memory: sealed on Kafka, absent from
 rows, links, logs and dead letters.
@@ -351,7 +354,7 @@ def shard_step(shard: Shard, messages: Sequence[tuple[int, bytes]], cfg: DedupCo
     frozen: dict[str, list[tuple[Seen, Verdict]]] = {}
     remote_queries: list[_Query] = []
     forgets: list[tuple[tuple[str, str], bool]] = []
-    for i, (offset, cmd) in enumerate(commands):
+    for i, (_, cmd) in enumerate(commands):
         kind = cmd["kind"]
         if kind == "ERASE":
             _erase(shard, cmd, cfg, out, touched)
@@ -374,9 +377,8 @@ def shard_step(shard: Shard, messages: Sequence[tuple[int, bytes]], cfg: DedupCo
         state = shard.identities.get(key)
         if state is None:
             state = shard.identities[key] = IdentityState(key, cmd["identity"], cmd["identity_kind"], cmd["model"])
-        if offset <= state.version:
-            out.duplicates += 1
-            continue
+        # a replay or a resend is recognised by its probe id (``add``), not by its offset: a message the
+        # consumer skipped during a rebalance is read again after later offsets were applied
         t = cfg.thresholds.for_model(state.model)
         if state.model not in cfg.thresholds.models:
             out.uncalibrated.add(state.model)

@@ -257,8 +257,9 @@ class IdentityState:
 
     ``base``: the subjects as they were after every capture that slid out of the window;
     ``window``: the most recent captures (event time), decided again whenever one arrives
-    out of order; ``version``: the highest log offset applied (a replayed message at or
-    below it is skipped); ``cut``: the order key of the newest capture that slid out.
+    out of order; ``version``: the highest log offset applied (the newest record wins when a
+    shard is read back; replays are recognised by probe id, :meth:`knows`); ``cut``: the order key of the
+    newest capture that slid out.
     """
 
     key: str

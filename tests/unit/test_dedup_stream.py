@@ -158,6 +158,19 @@ def test_a_replayed_or_resent_capture_changes_nothing() -> None:
     assert again.decisions == [] and again.duplicates == 1
 
 
+def test_a_message_read_again_after_later_offsets_were_applied_is_decided() -> None:
+    """The consumer seeks back to a message skipped during a rebalance: it arrives below offsets applied."""
+    people = People(3, seed=6)
+    captures = [people.capture(0, "doc-x", 0), people.capture(0, "doc-x", 10), people.capture(0, "doc-x", 20)]
+    c = cfg(shards=1)
+    messages = [(i, v) for i, (_, v) in enumerate(capture_commands(captures, c.sealer, 1))]
+    shard = Shard(0)
+    first = shard_step(shard, [messages[0], messages[2]], c, NOW)  # offset 1 was skipped
+    again = shard_step(shard, [messages[1]], c, NOW)  # and read again
+    decided = {d["probe_id"] for d in first.decisions + again.decisions}
+    assert decided == {cap.probe_id for cap, _ in captures} and again.duplicates == 0
+
+
 def test_a_shard_read_back_from_its_records_knows_every_identity_and_its_pairs(reference) -> None:
     _, net = reference
     for number in range(4):
