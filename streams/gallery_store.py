@@ -57,17 +57,3 @@ def read_partition(settings: Settings, topic: str, partition: int,
 def read_shard(settings: Settings, shard: int, timeout_s: float = 300.0) -> list[bytes]:
     """Every record value of gallery partition ``shard``, oldest first (tombstones skipped)."""
     return [v for _, v in read_partition(settings, BIOMETRIC_GALLERY.name, shard, timeout_s) if v is not None]
-
-
-def start_offset(settings: Settings, group: str, topic: str, partition: int) -> int:
-    """Where ``group`` resumes reading a partition: its committed offset, else the partition's first offset."""
-    consumer = clients.consumer(settings, group)
-    try:
-        tp = TopicPartition(topic, partition)
-        [committed] = consumer.committed([tp], timeout=30)
-        if committed.offset >= 0:
-            return int(committed.offset)
-        low, _ = consumer.get_watermark_offsets(tp, timeout=30)
-        return int(low)
-    finally:
-        consumer.close()

@@ -56,17 +56,10 @@ from schemas.contracts import ADJUDICATION_DECISION, ALERT, DEAD_LETTER, IDENTIT
 from schemas.errors import InvalidMessage
 from schemas.wire import RegistryUnavailable, SchemaIds, avro_bytes, decode, encode_payload, frame
 from streams import clients
-from streams.gallery_store import read_partition, start_offset
+from streams.gallery_store import read_partition
 from streams.settings import Settings
 from streams.sink import ClickHouseSink
-from streams.topics import (
-    APP_ID,
-    BIOMETRIC_GALLERY,
-    BIOMETRIC_PROBES,
-    DEDUP_SHARDS,
-    IDENTITY_VAULT,
-    TRAFFICKING_FACTS,
-)
+from streams.topics import BIOMETRIC_GALLERY, BIOMETRIC_PROBES, DEDUP_SHARDS, IDENTITY_VAULT, TRAFFICKING_FACTS
 from streams.watchlist import LIST_CLASSES, Replica
 
 log = logging.getLogger("lintas.app")
@@ -356,8 +349,6 @@ class Dedup:
         self.svc, self.out, self.settings = svc, out, svc.settings
         self.send = Outputs(svc, out)
         self.shards: dict[int, Shard] = {}
-        # per shard, the next offset to apply: a shard applies its partition strictly in offset order
-        self.next_offset: dict[int, int] = {}
         self._thresholds_stamp: tuple[float, int] | None = None
         s = self.settings
         self.cfg = DedupConfig(self._read_thresholds(), svc.sealer, svc.tok, DEDUP_SHARDS, s.dedup_window,
@@ -389,9 +380,8 @@ class Dedup:
         if unreadable:
             log.warning("gallery shard %d: %d identity record(s) cannot be opened (tampered, or sealed with a key "
                         "this store never had): those identities enrol again when next seen", number, unreadable)
-        self.next_offset[number] = start_offset(self.settings, APP_ID, BIOMETRIC_PROBES.name, number)
-        log.info("gallery shard %d loaded: %d identities, %d samples in %.1fs; applying from offset %d", number, n,
-                 shard.sample_count(), time.monotonic() - started, self.next_offset[number])
+        log.info("gallery shard %d loaded: %d identities, %d samples in %.1fs", number, n, shard.sample_count(),
+                 time.monotonic() - started)
         return shard
 
     async def shard(self, number: int) -> Shard:
@@ -404,7 +394,6 @@ class Dedup:
         """Drop shards whose partitions moved away: whoever owns them next (maybe us again) reloads them."""
         for number in partitions:
             self.shards.pop(number, None)
-            self.next_offset.pop(number, None)
 
     async def process(self, events: list[Event]) -> None:
         """One batch of commands: per shard, verify, search, keep pairs; sends, rows, then records; return = commit."""
@@ -412,11 +401,6 @@ class Dedup:
         by_shard: dict[int, list[tuple[int, bytes]]] = {}
         for e in events:
             by_shard.setdefault(e.message.partition, []).append((e.message.offset, e.message.value or b""))
-        for number in list(by_shard):
-            await self.shard(number)  # loaded, and where its partition resumes
-            by_shard[number] = self._in_order(number, by_shard[number])
-            if not by_shard[number]:
-                del by_shard[number]
         sends: list[Any] = []
         decisions: list[dict[str, Any]] = []
         searches: list[dict[str, Any]] = []
@@ -454,28 +438,6 @@ class Dedup:
         for warning in self.monitor.update(decisions, searches, self.cfg.thresholds,
                                            held * DEDUP_SHARDS // max(1, len(self.shards))):
             log.warning("dedup accuracy drift: %s", warning)
-
-    def _in_order(self, number: int, commands: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
-        """The commands that continue the shard's partition without a gap; the rest waits to be read again.
-
-        Faust's consumer skips a message dequeued during a rebalance and seeks back to it after later ones
-        were delivered (:mod:`streams.faust_consumer`); a shard that applied the later ones first would
-        decide an identity's captures in another order than a worker that never rebalanced. So a command
-        past a gap is not applied (the seek back delivers it again, in order), and one below the next
-        offset was applied already. The commit waits for the gap either way: nothing is lost.
-        """
-        expected, ready = self.next_offset[number], []
-        for offset, value in sorted(commands):
-            if offset < expected:
-                continue  # applied already (a redelivery)
-            if offset > expected:
-                log.info("shard %d: offset %d not delivered yet; %d later command(s) wait to be read again in "
-                         "order", number, expected, sum(1 for o, _ in commands if o >= offset))
-                break
-            ready.append((offset, value))
-            expected += 1
-        self.next_offset[number] = expected
-        return ready
 
     def _say(self, number: int, out: Any) -> None:
         for model in sorted(out.uncalibrated - self.uncalibrated):

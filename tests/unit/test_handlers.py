@@ -134,13 +134,3 @@ async def test_the_rule_handler_keeps_state_in_its_table_and_sends_alerts(built:
     assert out.trafficking_state, "every key's state is in the table"
     assert any(r["component"] == "trafficking_rules" for r in sink.rows["processing_log"])
     assert len(out.alerts.sent) == len(sink.rows.get("alerts", []))
-
-
-def test_a_shard_applies_its_partition_in_offset_order_and_waits_at_a_gap(built: Any) -> None:
-    """A message skipped in a rebalance is read again later: what comes after it waits for it."""
-    worker = built[0]
-    worker.dedup.next_offset[0] = 5
-    assert [o for o, _ in worker.dedup._in_order(0, [(7, b""), (5, b""), (6, b""), (9, b""), (10, b"")])] == [5, 6, 7]
-    assert worker.dedup.next_offset[0] == 8
-    assert worker.dedup._in_order(0, [(3, b""), (9, b"")]) == []  # 3 was applied; 9 waits for 8
-    assert [o for o, _ in worker.dedup._in_order(0, [(8, b""), (9, b""), (10, b"")])] == [8, 9, 10]
