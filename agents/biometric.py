@@ -194,7 +194,7 @@ class DedupConfig:
     sealer: SubjectSealer
     tok: Tokeniser
     shards: int
-    window: int = 32
+    window: int = 256
     exact_max: int = 250_000
     rerank: int = 300
     dimension: int = 512

@@ -111,7 +111,7 @@ class Settings(BaseSettings):
         default=None, description="Thresholds per template model (lintas dedup calibrate writes it); default "
                                   "<state_dir>/dedup/thresholds.json if it exists, else the packaged defaults.",
     )
-    dedup_window: int = Field(default=32, ge=1, description="Recent captures per identity decided again when one "
+    dedup_window: int = Field(default=256, ge=1, description="Recent captures per identity decided again when one "
                                                             "arrives out of order.")
     dedup_exact_max: int = Field(default=250_000, ge=0, description="Samples per model and shard searched exactly; "
                                                                     "past it, the sketch index.")
