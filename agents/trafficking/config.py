@@ -180,6 +180,7 @@ class RuleSet:
     repeat_vessel: Rule[RepeatVessel]
     anomaly_score: Rule[AnomalyScore]
     routes: tuple[Rule[Route], ...]
+    lateness_ms: int = 72 * HOUR_MS  # facts this late (event time) still give exactly the in-order alerts
 
     @property
     def rules(self) -> dict[str, Rule[Any]]:
@@ -245,4 +246,7 @@ def load_rules(path: Path | None = None) -> RuleSet:
         raise RulesError(f"rules file {path}: unknown rule(s) {unknown}")
     rules: dict[str, Any] = {rid: _rule(rid, configured.get(rid, {}), params) for rid, params in PARAMS.items()}
     routes = tuple(_rule(f"route.{name}", route, Route) for name, route in raw.get("routes", {}).items())
-    return RuleSet(version=str(raw["version"]), routes=routes, **rules)
+    lateness = raw.get("allowed_lateness_hours", 72)
+    if not isinstance(lateness, int | float) or lateness < 0:
+        raise RulesError(f"rules file {path}: allowed_lateness_hours must be a number of hours >= 0")
+    return RuleSet(version=str(raw["version"]), routes=routes, lateness_ms=int(lateness * HOUR_MS), **rules)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
 from agents.trafficking.config import SEVERITY_RANK, RuleSet
-from agents.trafficking.facts import Fact
+from agents.trafficking.facts import Companion, Fact
 from agents.trafficking.rules import BY_ROLE, REVISABLE, Finding
 from agents.trafficking.state import KeyState
 
@@ -68,13 +68,45 @@ def evaluate(fact: Fact, state: KeyState, rules: RuleSet) -> tuple[KeyState, lis
     A fact already applied (same event, same role) changes nothing; it re-sends the current
     alerts it is evidence of, unchanged. That is what a redelivery after a crash needs: the
     state may have reached the changelog before the alerts reached Kafka.
+
+    Arrival order does not matter: a fact that sorts before the last one applied (event time,
+    then event id, role and revision) makes the key evaluate all its facts again in that order
+    (:func:`_reorder`), and only the alerts that differ from those already sent go out (an alert
+    that no longer holds is withdrawn). The facts are kept the longest window plus the rules'
+    allowed lateness, so a fact up to that late gives exactly the alerts of the facts in order.
     """
-    # a dedup decision can be revised (its identity's captures arrived out of order): a new subject is new
-    seen_id = f"{fact.event_id}/{fact.role}" + (f"#{fact.revision}" if fact.role in REVISABLE else "")
+    seen_id = _seen_id(fact)
     if seen_id in state.seen:
         return state, [_alert(fact.key, ep) for ep in state.episodes.values()
                        if any(e[1] == fact.event_id for e in ep["evidence"])]
-    state.seen.append(seen_id)
+    if state.last and _order(fact) < tuple(state.last):
+        return _reorder(fact, state, rules)
+    return state, _apply(fact, state, rules)
+
+
+def _seen_id(fact: Fact) -> str:
+    # a dedup decision can be revised (its identity's captures arrived out of order): a new subject is new
+    return f"{fact.event_id}/{fact.role}" + (f"#{fact.revision}" if fact.role in REVISABLE else "")
+
+
+# Ties in event time are ordered by role as the pipeline makes them (a crossing's facts at ingest, dedup's after)
+# and then by event id: a stream in event order never needs re-evaluating.
+_ROLE_ORDER = {"SELF": 0, "ESCORT": 1, "SPONSOR": 2, "LANDING": 3, "BIOMETRIC": 4, "DOCUMENT": 5}
+
+
+def _order(fact: Fact) -> tuple[int, int, str, int]:
+    return fact.ms, _ROLE_ORDER.get(fact.role, 9), fact.event_id, fact.revision
+
+
+def _apply(fact: Fact, state: KeyState, rules: RuleSet,
+           emitted: dict[str, dict[str, Any]] | None = None) -> list[Alert]:
+    """The fact after every fact of the key so far (in order): the incremental path.
+
+    ``emitted``: every episode an alert went out for, as it was then (before pruning), by alert id.
+    """
+    state.seen.append(_seen_id(fact))
+    state.log.append(_pack(fact))  # sorts after every logged fact: the log stays in order
+    state.last = list(_order(fact))
     state.max_ms = max(state.max_ms, fact.ms)
     findings = list(BY_ROLE[fact.role](fact, state, rules))
     alerts = [a for f in findings if (a := _emit(fact.key, f, state, rules)) is not None]
@@ -82,8 +114,74 @@ def evaluate(fact: Fact, state: KeyState, rules: RuleSet) -> tuple[KeyState, lis
     if revisable and not any(f.rule_id == revisable for f in findings):
         withdrawn = _withdraw(fact.key, revisable, state)
         alerts += [withdrawn] if withdrawn else []
-    state.prune(rules.horizon_ms)
-    return state, alerts
+    if emitted is not None:
+        for alert in alerts:
+            emitted[alert.alert_id] = state.episodes[alert.alert_id]
+    state.prune(rules.horizon_ms, rules.lateness_ms)
+    return alerts
+
+
+_FIELDS = tuple(f.name for f in fields(Fact))
+
+
+def _pack(fact: Fact) -> list[Any]:
+    """A fact as a JSON list for the key's log (its time first, in epoch ms); far cheaper than Avro."""
+    values = [getattr(fact, name) for name in _FIELDS]
+    values[_FIELDS.index("occurred_at")] = fact.ms
+    values[_FIELDS.index("companions")] = [[c.token, c.relationship, c.is_escort] for c in fact.companions]
+    return [fact.ms, values]
+
+
+def _unpack(entry: list[Any]) -> Fact:
+    values = list(entry[1])
+    values[_FIELDS.index("occurred_at")] = datetime.fromtimestamp(entry[0] / 1000, tz=UTC)
+    values[_FIELDS.index("companions")] = tuple(Companion(*c) for c in values[_FIELDS.index("companions")])
+    return Fact(*values)
+
+
+def _logged(state: KeyState) -> list[Fact]:
+    return [_unpack(x) for x in state.log]
+
+
+def _reorder(fact: Fact, state: KeyState, rules: RuleSet) -> tuple[KeyState, list[Alert]]:
+    """The key's facts evaluated again in event order with the late one; the alerts that changed."""
+    latest_revision: dict[tuple[str, str], Fact] = {}
+    for f in [*_logged(state), fact]:
+        held = latest_revision.get((f.event_id, f.role))
+        if held is None or f.revision >= held.revision:
+            latest_revision[(f.event_id, f.role)] = f
+    fresh = KeyState()
+    replayed: dict[str, dict[str, Any]] = {}  # every episode the replay produced, as it last was (even pruned)
+    for f in sorted(latest_revision.values(), key=_order):
+        _apply(f, fresh, rules, replayed)
+    for alert_id, ep in state.episodes.items():  # anomaly findings come from the model, not from the facts
+        if ep["rule_id"] == "anomaly_score" and alert_id not in replayed:
+            fresh.episodes[alert_id] = replayed[alert_id] = ep
+    alerts = []
+    for alert_id, ep in sorted(replayed.items()):
+        old = state.episodes.get(alert_id)
+        if old is not None and _same(old, ep):
+            ep["revision"] = old.get("revision", 0)
+            continue
+        if old is not None:
+            ep["revision"] = max(ep.get("revision", 0), old.get("revision", 0) + 1)
+        alerts.append(_alert(fact.key, ep))
+    for alert_id, old in sorted(state.episodes.items()):
+        if alert_id not in replayed and old.get("status", "ACTIVE") == "ACTIVE":
+            gone = {**old, "status": "WITHDRAWN", "revision": old.get("revision", 0) + 1}
+            fresh.episodes[alert_id] = gone  # kept until pruned: a copy of it was sent
+            alerts.append(_alert(fact.key, gone))
+    return fresh, alerts
+
+
+def _names(entry: list[Any], token: str) -> bool:
+    fact = _unpack(entry)
+    return token in (fact.traveller, fact.subject, fact.key.partition(":")[2]) or \
+        any(c.token == token for c in fact.companions)
+
+
+def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return all(a.get(k) == b.get(k) for k in ("evidence", "severity", "subjects", "status", "explanation"))
 
 
 def erase(key: str, state: KeyState, token: str) -> KeyState | None:
@@ -96,6 +194,7 @@ def erase(key: str, state: KeyState, token: str) -> KeyState | None:
         return None
     for name in ("escorted", "sponsored", "subjects", "documents"):
         setattr(state, name, [e for e in getattr(state, name) if token not in e])  # the token in any field
+    state.log = [x for x in state.log if not _names(x, token)]
     for ep in state.episodes.values():
         ep["subjects"] = [s for s in ep["subjects"] if s != token]
     return state

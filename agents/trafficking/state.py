@@ -103,6 +103,10 @@ class KeyState:
     current: dict[str, str] = field(default_factory=dict)  # rule (or rule/instance) → its open episode's alert id
     seen: list[str] = field(default_factory=list)
     max_ms: int = 0
+    # the key's facts in event order, [ms, fields], kept the longest window plus the allowed lateness, and the
+    # order key of the last one applied: a fact that sorts before it makes the key evaluate them again in order
+    log: list[list[Any]] = field(default_factory=list)
+    last: list[Any] = field(default_factory=list)
 
     def to_bytes(self) -> bytes:
         """Compact JSON for the table's changelog."""
@@ -118,9 +122,14 @@ class KeyState:
             raw[name] = [entry(*e) for e in raw.get(name, [])]
         return cls(**raw)
 
-    def prune(self, horizon_ms: int) -> None:
-        """Forget evidence older than the longest window before the newest fact."""
+    def prune(self, horizon_ms: int, lateness_ms: int = 0) -> None:
+        """Forget evidence older than the longest window before the newest fact (facts: and the lateness)."""
         floor = self.max_ms - horizon_ms
+        drop = 0
+        while drop < len(self.log) and self.log[drop][0] < floor - lateness_ms:
+            drop += 1  # the log is in event order: its oldest facts go first
+        if drop:
+            del self.log[:drop]
         for name in ENTRIES:
             entries = getattr(self, name)
             keep = [e for e in entries if e.ms >= floor]

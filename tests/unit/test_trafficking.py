@@ -326,7 +326,7 @@ def test_rules_file_is_checked(tmp_path: Path) -> None:
         load_rules(broken)
     changed = tmp_path / "stricter.toml"
     changed.write_text(text.replace("min_travellers = 4", "min_travellers = 8", 1).replace(
-        'version = "2026-11-23.1"', 'version = "test-2"', 1))
+        'version = "2026-12-02.1"', 'version = "test-2"', 1))
     stricter = load_rules(changed)
     facts = [escorted("E1", f"T{i}", i) for i in range(6)]
     assert stricter.version == "test-2" and "escort_fanout" not in {
