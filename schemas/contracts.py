@@ -163,5 +163,7 @@ DEAD_LETTER = load_contract("DeadLetter")
 IDENTITY_LINK = load_contract("IdentityLink")
 ADJUDICATION_DECISION = load_contract("AdjudicationDecision")
 ALERT = load_contract("Alert")
+REVIEW_DECISION = load_contract("ReviewDecision")
 EVENT_CONTRACTS: dict[str, Contract] = {c.name: c for c in (CROSSING_EVENT, LANDING_EVENT, DEAD_LETTER, IDENTITY_LINK,
-                                                             ADJUDICATION_DECISION, ALERT)}
+                                                             ADJUDICATION_DECISION, ALERT,
+                                                             REVIEW_DECISION)}

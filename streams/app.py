@@ -31,12 +31,16 @@ from streams.topics import (
     BIOMETRIC_LINKS,
     BIOMETRIC_PAIRS,
     BIOMETRIC_PROBES,
+    CASE_COMMANDS,
+    CASE_STATE_TABLE,
     CROSSING_EVENTS,
     CROSSING_EVENTS_DLQ,
     IDENTITY_VAULT,
     LANDING_EVENTS,
     LANDING_EVENTS_DLQ,
     LINK_STATE_TABLE,
+    REVIEW_DECISIONS,
+    REVIEW_DECISIONS_DLQ,
     STAY_STATE_TABLE,
     TRAFFICKING_FACTS,
     TRAFFICKING_STATE_TABLE,
@@ -81,18 +85,22 @@ biometric_probes = _topic(BIOMETRIC_PROBES)
 biometric_pairs = _topic(BIOMETRIC_PAIRS)
 biometric_adjudications = _topic(BIOMETRIC_ADJUDICATIONS)
 trafficking_facts = _topic(TRAFFICKING_FACTS)
+review_decisions = _topic(REVIEW_DECISIONS)
+case_commands = _topic(CASE_COMMANDS)
 outlets = Outlets(
     crossing_dlq=_topic(CROSSING_EVENTS_DLQ), landing_dlq=_topic(LANDING_EVENTS_DLQ),
     adjudication_dlq=_topic(BIOMETRIC_ADJUDICATIONS_DLQ), probes=biometric_probes,
     gallery=_topic(BIOMETRIC_GALLERY), pairs=biometric_pairs, links=_topic(BIOMETRIC_LINKS),
     facts=trafficking_facts, audit=_topic(AUDIT_PROCESSING), vault=_topic(IDENTITY_VAULT),
-    alerts=_topic(ALERTS),
+    alerts=_topic(ALERTS), cases=case_commands, review_dlq=_topic(REVIEW_DECISIONS_DLQ),
     # per-key rule state, changelog-backed: a restarted worker reads it back before its agent resumes
     trafficking_state=_table(TRAFFICKING_STATE_TABLE, TRAFFICKING_FACTS),
     # open stays per traveller (agents/overstay.py): an entry's stay survives a restart before the exit arrives
     stay_state=_table(STAY_STATE_TABLE, TRAFFICKING_FACTS),
     # each link's evidence (pairs of samples) and decision (agents/links.py)
     link_state=_table(LINK_STATE_TABLE, BIOMETRIC_PAIRS),
+    # each case's indicators and officers' decisions (agents/cases.py)
+    case_state=_table(CASE_STATE_TABLE, CASE_COMMANDS),
 )
 
 _built: Handlers | None = None
@@ -165,3 +173,19 @@ async def adjudications(stream: faust.StreamT) -> None:
     handler = start().dedup
     async for event in stream.events():
         await handler.adjudicate(event)
+
+
+@app.agent(review_decisions)
+async def review(stream: faust.StreamT) -> None:
+    """Officers' decisions → form checked → the case agent (cases) or the link agent (links)."""
+    handler = start().decisions
+    async for event in stream.events():
+        await handler.process(event)
+
+
+@app.agent(case_commands)
+async def cases(stream: faust.StreamT) -> None:
+    """Indicators and checked decisions → each case's state → the ``cases`` table."""
+    handler = start().cases
+    async for events in _batches(stream, settings.trafficking_batch_size):
+        await handler.process(list(events))

@@ -27,6 +27,18 @@ from agents.anomaly import load as load_model
 from agents.audit import Processing, classes_of, offsets
 from agents.biometric import LINK_COMMAND, DedupConfig, Shard, capture_commands, load_records, read, shard_step
 from agents.calibration import Observed, drift
+from agents.cases import (
+    LINK_ACTIONS,
+    CaseState,
+    add_indicator,
+    case_row,
+    check_form,
+    decide,
+    decision_command,
+    indicator_command,
+    load_policy,
+    read_command,
+)
 from agents.dedup import ThresholdSet
 from agents.ingest import (
     CROSSINGS,
@@ -52,7 +64,7 @@ from agents.trafficking.state import KeyState
 from agents.vault import CLASSES as VAULT_CLASSES
 from agents.vault import Recent, sealed_entries
 from agents.watchlist import Presented, check
-from schemas.contracts import ADJUDICATION_DECISION, ALERT, DEAD_LETTER, IDENTITY_LINK, Contract
+from schemas.contracts import ADJUDICATION_DECISION, ALERT, DEAD_LETTER, IDENTITY_LINK, REVIEW_DECISION, Contract
 from schemas.errors import InvalidMessage
 from schemas.wire import RegistryUnavailable, SchemaIds, avro_bytes, decode, encode_payload, frame
 from streams import clients
@@ -123,9 +135,12 @@ class Outlets:
     audit: Outlet
     vault: Outlet
     alerts: Outlet
+    cases: Outlet
+    review_dlq: Outlet
     trafficking_state: MutableMapping[bytes, bytes]
     stay_state: MutableMapping[bytes, bytes]
     link_state: MutableMapping[bytes, bytes]
+    case_state: MutableMapping[bytes, bytes]
 
 
 @dataclass
@@ -218,7 +233,11 @@ class Outputs:
         await gathered(await self.registered(self.out.alerts, ALERT,
                                              [(a.alert_id, a.record(key_id, family)) for a in alerts]))
         now = datetime.now(UTC)
-        await self.svc.run(self.svc.sink.write, "alerts", [a.row(key_id, now, family) for a in alerts])
+        rows = [a.row(key_id, now, family) for a in alerts]
+        await self.svc.run(self.svc.sink.write, "alerts", rows)
+        # then each alert to its key's case, as an indicator: the case agent combines them
+        await gathered([await self.out.cases.send(key=cid.encode(), value=cmd)
+                        for cid, cmd in map(indicator_command, rows)])
         log.info("%d %s alert update(s): %s", len(alerts), family, ", ".join(sorted({a.rule_id for a in alerts})))
 
     async def audit(self, records: list[Processing]) -> None:
@@ -452,15 +471,23 @@ class Dedup:
     async def adjudicate(self, event: Event) -> None:
         """Check one officer's decision against its link and pass it to the link agent, or dead-letter it."""
         msg = event.message
-        now = datetime.now(UTC)
         try:
             await self.svc.run(self.svc.ids.prefetch, [msg.value])
             decision = decode(msg.value, ADJUDICATION_DECISION, self.svc.ids)
+        except InvalidMessage as err:
+            await self.send.dead_letters([DeadLetter.from_error(source_of(msg), err, msg.value)],
+                                         self.out.adjudication_dlq, datetime.now(UTC))
+            return
+        await self.decide_link(decision, msg, self.out.adjudication_dlq)
+
+    async def decide_link(self, decision: dict[str, Any], msg: Any, dlq: Outlet) -> None:
+        """One decision (``link_id``, ``decision`` CONFIRM/REJECT, ``officer_id``, ...) checked and passed on."""
+        try:
             link = await self.svc.run(self._link, decision["link_id"])
             decided = adjudicate(link, decision, self.svc.tok.token("officer", decision["officer_id"]))
         except InvalidMessage as err:
-            await self.send.dead_letters([DeadLetter.from_error(source_of(msg), err, msg.value)],
-                                         self.out.adjudication_dlq, now)
+            await self.send.dead_letters([DeadLetter.from_error(source_of(msg), err, msg.value)], dlq,
+                                         datetime.now(UTC))
             return
         if decided is None:
             return  # the same decision replayed
@@ -626,6 +653,97 @@ class Rules:
         ])
 
 
+class Decisions:
+    """Officers' decisions off review.decisions, their form checked, passed on to the case or link agent.
+
+    Case decisions go to the case agent, link decisions through the dedup checks to the link agent;
+    a bad one is dead-lettered with the reason.
+    """
+
+    def __init__(self, svc: Services, out: Outlets, dedup: Dedup) -> None:
+        """Link decisions go through ``dedup``'s checks against the link."""
+        self.svc, self.out, self.dedup = svc, out, dedup
+        self.send = Outputs(svc, out)
+
+    async def process(self, event: Event) -> None:
+        """One decision; return = commit."""
+        msg = event.message
+        try:
+            await self.svc.run(self.svc.ids.prefetch, [msg.value])
+            decision = decode(msg.value, REVIEW_DECISION, self.svc.ids)
+            check_form(decision["action"], decision["reason_code"], decision["pathway"])
+            if (decision["target_kind"] == "LINK") != (decision["action"] in LINK_ACTIONS):
+                raise InvalidMessage("wrong_target", "action", f"{decision['action']} is not an action on a "
+                                     f"{decision['target_kind'].lower()}")
+        except InvalidMessage as err:
+            await self.send.dead_letters([DeadLetter.from_error(source_of(msg), err, msg.value)],
+                                         self.out.review_dlq, datetime.now(UTC))
+            return
+        if decision["target_kind"] == "LINK":
+            await self.dedup.decide_link({"decision_id": decision["decision_id"], "link_id": decision["target_id"],
+                                          "decision": LINK_ACTIONS[decision["action"]],
+                                          "officer_id": decision["officer_id"], "decided_at": decision["decided_at"]},
+                                         msg, self.out.review_dlq)
+            return
+        officer = self.svc.tok.token("officer", decision["officer_id"])
+        await gathered([await self.out.cases.send(key=decision["target_id"].encode(),
+                                                  value=decision_command(decision, officer))])
+
+
+class Cases:
+    """The case agent: each case's indicators and decisions in a table, its row to ``cases``."""
+
+    def __init__(self, svc: Services, out: Outlets) -> None:
+        """The review policy is checked now, so a bad file stops the worker at start."""
+        self.svc, self.out = svc, out
+        self.send = Outputs(svc, out)
+        self.policy = load_policy(svc.settings.review_policy)
+        log.info("review policy %s: threshold %g (%s)", self.policy.version, self.policy.threshold,
+                 self.policy.calibrated_on)
+
+    async def process(self, events: list[Event]) -> None:
+        """Apply each command to its case, then the rows; return = commit."""
+        now, key_id, table = datetime.now(UTC), self.svc.tok.key_id, self.out.case_state
+        rows: dict[str, dict[str, Any]] = {}
+        decided: dict[str, dict[str, Any]] = {}
+        letters: list[DeadLetter] = []
+        for e in events:
+            key = e.message.key or b""
+            cmd = read_command(e.message.value or b"")
+            state = CaseState.from_bytes(table.get(key))
+            if cmd["kind"] == "INDICATOR":
+                add_indicator(state, cmd["indicator"], cmd["key"], self.policy)
+            else:
+                try:
+                    row = decide(state, cmd["decision"], self.policy, key_id, now)
+                except InvalidMessage as err:
+                    letters.append(DeadLetter.from_error(source_of(e.message), err, e.message.value))
+                    continue
+                if row is None:  # a replay: its row again (it may not have reached ClickHouse)
+                    row = _decision_row(state.decisions[cmd["decision"]["decision_id"]])
+                decided[row["decision_id"]] = row
+            if state.key:
+                table[key] = state.to_bytes()
+            if (case := case_row(state, self.policy, key_id, now)) is not None:
+                rows[case["case_id"]] = case
+        await self.svc.run(self.svc.sink.write, "cases", list(rows.values()))
+        await self.svc.run(self.svc.sink.write, "case_decisions", list(decided.values()))
+        await self.send.dead_letters(letters, self.out.review_dlq, now)
+        if decided:
+            log.info("%d review decision(s) applied: %s", len(decided),
+                     ", ".join(sorted({d["status_after"] for d in decided.values()})))
+        await self.send.audit([Processing(
+            component="cases", activity="analyse", purpose="operations", data_classes=("PSEUDONYMOUS",),
+            records=len(events), source=batch_source(events), destination="clickhouse:cases", key_id=key_id,
+            detail=f"{len(rows)} case update(s), {len(decided)} decision(s), {len(letters)} refused, "
+                   f"policy {self.policy.version}")])
+
+
+def _decision_row(held: dict[str, Any]) -> dict[str, Any]:
+    return {**held, "decided_at": datetime.fromtimestamp(held["decided_at"] / 1000, tz=UTC),
+            "applied_at": datetime.fromtimestamp(held["applied_at"] / 1000, tz=UTC)}
+
+
 @dataclass
 class Handlers:
     """Every agent's handler, built once when the worker starts."""
@@ -635,10 +753,12 @@ class Handlers:
     dedup: Dedup
     links: Links
     rules: Rules
+    decisions: Decisions
+    cases: Cases
 
 
 def handlers(svc: Services, out: Outlets) -> Handlers:
     """The handlers over ``svc``, sending to ``out``; rules, stay rules, model and thresholds are checked here."""
     dedup = Dedup(svc, out)
     return Handlers(Ingest(svc, out, CROSSINGS, out.crossing_dlq), Ingest(svc, out, LANDINGS, out.landing_dlq),
-                    dedup, Links(svc, out, dedup), Rules(svc, out))
+                    dedup, Links(svc, out, dedup), Rules(svc, out), Decisions(svc, out, dedup), Cases(svc, out))

@@ -145,6 +145,27 @@ class Settings(BaseSettings):
         """Where ``lintas trafficking train`` writes the model and the worker looks for it."""
         return self.trafficking_model or self.state_dir / "models" / "trafficking-anomaly.joblib"
 
+    # Officers' review (agents/cases.py, streams/review.py, the review console)
+    review_policy: Path | None = Field(
+        default=None, description="Case policy (indicator weights, case threshold, budget); default "
+                                  "agents/review_policy.toml.",
+    )
+    review_budget_per_10k: float = Field(default=10.0, gt=0, description="Review capacity: cases per 10,000 "
+                                                                         "crossings the case threshold is "
+                                                                         "calibrated to (lintas review calibrate).")
+    console_host: str = Field(default="127.0.0.1", description="The review console binds here (local only by "
+                                                               "default; put a TLS proxy in front for posts).")
+    console_port: int = 8480
+    console_secret_key: SecretStr | None = None
+    console_lockout_attempts: int = Field(default=5, ge=1, description="Wrong passwords in a row that lock an "
+                                                                      "officer's account.")
+    console_lockout_minutes: float = Field(default=15.0, gt=0)
+
+    @property
+    def officers_path(self) -> Path:
+        """The review console's accounts (argon2 hashes, roles, posts, lockouts): SQLite, mode 0600."""
+        return self.secrets_dir / "officers.sqlite3"
+
     # Pipeline
     sink_batch_size: int = 5000
     sink_batch_seconds: float = 1.0

@@ -77,6 +77,29 @@ REFUSAL_RATE = 0.003
 REFUSAL_REASONS = ["NO_VISA_OR_PERMIT", "INSUFFICIENT_MEANS", "INVALID_DOCUMENT", "PRIOR_OVERSTAY", "OTHER"]
 # Ordinary look-alikes that rules must not flag: families, tour groups, commuters, licensed placements.
 FAMILY_SHARE, TOUR_GROUP_SHARE, COMMUTER_SHARE, PLACED_WORKER_SHARE = 0.05, 0.01, 0.12, 0.01
+PURPOSES = {"TOURISM": 55.0, "BUSINESS": 20.0, "FAMILY_VISIT": 12.0, "RETURNING_RESIDENT": 10.0, "STUDY": 3.0}
+
+
+@dataclass(frozen=True)
+class Mix:
+    """The traffic's base rates, to test rules and budgets on other worlds than the default one.
+
+    ``corridor_weights``: a factor per post on the volume of every corridor touching it (e.g. the
+    land border posts); ``purposes``: weights of ordinary trips' purposes; ``planted_factor``: every
+    planted pattern's rate times this; the shares are of ordinary trips.
+    """
+
+    corridor_weights: dict[str, float] = field(default_factory=dict)
+    purposes: dict[str, float] = field(default_factory=lambda: dict(PURPOSES))
+    planted_factor: float = 1.0
+    family_share: float = FAMILY_SHARE
+    tour_group_share: float = TOUR_GROUP_SHARE
+    placed_worker_share: float = PLACED_WORKER_SHARE
+
+    def weight(self, corridor: Corridor) -> float:
+        """The corridor's relative volume in this mix."""
+        return corridor.weight * self.corridor_weights.get(corridor.exit_post, 1.0) * \
+            self.corridor_weights.get(corridor.entry_post, 1.0)
 
 
 @dataclass
@@ -139,21 +162,23 @@ class Simulator:
 
     def __init__(self, seed: int = 7, dim: int = 512, days: float = 1.0, end: datetime | None = None,
                  population: int = 5000, faces: FaceModel | None = None, returning_share: float | None = None,
-                 rates_per_10k: dict[str, float] | None = None) -> None:
+                 rates_per_10k: dict[str, float] | None = None, mix: Mix | None = None) -> None:
         """A population of ``population`` travellers over ``days`` ending at ``end`` (default: now).
 
         ``faces``: the template model of every capture (default :class:`ClusteredFaces`).
         ``returning_share``: the share of ordinary trips made by someone from the population
         (who may travel again); the rest are first-time travellers seen once. ``None``: every
         trip draws from the population. ``rates_per_10k``: planted patterns per 10,000 trips,
-        replacing :data:`RATES_PER_10K` for the kinds it names.
+        replacing :data:`RATES_PER_10K` for the kinds it names. ``mix``: the base rates (:class:`Mix`).
         """
         self.rng = random.Random(seed)  # noqa: S311 - synthetic data, reproducible by seed, not security
         self.np = np.random.default_rng(seed)
         self.dim = dim
         self.faces: FaceModel = faces or ClusteredFaces(dim=dim)
         self.returning_share = returning_share
-        self.rates = {**RATES_PER_10K, **(rates_per_10k or {})}
+        self.mix = mix or Mix()
+        self.rates = {k: v * self.mix.planted_factor for k, v in {**RATES_PER_10K, **(rates_per_10k or {})}.items()}
+        self._corridor_weights = [self.mix.weight(c) for c in CORRIDORS]
         self.end = (end or datetime.now(UTC)).replace(microsecond=0)
         self.start = self.end - timedelta(days=days)
         self.truth = Truth(seed=seed)
@@ -318,7 +343,8 @@ class Simulator:
 
     # -- traffic ----------------------------------------------------------------------------------------------
     def _ordinary_trip(self) -> None:
-        corridor = self.rng.choices(CORRIDORS, weights=[c.weight for c in CORRIDORS])[0]
+        corridor = self.rng.choices(CORRIDORS, weights=self._corridor_weights)[0]
+        mix = self.mix
         at = self._random_time()
         reverse = self.rng.random() < 0.5
         roll = self.rng.random()
@@ -328,28 +354,28 @@ class Simulator:
             self._trip(person, corridor, at, reverse, purpose="BUSINESS", visa="COMMUTER_PASS")
             return
         person = self._traveller(at)
-        if roll < FAMILY_SHARE:
+        if roll < mix.family_share:
             parent, kids = person, [self._new_person(person.identities[0].nationality, (2, 17))
                                     for _ in range(self.rng.randint(1, 3))]
             self._trip(parent, corridor, at, reverse, purpose="FAMILY_VISIT")
             for kid in kids:
                 self._trip(kid, corridor, at + timedelta(seconds=30), reverse, purpose="FAMILY_VISIT",
                            companions=[self._companion(parent, "PARENT", False)])
-        elif roll < FAMILY_SHARE + TOUR_GROUP_SHARE:
+        elif roll < mix.family_share + mix.tour_group_share:
             guide = person
             self._trip(guide, corridor, at, reverse, purpose="BUSINESS")
             for _ in range(self.rng.randint(8, 25)):
                 tourist = self._traveller(at)
                 self._trip(tourist, corridor, at + timedelta(seconds=self.rng.randrange(20, 600)), reverse,
                            purpose="TOURISM", companions=[self._companion(guide, "TOUR_GUIDE", False)])
-        elif roll < FAMILY_SHARE + TOUR_GROUP_SHARE + PLACED_WORKER_SHARE and corridor.exit_post.startswith("ID-"):
+        elif (roll < mix.family_share + mix.tour_group_share + mix.placed_worker_share
+              and corridor.exit_post.startswith("ID-")):
             self._trip(person, corridor, at, purpose="WORK", visa="C312",
                        placement=f"P2MI-{self.rng.randrange(10**8):08d}",
                        sponsor={"kind": "RECRUITMENT_AGENCY", "name": "PT Mitra Karya Licensed",
                                 "registration_id": f"P3MI-{self.rng.randrange(1000):03d}", "contact": None})
         else:
-            purpose = self.rng.choices(["TOURISM", "BUSINESS", "FAMILY_VISIT", "RETURNING_RESIDENT", "STUDY"],
-                                       weights=[55, 20, 12, 10, 3])[0]
+            purpose = self.rng.choices(list(mix.purposes), weights=list(mix.purposes.values()))[0]
             self._trip(person, corridor, at, reverse, purpose=purpose, visa=self.rng.choice([None, "VISA_FREE", "VOA"]))
 
     def _corridor(self, exit_post: str, entry_post: str) -> Corridor:

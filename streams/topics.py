@@ -136,6 +136,28 @@ ALERTS = TopicSpec(
     internal=True,
 )
 
+# Officers' review (agents/cases.py). Decisions come from the review console and `lintas review decide`
+# (Avro ReviewDecision, registered, keyed by the case or link id); the review agent checks their form and
+# passes case decisions on to the case agent, link decisions to the link agent. The case agent reads one
+# internal topic keyed by case id: every alert as an indicator of its key's case, and the checked decisions;
+# it keeps each case in a changelog-backed table, so the order of what reaches one case is its partition's.
+REVIEW_DECISIONS = TopicSpec(
+    "review.decisions", partitions=3, retention="case", restricted=True,
+    doc="Officers' decisions on cases (review, confirm, dismiss, refer) and on links (Avro ReviewDecision), "
+        "keyed by case or link id; carries officer accounts in clear.",
+)
+REVIEW_DECISIONS_DLQ = TopicSpec(
+    REVIEW_DECISIONS.dlq, partitions=1, retention="case", restricted=True,
+    doc="Review decisions that could not be applied, with the reason (unknown case, transition not allowed).",
+)
+CASE_COMMANDS = TopicSpec(
+    "review.cases", partitions=3, retention="case",
+    doc="Indicators (alerts, as their cases' evidence) and checked decisions, keyed by case id, for the case "
+        "agent; pseudonymous, internal.",
+    internal=True,
+)
+CASE_STATE_TABLE = "case_state"  # Faust table of each case's indicators and decisions (agents/cases.py)
+
 # Identity vault (agents/vault.py): who a person token is, for operations, sealed under the person's own key;
 # destroying that key (lintas erase) leaves every copy unreadable. Keyed by the token.
 IDENTITY_VAULT = TopicSpec(
@@ -183,6 +205,9 @@ CHANGELOGS: tuple[TopicSpec, ...] = (
                "Changelog of open stays per traveller (tokens, times); compacted, internal."),
     _changelog(LINK_STATE_TABLE, BIOMETRIC_PAIRS.partitions,
                "Changelog of each link's pairs and decision (subject ids, tokens, scores); compacted, internal."),
+    _changelog(CASE_STATE_TABLE, CASE_COMMANDS.partitions,
+               "Changelog of each case's indicators and decisions (tokens, rule ids, officer tokens); compacted, "
+               "internal."),
 )
 
 ALL_TOPICS: tuple[TopicSpec, ...] = (
@@ -198,6 +223,9 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     BIOMETRIC_ADJUDICATIONS_DLQ,
     TRAFFICKING_FACTS,
     ALERTS,
+    REVIEW_DECISIONS,
+    REVIEW_DECISIONS_DLQ,
+    CASE_COMMANDS,
     IDENTITY_VAULT,
     AUDIT_PROCESSING,
     *WATCHLISTS.values(),

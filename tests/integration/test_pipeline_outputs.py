@@ -335,3 +335,70 @@ def test_every_dashboard_panel_returns_its_shape_and_the_preview_draws_them(
     keep = REPO / ".lintas" / "artifacts" / "dashboards"  # for a person to look at after the run
     shutil.rmtree(keep, ignore_errors=True)
     shutil.copytree(out, keep)
+
+
+def test_review_decisions_arrive_by_topic_survive_a_kill_and_a_replay_changes_nothing(
+        ostack: Stack, worker: Worker, tmp_path: Path) -> None:
+    """An escort with five travellers, one a minor: two cases; officers decide through review.decisions."""
+    from agents.cases import case_id
+    from streams.review import send_decision
+
+    settings = ostack.settings
+    client = clickhouse_client(settings)
+    t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=8)
+    escort = f"E{uuid.uuid4().int % 10**7:07d}"
+    travellers = [f"R{uuid.uuid4().int % 10**7:07d}" for _ in range(5)]
+    records = [_crossing(doc, t0 + timedelta(hours=i), ("ID-ETK", "LAND"), escort, minor=i == 2, n=i)
+               for i, doc in enumerate(travellers)]
+    escort_case, minor_case = (case_id(f"doc:{_token(settings, d)}") for d in (escort, travellers[2]))
+
+    def cases() -> dict[str, tuple[str, int, int]]:
+        rows = client.query("SELECT case_id, status, version, decisions FROM cases FINAL WHERE case_id IN "
+                            "{ids:Array(String)}", parameters={"ids": [escort_case, minor_case]}).result_rows
+        return {r[0]: (r[1], r[2], r[3]) for r in rows}
+
+    def decide(target: str, action: str, **kw: Any) -> str:
+        return send_decision(settings, target_kind="CASE", target_id=target, action=action,
+                             officer_id="OFFICER-TEST-1", officer_role="reviewer", post_id="ID-ETK", **kw)
+
+    worker.start()
+    produce(settings, records, tmp_path / "a.sqlite")
+
+    def escort_row() -> tuple[Any, ...] | None:
+        rows = client.query("SELECT severity, rules, post_ids, length(evidence_event_ids) FROM cases FINAL "
+                            "WHERE case_id = {c:String}", parameters={"c": escort_case}).result_rows
+        return rows[0] if rows and rows[0][3] == 5 else None
+
+    until(lambda: escort_row() and {s for s, _, _ in cases().values()} == {"OPEN"} and len(cases()) == 2, 120,
+          worker.log)
+    row = escort_row()
+    assert row is not None and row[0] == "HIGH" and "escort_fanout" in row[1] and row[2] == ["ID-ETK"]
+
+    started = decide(escort_case, "START_REVIEW")
+    decide(minor_case, "REFER", pathway="CHILD_PROTECTION")
+    until(lambda: {k: v[0] for k, v in cases().items()} == {escort_case: "IN_REVIEW", minor_case: "REFERRED"},
+          120, worker.log)
+    decide(escort_case, "CONFIRM")
+    worker.kill9()  # the decision may or may not have been applied and committed: either way it is applied once
+    worker.start()
+    until(lambda: cases()[escort_case][0] == "CONFIRMED", 180, worker.log)
+    version = cases()[escort_case][1]
+
+    # replayed (the same decision id) and not-allowed decisions change nothing; bad ones are dead-lettered
+    decide(escort_case, "START_REVIEW", decision_id=started)
+    decide(minor_case, "DISMISS", reason_code="EXPLAINED_FAMILY")
+    decide(case_id("doc:no-such-token"), "CONFIRM")
+    decide(escort_case, "REFER", pathway="VICTIM_ASSISTANCE")  # the marker: applied after the two above
+    until(lambda: cases()[escort_case][0] == "REFERRED", 120, worker.log)
+    assert cases() == {escort_case: ("REFERRED", version + 1, 3), minor_case: ("REFERRED", cases()[minor_case][1], 1)}
+    history = client.query("SELECT action, status_after, pathway FROM case_decisions FINAL WHERE case_id = "
+                           "{c:String} ORDER BY decided_at", parameters={"c": escort_case}).result_rows
+    assert history == [("START_REVIEW", "IN_REVIEW", ""), ("CONFIRM", "CONFIRMED", ""),
+                       ("REFER", "REFERRED", "VICTIM_ASSISTANCE")]
+    until(lambda: client.query("SELECT groupUniqArray(error_code) FROM dead_letters WHERE source_topic = "
+                               "'review.cases'").result_rows[0][0] and
+          {"not_allowed", "unknown_case"} <= set(client.query(
+              "SELECT groupUniqArray(error_code) FROM dead_letters WHERE source_topic = 'review.cases'"
+          ).result_rows[0][0]), 60, worker.log)
+    precision = dict(client.query("SELECT rule_id, precision FROM rule_precision").result_rows)
+    assert precision.get("escort_fanout") == 1.0

@@ -83,8 +83,9 @@ def built(tmp_path: Path) -> tuple[Any, Outlets, FakeSink, SchemaIds]:
                    sealer=SubjectSealer(subject_keys), vaulted=Recent(), templates=TemplatePolicy(32, 0.0),
                    watchlists=NoLists())
     names = ("crossing_dlq", "landing_dlq", "adjudication_dlq", "probes", "gallery", "pairs", "links", "facts",
-             "audit", "vault", "alerts")
-    out = Outlets(**{n: FakeTopic(n) for n in names}, trafficking_state={}, stay_state={}, link_state={})
+             "audit", "vault", "alerts", "cases", "review_dlq")
+    out = Outlets(**{n: FakeTopic(n) for n in names}, trafficking_state={}, stay_state={}, link_state={},
+                  case_state={})
     return handlers(svc, out), out, sink, ids
 
 
