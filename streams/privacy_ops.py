@@ -64,17 +64,24 @@ def audit(settings: Settings, records: list[Processing]) -> None:
         client.insert("processing_log", [list(row.values()) for row in rows], column_names=list(rows[0]))
 
 
+def _disclosure_detail(case: str, purpose: str) -> str:
+    """The audit detail of a disclosure: the case, and the stated purpose on one line (bounded)."""
+    stated = " ".join(purpose.split())[:160]
+    return f"case {case.strip()[:64]}" + (f"; purpose: {stated}" if stated else "")
+
+
 class NotInVault(LintasError):
     """No identity for this token: never vaulted, or erased (tombstoned)."""
 
     code = "not_in_vault"
 
 
-def resolve_identity(settings: Settings, token: str, case: str) -> dict[str, Any]:
+def resolve_identity(settings: Settings, token: str, case: str, *, purpose: str = "") -> dict[str, Any]:
     """Who is behind an operations person token, for an officer working ``case``; recorded as a disclosure.
 
     Reads the token's latest vault record and opens it with the person's key:
     :class:`NotInVault` if there is none, :class:`~agents.sealing.KeyDestroyed` if they were erased.
+    ``purpose``, the officer's stated reason (the review console asks for one), goes into the audit detail.
     """
     if not case.strip():
         raise LintasError("case: a disclosure needs the case or alert it is for")
@@ -92,7 +99,7 @@ def resolve_identity(settings: Settings, token: str, case: str) -> dict[str, Any
         store.close()
     audit(settings, [Processing("identity_vault", "disclose", "operations",
                                 VAULT_CLASSES, 1, IDENTITY_VAULT.name,
-                                "officer", detail=f"case {case.strip()[:64]}")])
+                                "officer", detail=_disclosure_detail(case, purpose))])
     return identity
 
 
