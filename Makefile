@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PYTHON ?= python3.11
 
-.PHONY: setup demo test test-unit stack-up stack-down bench bench-dedup bench-trafficking bench-privacy bench-watchlist lint
+.PHONY: setup demo test test-unit stack-up stack-down bench bench-dedup bench-trafficking bench-review bench-privacy bench-watchlist lint
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	./infra/setup-system.sh
@@ -41,6 +41,9 @@ bench-dedup: setup
 
 bench-trafficking: setup
 	$(PY) -m bench.trafficking --crossings 100000 --days 7
+
+bench-review: setup
+	$(PY) -m bench.review
 
 bench-privacy: setup
 	$(PY) -m bench.privacy --crossings 20000

@@ -28,7 +28,7 @@ import hashlib
 import json
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -382,6 +382,22 @@ def decision_command(decision: Mapping[str, Any], officer_token: str) -> bytes:
         "officer_token": officer_token, "officer_role": decision["officer_role"],
         "post_id": decision.get("post_id"), "decided_at": decided if isinstance(decided, int) else _ms(decided),
     }}, separators=(",", ":")).encode()
+
+
+def erase_command(tokens: Sequence[str]) -> bytes:
+    """Forget a person in one case: the whole case if it is theirs, else their token among its subjects."""
+    return json.dumps({"kind": "ERASE", "tokens": sorted(tokens)}, separators=(",", ":")).encode()
+
+
+def erase(state: CaseState, tokens: Sequence[str]) -> CaseState | None:
+    """The case after erasing the person with these tokens: ``None`` (delete) if it is their own case."""
+    if state.key.partition(":")[2] in tokens:
+        return None
+    gone = set(tokens)
+    state.indicators = {k: replace(i, subjects=tuple(s for s in i.subjects if s not in gone))
+                        for k, i in state.indicators.items()}
+    state.version += 1
+    return state
 
 
 def read_command(data: bytes) -> dict[str, Any]:

@@ -130,6 +130,12 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation("stays", "delete", "traveller_token IN {ops:Array(String)}"),
     Mutation("alerts", "anonymise", "hasAny(subjects, {pseudonyms:Array(String)})",
              "subjects = arrayFilter(x -> NOT has({pseudonyms:Array(String)}, x), subjects)"),
+    # their own cases go with their decisions (the ids are hashes of the key: the decisions go first)
+    Mutation("case_decisions", "delete", "case_id IN (SELECT case_id FROM cases WHERE key_token IN "
+                                         "{pseudonyms:Array(String)})"),
+    Mutation("cases", "delete", "key_token IN {pseudonyms:Array(String)}"),
+    Mutation("cases", "anonymise", "hasAny(subjects, {pseudonyms:Array(String)})",
+             "subjects = arrayFilter(x -> NOT has({pseudonyms:Array(String)}, x), subjects)"),
 )
 
 

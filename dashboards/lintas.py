@@ -157,6 +157,25 @@ FROM alerts FINAL WHERE status = 'ACTIVE' AND $__timeFilter(detected_at) AND rul
 ORDER BY last_seen DESC, alert_id LIMIT 200
 """, columns=("alert_id", "rule_id", "severity", "key_kind", "key", "evidence_count", "subjects", "posts",
               "last_seen")),
+        Panel("Cases by status (officers' review)", "barchart", width=8, sql="""
+SELECT status, count() AS cases FROM cases FINAL WHERE $__timeFilter(updated_at)
+GROUP BY status ORDER BY cases DESC, status
+""", columns=("status", "cases")),
+        Panel("Precision per rule, from officers' decisions", "table", width=8, sql="""
+SELECT rule_id, decided, upheld, dismissed, round(precision, 3) AS precision
+FROM rule_precision WHERE rule_id IN (${rule:singlequote}) ORDER BY decided DESC, rule_id
+""", columns=("rule_id", "decided", "upheld", "dismissed", "precision")),
+        Panel("Precision per indicator, from officers' decisions", "table", width=8, sql="""
+SELECT indicator, decided, upheld, dismissed, round(precision, 3) AS precision
+FROM indicator_precision ORDER BY decided DESC, indicator
+""", columns=("indicator", "decided", "upheld", "dismissed", "precision")),
+        Panel("Review queue: open cases, the most severe and oldest first", "table", width=24, height=10, sql="""
+SELECT case_id, status, severity, score, arrayStringConcat(rules, ', ') AS rules,
+       arrayStringConcat(post_ids, ', ') AS posts, opened_at,
+       dateDiff('hour', opened_at, now64(3)) AS waiting_hours
+FROM cases FINAL WHERE status IN ('OPEN', 'IN_REVIEW') AND $__timeFilter(updated_at)
+ORDER BY multiIf(severity = 'HIGH', 0, severity = 'MEDIUM', 1, 2), opened_at, case_id LIMIT 200
+""", columns=("case_id", "status", "severity", "score", "rules", "posts", "opened_at", "waiting_hours")),
     ),
 )
 

@@ -22,6 +22,8 @@ from confluent_kafka import Producer
 
 from agents.audit import Processing
 from agents.biometric import LINK_COMMAND, erase_command, shard_of
+from agents.cases import case_id
+from agents.cases import erase_command as erase_case
 from agents.dedup import identity_key
 from agents.erasure import MUTATIONS, Person, Refs, parameters, proof_digest
 from agents.keys import FileKeyring, live_tokenisers
@@ -42,6 +44,7 @@ from streams.topics import (
     BIOMETRIC_LINKS,
     BIOMETRIC_PAIRS,
     BIOMETRIC_PROBES,
+    CASE_COMMANDS,
     CROSSING_EVENTS,
     DEDUP_SHARDS,
     IDENTITY_VAULT,
@@ -110,6 +113,13 @@ def erase(settings: Settings, person_text: str, basis: str | None = None, proof_
         named = _rows(client, "SELECT * EXCEPT (evidence_count, version, detected_at) FROM alerts FINAL "
                               "WHERE hasAny(subjects, {pseudonyms:Array(String)}) "
                               "AND key_token NOT IN {pseudonyms:Array(String)}", params)
+        # every case that may hold them, also one whose row is not written yet: their own keys' and the keys
+        # of the alerts naming them
+        keys = [f"doc:{t}" for t in refs.operations] + [f"subject:{s}" for s in refs.subjects] + \
+            [f"{a['key_kind']}:{a['key_token']}" for a in named]
+        cases = sorted({case_id(k) for k in keys} | {r["case_id"] for r in _rows(
+            client, "SELECT DISTINCT case_id FROM cases WHERE key_token IN {pseudonyms:Array(String)} OR "
+                    "hasAny(subjects, {pseudonyms:Array(String)})", params)})
 
         # 1. crypto-shredding: from here on no sealed copy of the person can be opened
         store = SqliteSubjectKeys(settings.subject_keys_path)
@@ -130,6 +140,8 @@ def erase(settings: Settings, person_text: str, basis: str | None = None, proof_
         for key, token in fact_keys.items():
             producer.produce(TRAFFICKING_FACTS.name, key=key.encode(), value=Fact(
                 key=key, role="ERASE", event_id=erasure_id, occurred_at=now, traveller=token).to_bytes())
+        for case in cases:  # the case agent forgets them: their own case whole, their token in others'
+            producer.produce(CASE_COMMANDS.name, key=case.encode(), value=erase_case(refs.pseudonyms))
         for token in refs.operations:
             producer.produce(IDENTITY_VAULT.name, key=token.encode(), value=None)
         for key in records:
@@ -173,7 +185,8 @@ def erase(settings: Settings, person_text: str, basis: str | None = None, proof_
                                  BIOMETRIC_LINKS.name: len(links), ALERTS.name: len(own_alerts)},
                   "alerts_rewritten_without_the_person": len(named),
                   "erase_commands": {BIOMETRIC_PROBES.name: DEDUP_SHARDS * len(refs.operations),
-                                     BIOMETRIC_PAIRS.name: len(links), TRAFFICKING_FACTS.name: len(fact_keys)}},
+                                     BIOMETRIC_PAIRS.name: len(links), TRAFFICKING_FACTS.name: len(fact_keys),
+                                     CASE_COMMANDS.name: len(cases)}},
         "remaining_until_retention": {
             "topic": CROSSING_EVENTS.name, "messages": len(raw),
             "coordinates": sorted(f"{r['p']}:{r['o']}" for r in raw),

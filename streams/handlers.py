@@ -39,6 +39,7 @@ from agents.cases import (
     load_policy,
     read_command,
 )
+from agents.cases import erase as erase_case
 from agents.dedup import ThresholdSet
 from agents.ingest import (
     CROSSINGS,
@@ -713,6 +714,13 @@ class Cases:
             state = CaseState.from_bytes(table.get(key))
             if cmd["kind"] == "INDICATOR":
                 add_indicator(state, cmd["indicator"], cmd["key"], self.policy)
+            elif cmd["kind"] == "ERASE":  # lintas erase: ClickHouse's rows were already deleted or blanked
+                if (kept := erase_case(state, cmd["tokens"])) is None:
+                    if key in table:
+                        del table[key]
+                    rows.pop(key.decode(), None)
+                    continue
+                state = kept
             else:
                 try:
                     row = decide(state, cmd["decision"], self.policy, key_id, now)

@@ -150,8 +150,8 @@ REVIEW_DECISIONS_DLQ = TopicSpec(
     REVIEW_DECISIONS.dlq, partitions=1, retention="case", restricted=True,
     doc="Review decisions that could not be applied, with the reason (unknown case, transition not allowed).",
 )
-CASE_COMMANDS = TopicSpec(
-    "review.cases", partitions=3, retention="case",
+CASE_COMMANDS = TopicSpec(  # in transit only: each case's state is in its changelog, which erasure rewrites
+    "review.cases", partitions=3, retention="operational",
     doc="Indicators (alerts, as their cases' evidence) and checked decisions, keyed by case id, for the case "
         "agent; pseudonymous, internal.",
     internal=True,

@@ -81,3 +81,30 @@ FROM
 )
 ARRAY JOIN case_rules AS rule_id
 GROUP BY rule_id;
+
+-- The same per indicator code (UNODC, ILO, IOM, Bali Process codes of the rules file): a case's indicators
+-- as the officer decided it, each code once per case.
+CREATE VIEW IF NOT EXISTS indicator_precision AS
+SELECT indicator,
+       count() AS decided,
+       countIf(outcome != 'DISMISSED') AS upheld,
+       countIf(outcome = 'DISMISSED') AS dismissed,
+       upheld / decided AS precision
+FROM
+(
+    SELECT DISTINCT d.case_id AS case_id, d.outcome AS outcome, arrayJoin(a.indicators) AS indicator
+    FROM
+    (
+        SELECT case_id, outcome, arrayJoin(ids) AS alert_id
+        FROM
+        (
+            SELECT case_id, argMax(status_after, (decided_at, decision_id)) AS outcome,
+                   argMax(indicator_ids, (decided_at, decision_id)) AS ids
+            FROM case_decisions
+            WHERE status_after IN ('CONFIRMED', 'DISMISSED', 'REFERRED')
+            GROUP BY case_id
+        )
+    ) AS d
+    INNER JOIN (SELECT alert_id, indicators FROM alerts FINAL) AS a ON a.alert_id = d.alert_id
+)
+GROUP BY indicator;

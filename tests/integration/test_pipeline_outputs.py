@@ -278,65 +278,6 @@ def test_erase_leaves_no_row_or_readable_copy_of_the_person_and_the_others_untou
                         "AND activity = 'disclose' AND detail = 'case A-test'").result_rows[0][0] == 1
 
 
-def test_every_dashboard_panel_returns_its_shape_and_the_preview_draws_them(
-        ostack: Stack, worker: Worker, tmp_path: Path) -> None:
-    """Every panel's SQL, expanded as Grafana would, on ClickHouse filled by a simulation; then drawn in Chromium."""
-    import shutil
-
-    from agents.dedup import ModelThresholds, ThresholdSet
-    from dashboards.browser import rendered_dom, screenshot
-    from dashboards.lintas import DASHBOARDS
-    from dashboards.render import render
-    from streams.clients import clickhouse_client
-
-    settings = ostack.settings
-    records = simulate(36, 10_000)
-    # refusals enough for k on the busier of the window's two days, whatever the time of day the test runs
-    # (the simulator's own few depend on the window's end: 7 to 15 for the same seed)
-    for r in [r for r in records if r["direction"] == "ENTRY"][::50][:60]:
-        r["refused"], r["refusal_reason"] = True, "INSUFFICIENT_MEANS"
-    # 32-value faces are no real model: thresholds that let a few links through, so the link panels have rows
-    from streams.dedup_ops import record
-
-    thresholds = tmp_path / "thresholds.json"
-    panels = ThresholdSet.load().with_model(ModelThresholds(
-        "sim-clustered/1-d32", "t-panels", verify=0.3, mismatch=-1.0, yellow=0.74, red=0.76, pair_floor=0.72,
-        calibration={"targets": {"fpir": 0.003}, "fnir_estimate": 0.5, "genuine_median": 0.5}), "t-panels")
-    thresholds.write_text(panels.to_json())
-    record(settings, panels, ["sim-clustered/1-d32"], datetime.now(UTC))  # what the accuracy panels compare with
-    worker.env["LINTAS_DEDUP_THRESHOLDS"] = str(thresholds)
-    produce(settings, records, tmp_path / "outbox.sqlite")
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "acks": "all"})
-    for r in records[:15]:  # a few dead letters for the health dashboard
-        producer.produce(CROSSING_EVENTS.name, key=b"poison", value=frame(987_654, encode_payload(CROSSING_EVENT, r)))
-    assert producer.flush(30) == 0
-    worker.start()
-    expected = load_ids(clickhouse_client(settings), [r["event_id"] for r in records])
-    wait_for(settings, expected, 10_000, 180, worker.log)
-    client = clickhouse_client(settings)
-    ids = f"SELECT toString(event_id) FROM {expected}"
-    until(lambda: client.query(f"SELECT count() FROM dedup_decisions WHERE toString(event_id) IN ({ids})"
-                                ).result_rows[0][0] > 0 and
-           client.query("SELECT count() FROM dedup_links").result_rows[0][0] > 0 and
-           client.query("SELECT count() FROM dead_letters WHERE ingested_at > now() - INTERVAL 1 HOUR"
-                        ).result_rows[0][0] > 0, 180, worker.log)
-
-    out = tmp_path / "preview"
-    drawn = render(clickhouse_client(settings, readonly=True), out, datetime.now(UTC) - timedelta(hours=26))  # read-only user
-    assert len(drawn) == sum(len(d.panels) for d in DASHBOARDS) >= 25
-    broken = [f"{d.dashboard} / {d.panel}: {'; '.join(d.errors)}\n{d.sql}" for d in drawn if d.errors]
-    assert not broken, "\n\n".join(broken)
-
-    dom = rendered_dom(out / "index.html")
-    assert f'data-panels-drawn="{len(drawn)}"' in dom, re.findall(r'data-panels-drawn="\d+"', dom)
-    assert dom.count('data-drawn="yes"') == len(drawn)
-    png = screenshot(out / "index.html", out / "preview.png")
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 100_000
-    keep = REPO / ".lintas" / "artifacts" / "dashboards"  # for a person to look at after the run
-    shutil.rmtree(keep, ignore_errors=True)
-    shutil.copytree(out, keep)
-
-
 def test_review_decisions_arrive_by_topic_survive_a_kill_and_a_replay_changes_nothing(
         ostack: Stack, worker: Worker, tmp_path: Path) -> None:
     """An escort with five travellers, one a minor: two cases; officers decide through review.decisions."""
@@ -402,3 +343,63 @@ def test_review_decisions_arrive_by_topic_survive_a_kill_and_a_replay_changes_no
           ).result_rows[0][0]), 60, worker.log)
     precision = dict(client.query("SELECT rule_id, precision FROM rule_precision").result_rows)
     assert precision.get("escort_fanout") == 1.0
+
+
+def test_every_dashboard_panel_returns_its_shape_and_the_preview_draws_them(
+        ostack: Stack, worker: Worker, tmp_path: Path) -> None:
+    """Every panel's SQL, expanded as Grafana would, on ClickHouse filled by a simulation; then drawn in Chromium."""
+    import shutil
+
+    from agents.dedup import ModelThresholds, ThresholdSet
+    from dashboards.browser import rendered_dom, screenshot
+    from dashboards.lintas import DASHBOARDS
+    from dashboards.render import render
+    from streams.clients import clickhouse_client
+
+    settings = ostack.settings
+    records = simulate(36, 10_000)
+    # refusals enough for k on the busier of the window's two days, whatever the time of day the test runs
+    # (the simulator's own few depend on the window's end: 7 to 15 for the same seed)
+    for r in [r for r in records if r["direction"] == "ENTRY"][::50][:60]:
+        r["refused"], r["refusal_reason"] = True, "INSUFFICIENT_MEANS"
+    # 32-value faces are no real model: thresholds that let a few links through, so the link panels have rows
+    from streams.dedup_ops import record
+
+    thresholds = tmp_path / "thresholds.json"
+    panels = ThresholdSet.load().with_model(ModelThresholds(
+        "sim-clustered/1-d32", "t-panels", verify=0.3, mismatch=-1.0, yellow=0.74, red=0.76, pair_floor=0.72,
+        calibration={"targets": {"fpir": 0.003}, "fnir_estimate": 0.5, "genuine_median": 0.5}), "t-panels")
+    thresholds.write_text(panels.to_json())
+    record(settings, panels, ["sim-clustered/1-d32"], datetime.now(UTC))  # what the accuracy panels compare with
+    worker.env["LINTAS_DEDUP_THRESHOLDS"] = str(thresholds)
+    produce(settings, records, tmp_path / "outbox.sqlite")
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "acks": "all"})
+    for r in records[:15]:  # a few dead letters for the health dashboard
+        producer.produce(CROSSING_EVENTS.name, key=b"poison", value=frame(987_654, encode_payload(CROSSING_EVENT, r)))
+    assert producer.flush(30) == 0
+    worker.start()
+    expected = load_ids(clickhouse_client(settings), [r["event_id"] for r in records])
+    wait_for(settings, expected, 10_000, 180, worker.log)
+    client = clickhouse_client(settings)
+    ids = f"SELECT toString(event_id) FROM {expected}"
+    until(lambda: client.query(f"SELECT count() FROM dedup_decisions WHERE toString(event_id) IN ({ids})"
+                                ).result_rows[0][0] > 0 and
+           client.query("SELECT count() FROM dedup_links").result_rows[0][0] > 0 and
+           client.query("SELECT count() FROM dead_letters WHERE ingested_at > now() - INTERVAL 1 HOUR"
+                        ).result_rows[0][0] > 0, 180, worker.log)
+
+    out = tmp_path / "preview"
+    drawn = render(clickhouse_client(settings, readonly=True), out, datetime.now(UTC) - timedelta(hours=26))  # read-only user
+    assert len(drawn) == sum(len(d.panels) for d in DASHBOARDS) >= 25
+    broken = [f"{d.dashboard} / {d.panel}: {'; '.join(d.errors)}\n{d.sql}" for d in drawn if d.errors]
+    assert not broken, "\n\n".join(broken)
+
+    dom = rendered_dom(out / "index.html")
+    assert f'data-panels-drawn="{len(drawn)}"' in dom, re.findall(r'data-panels-drawn="\d+"', dom)
+    assert dom.count('data-drawn="yes"') == len(drawn)
+    png = screenshot(out / "index.html", out / "preview.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 100_000
+    keep = REPO / ".lintas" / "artifacts" / "dashboards"  # for a person to look at after the run
+    shutil.rmtree(keep, ignore_errors=True)
+    shutil.copytree(out, keep)
+
