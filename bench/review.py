@@ -47,6 +47,7 @@ class Setting:
     crossings: int
     mix: Mix
     end: datetime
+    landings: int | None = None  # default: one per 3,000 crossings, a third of them large (planted)
 
 
 SETTINGS = {
@@ -59,8 +60,9 @@ SETTINGS = {
             purposes={"TOURISM": 80.0, "BUSINESS": 8.0, "FAMILY_VISIT": 8.0, "RETURNING_RESIDENT": 3.0,
                       "STUDY": 1.0}),
         datetime(2026, 11, 1, tzinfo=UTC)),
-    "rare planted (0.5 per 10k)": Setting(
-        "rare planted (0.5 per 10k)", 404, 200_000, Mix(planted_factor=0.05), datetime(2026, 10, 1, tzinfo=UTC)),
+    "rare planted (< 1 per 10k)": Setting(
+        "rare planted (< 1 per 10k)", 404, 200_000, Mix(planted_factor=0.05), datetime(2026, 10, 1, tzinfo=UTC),
+        landings=6),
     "busy: families, groups, workers": Setting(
         "busy: families, groups, workers", 505, 100_000,
         Mix(family_share=0.12, tour_group_share=0.03, placed_worker_share=0.04, planted_factor=2.0,
@@ -86,7 +88,8 @@ def simulate(setting: Setting, days: float, population: int) -> World:
     rules = load_rules()
     tok = Tokeniser(b"bench-only-key-not-a-secret-0001", "bench")
     sim = Simulator(seed=setting.seed, dim=8, days=days, population=population, end=setting.end, mix=setting.mix)
-    facts = list(simulated_facts(sim, setting.crossings, max(3, setting.crossings // 3000), tok))
+    landings = setting.landings if setting.landings is not None else max(3, setting.crossings // 3000)
+    facts = list(simulated_facts(sim, setting.crossings, landings, tok))
     alerts, _ = evaluate_all(facts, rules, None)
     now = datetime.now(UTC)
     indicators: dict[str, list[Indicator]] = defaultdict(list)

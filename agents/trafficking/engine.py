@@ -167,10 +167,12 @@ def _reorder(fact: Fact, state: KeyState, rules: RuleSet) -> tuple[KeyState, lis
             ep["revision"] = max(ep.get("revision", 0), old.get("revision", 0) + 1)
         alerts.append(_alert(fact.key, ep))
     for alert_id, old in sorted(state.episodes.items()):
-        if alert_id not in replayed and old.get("status", "ACTIVE") == "ACTIVE":
-            gone = {**old, "status": "WITHDRAWN", "revision": old.get("revision", 0) + 1}
-            fresh.episodes[alert_id] = gone  # kept until pruned: a copy of it was sent
-            alerts.append(_alert(fact.key, gone))
+        if alert_id in replayed:
+            continue
+        if old.get("status", "ACTIVE") == "ACTIVE":
+            old = {**old, "status": "WITHDRAWN", "revision": old.get("revision", 0) + 1}
+            alerts.append(_alert(fact.key, old))
+        fresh.episodes[alert_id] = old  # kept until pruned: its copy was sent, a later one must outrank it
     return fresh, alerts
 
 
@@ -221,6 +223,7 @@ def _emit(key: str, finding: Finding, state: KeyState, rules: RuleSet) -> Alert 
     else:
         anchor = finding.instance or evidence[0][1]
         alert_id = "A" + hashlib.sha256(f"{finding.rule_id}\x1f{key}\x1f{anchor}".encode()).hexdigest()[:31]
+    sent = state.episodes.get(alert_id)  # a copy went out before (withdrawn since): the new one must outrank it
     state.current[slot] = alert_id
     state.episodes[alert_id] = {
         "alert_id": alert_id, "rule_id": finding.rule_id, "rule_version": rule.version,
@@ -228,7 +231,7 @@ def _emit(key: str, finding: Finding, state: KeyState, rules: RuleSet) -> Alert 
         "first_ms": evidence[0][0], "last_ms": evidence[-1][0], "evidence": [list(e) for e in evidence],
         "subjects": sorted(set(finding.subjects) | set(ep["subjects"] if ep else ())),
         "explanation": finding.explanation, "features": finding.features,
-        "status": "ACTIVE", "revision": (ep.get("revision", 0) + 1) if ep else 0,
+        "status": "ACTIVE", "revision": (sent.get("revision", 0) + 1) if sent else 0,
     }
     return _alert(key, state.episodes[alert_id])
 

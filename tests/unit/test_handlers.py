@@ -135,3 +135,49 @@ async def test_the_rule_handler_keeps_state_in_its_table_and_sends_alerts(built:
     assert out.trafficking_state, "every key's state is in the table"
     assert any(r["component"] == "trafficking_rules" for r in sink.rows["processing_log"])
     assert len(out.alerts.sent) == len(sink.rows.get("alerts", []))
+
+
+async def test_review_decisions_are_checked_then_applied_by_the_case_agent(built: Any) -> None:
+    """An escort fan-out's alerts open a case; a decision from review.decisions reaches it, a bad one is refused."""
+    import uuid
+
+    from agents.trafficking.config import load_rules
+    from agents.trafficking.engine import latest, run
+    from agents.trafficking.facts import Fact
+    from schemas.contracts import REVIEW_DECISION
+
+    worker, out, sink, ids = built
+    t0 = datetime.now(UTC) - timedelta(hours=10)
+    facts = [Fact(key="doc:esc", role="ESCORT", event_id=f"e{i}", occurred_at=t0 + timedelta(hours=i),
+                  post_id="ID-ETK", post_country="IDN", direction="EXIT", traveller=f"t{i}", relationship="UNRELATED",
+                  is_minor=i == 0) for i in range(4)]
+    await worker.rules.send.alerts(list(latest(run(facts, load_rules())[1]).values()), "trafficking")
+    commands = [_event(s["value"], n) for n, s in enumerate(out.cases.sent)]
+    for e, s in zip(commands, out.cases.sent, strict=True):
+        e.message.key, e.message.topic = s["key"], "review.cases"
+    await worker.cases.process(commands)
+    [case] = [r for r in sink.rows["cases"] if r["key_kind"] == "doc"][-1:]
+    assert (case["status"], case["severity"], case["rules"]) == ("OPEN", "HIGH", ["escort_fanout"])
+
+    schema_id = ids.id_for("review.decisions", REVIEW_DECISION)
+
+    def decision(action: str, target: str, **kw: Any) -> Any:
+        record = {"decision_id": str(uuid.uuid4()), "target_kind": "CASE", "target_id": target, "action": action,
+                  "reason_code": None, "pathway": None, "officer_id": "OFFICER-UNIT-1", "officer_role": "reviewer",
+                  "post_id": "ID-ETK", "case_version": 0, "decided_at": datetime.now(UTC), **kw}
+        event = _event(frame(schema_id, encode_payload(REVIEW_DECISION, record)), 0)
+        event.message.topic, event.message.key = "review.decisions", target.encode()
+        return event
+
+    sent = len(out.cases.sent)
+    await worker.decisions.process(decision("REFER", case["case_id"], pathway="CHILD_PROTECTION"))
+    await worker.decisions.process(decision("CONFIRM_LINK", case["case_id"]))  # a link action on a case
+    [forwarded] = out.cases.sent[sent:]
+    assert b"OFFICER-UNIT-1" not in forwarded["value"], "the officer's account is tokenised"
+    assert sink.rows["dead_letters"][-1]["error_code"] == "wrong_target"
+    command = _event(forwarded["value"], 99)
+    command.message.key, command.message.topic = forwarded["key"], "review.cases"
+    await worker.cases.process([command, command])  # delivered twice
+    assert sink.rows["cases"][-1]["status"] == "REFERRED" and sink.rows["cases"][-1]["pathways"] == \
+        ["CHILD_PROTECTION"]
+    assert len({d["decision_id"] for d in sink.rows["case_decisions"]}) == 1
