@@ -21,7 +21,7 @@ demo: setup
 # Two processes (this machine kind has two cores): each takes a whole test module at a time, so a module's
 # stack and the order of its tests stay its own; every module waits on conditions, not on the other's pace.
 test: setup
-	$(PY) -m pytest -n 2 --dist loadfile
+	$(PY) -m pytest -n 2 --dist loadfile --durations=15
 
 test-unit: setup
 	$(PY) -m pytest tests/unit

@@ -79,6 +79,7 @@ class World:
     setting: Setting
     truth: Truth
     indicators: dict[str, list[Indicator]]
+    codes: dict[str, tuple[str, ...]]  # alert id → its indicator codes (UNODC, ILO, IOM, Bali Process)
     seconds: float
 
 
@@ -93,9 +94,11 @@ def simulate(setting: Setting, days: float, population: int) -> World:
     alerts, _ = evaluate_all(facts, rules, None)
     now = datetime.now(UTC)
     indicators: dict[str, list[Indicator]] = defaultdict(list)
+    codes = {}
     for alert in latest(alerts).values():
         indicators[case_key(alert.key_kind, alert.key_token)].append(Indicator.of_row(alert.row("bench", now)))
-    return World(setting, sim.truth, dict(indicators), time.perf_counter() - started)
+        codes[alert.alert_id] = alert.indicators
+    return World(setting, sim.truth, dict(indicators), codes, time.perf_counter() - started)
 
 
 def planted_events(truth: Truth) -> dict[str, set[int]]:
@@ -122,7 +125,9 @@ def measure(world: World, policy: CasePolicy) -> tuple[dict[str, Any], dict[str,
         touched = {n for i in inds if i.active for e in i.evidence_event_ids for n in by_event.get(e, ())}
         found |= touched
         false += not touched
-        decisions.append({"case_id": key, "rules": list(verdict.rules),
+        ids = [i.alert_id for i in inds if i.active]
+        decisions.append({"case_id": key, "rules": list(verdict.rules), "indicator_ids": ids,
+                          "codes": {a: world.codes[a] for a in ids},
                           "status_after": "REFERRED" if touched else "DISMISSED"})
     recall: dict[str, tuple[int, int]] = {}
     for n, s in enumerate(truth.scenarios):
@@ -141,27 +146,42 @@ def measure(world: World, policy: CasePolicy) -> tuple[dict[str, Any], dict[str,
     return row, recall, decisions
 
 
-def dashboard_precision(decisions: list[dict]) -> list[tuple[Any, ...]]:
-    """The ``rule_precision`` view over simulated officers' decisions, in chDB (the migrations' own SQL)."""
+def dashboard_precision(decisions: list[dict]) -> tuple[list[tuple[str, ...]], list[tuple[str, ...]]]:
+    """The ``rule_precision`` and ``indicator_precision`` views over simulated officers' decisions, in chDB.
+
+    The migrations' own SQL: the alerts and case tables, then the decisions and the indicators they saw.
+    """
     from chdb import session as chs
 
     from streams.sql import split_statements
 
-    sql = (Path(__file__).resolve().parent.parent / "streams" / "migrations" / "0008_cases.sql").read_text()
+    migrations = Path(__file__).resolve().parent.parent / "streams" / "migrations"
     with chs.Session() as db:
         db.query("CREATE DATABASE IF NOT EXISTS bench; USE bench")
-        for statement in split_statements(sql):
-            db.query(statement)
-        rows = []
+        for name in ("0004_alerts.sql", "0008_cases.sql"):
+            for statement in split_statements((migrations / name).read_text()):
+                db.query(statement)
+        rows, alerts = [], {}
         for n, d in enumerate(decisions):
             rules = "[" + ",".join(f"'{r}'" for r in d["rules"]) + "]"
-            rows.append(f"('D{n}', '{d['case_id'][:40]}', 'X', 'OPEN', '{d['status_after']}', '', '', 'officer', "
-                        f"'reviewer', '', {rules}, [], 'MEDIUM', 0, now64(3), now64(3), 'bench')")
+            ids = "[" + ",".join(f"'{a}'" for a in d["indicator_ids"]) + "]"
+            rows.append(f"('D{n}', 'C{n}', 'X', 'OPEN', '{d['status_after']}', '', '', 'officer', "
+                        f"'reviewer', '', {rules}, {ids}, 'MEDIUM', 0, now64(3), now64(3), 'bench')")
+            alerts.update(d["codes"])
         for i in range(0, len(rows), 2000):
             db.query("INSERT INTO case_decisions VALUES " + ",".join(rows[i:i + 2000]))
-        out = db.query("SELECT rule_id, decided, upheld, dismissed, round(precision, 3) FROM rule_precision "
-                       "ORDER BY rule_id", "TabSeparated")
-        return [tuple(line.split("\t")) for line in str(out).strip().splitlines()]
+        values = [f"('{a}', [{','.join(repr(c) for c in codes)}], now64(3), 1)" for a, codes in alerts.items()]
+        for i in range(0, len(values), 2000):
+            db.query("INSERT INTO alerts (alert_id, indicators, last_seen, version) VALUES "
+                     + ",".join(values[i:i + 2000]))
+
+        def table(sql: str) -> list[tuple[str, ...]]:
+            return [tuple(line.split("\t")) for line in str(db.query(sql, "TabSeparated")).strip().splitlines()]
+
+        return (table("SELECT rule_id, decided, upheld, dismissed, round(precision, 3) FROM rule_precision "
+                      "ORDER BY rule_id"),
+                table("SELECT indicator, decided, upheld, dismissed, round(precision, 3) FROM indicator_precision "
+                      "ORDER BY indicator"))
 
 
 def write_policy(policy: CasePolicy, path: Path) -> None:
@@ -229,8 +249,12 @@ def main(argv: list[str] | None = None) -> None:
                  for p in patterns])
     print("\nprecision per rule as the dashboard would show it, simulated officers deciding every case of the "
           "measured mixes from the ground truth (rule_precision view, chDB)\n")
+    by_rule, by_indicator = dashboard_precision(decisions)
     print_table([{"rule": r[0], "decided": r[1], "upheld": r[2], "dismissed": r[3], "precision": r[4]}
-                 for r in dashboard_precision(decisions)])
+                 for r in by_rule])
+    print("\nper indicator code (indicator_precision view)\n")
+    print_table([{"indicator": r[0], "decided": r[1], "upheld": r[2], "dismissed": r[3], "precision": r[4]}
+                 for r in by_indicator])
     if args.write_policy:
         write_policy(policy, args.write_policy)
         print(f"\nwrote {args.write_policy}")

@@ -124,18 +124,31 @@ def _apply(fact: Fact, state: KeyState, rules: RuleSet,
 _FIELDS = tuple(f.name for f in fields(Fact))
 
 
+_DEFAULTS = tuple(f.default for f in fields(Fact))
+_AT, _COMPANIONS = _FIELDS.index("occurred_at"), _FIELDS.index("companions")
+
+
 def _pack(fact: Fact) -> list[Any]:
-    """A fact as a JSON list for the key's log (its time first, in epoch ms); far cheaper than Avro."""
-    values = [getattr(fact, name) for name in _FIELDS]
-    values[_FIELDS.index("occurred_at")] = fact.ms
-    values[_FIELDS.index("companions")] = [[c.token, c.relationship, c.is_escort] for c in fact.companions]
+    """A fact for the key's log: [epoch ms, {field index: value}] of the fields that differ from their default."""
+    values: dict[str, Any] = {}
+    for n, name in enumerate(_FIELDS):
+        if n == _AT:
+            continue
+        value = getattr(fact, name)
+        if n == _COMPANIONS:
+            if value:
+                values[str(n)] = [[c.token, c.relationship, c.is_escort] for c in value]
+        elif value != _DEFAULTS[n]:
+            values[str(n)] = value
     return [fact.ms, values]
 
 
 def _unpack(entry: list[Any]) -> Fact:
-    values = list(entry[1])
-    values[_FIELDS.index("occurred_at")] = datetime.fromtimestamp(entry[0] / 1000, tz=UTC)
-    values[_FIELDS.index("companions")] = tuple(Companion(*c) for c in values[_FIELDS.index("companions")])
+    values = list(_DEFAULTS)
+    for n, value in entry[1].items():
+        values[int(n)] = value
+    values[_AT] = datetime.fromtimestamp(entry[0] / 1000, tz=UTC)
+    values[_COMPANIONS] = tuple(Companion(*c) for c in entry[1].get(str(_COMPANIONS), ()))
     return Fact(*values)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, NamedTuple, TypeVar
 
 
@@ -109,8 +109,8 @@ class KeyState:
     last: list[Any] = field(default_factory=list)
 
     def to_bytes(self) -> bytes:
-        """Compact JSON for the table's changelog."""
-        return json.dumps(asdict(self), separators=(",", ":")).encode()
+        """Compact JSON for the table's changelog (no deep copy: entries are tuples and plain lists)."""
+        return json.dumps({f.name: getattr(self, f.name) for f in fields(self)}, separators=(",", ":")).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes | None) -> KeyState:

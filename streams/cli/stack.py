@@ -86,6 +86,8 @@ Query more:
   .venv/bin/lintas kafka consumer-groups --describe --group lintas-pipeline
   kcat -b {settings.kafka_bootstrap} -L
   .venv/bin/lintas dashboards render --screenshot   # the analysts' Grafana panels, drawn locally
+  .venv/bin/lintas review list         # cases for officers' review, the most severe and oldest first
+  .venv/bin/lintas officers add NAME --role supervisor --posts ID-BTH && .venv/bin/lintas console
   .venv/bin/lintas stack status        # servers and the worker
   .venv/bin/lintas stack logs worker
 Stop everything:  .venv/bin/lintas stack down""")
