@@ -124,7 +124,7 @@ def _apply(fact: Fact, state: KeyState, rules: RuleSet,
 _FIELDS = tuple(f.name for f in fields(Fact))
 
 
-_DEFAULTS = tuple(f.default for f in fields(Fact))
+_DEFAULTS: tuple[Any, ...] = tuple(f.default for f in fields(Fact))
 _AT, _COMPANIONS = _FIELDS.index("occurred_at"), _FIELDS.index("companions")
 
 
@@ -144,7 +144,7 @@ def _pack(fact: Fact) -> list[Any]:
 
 
 def _unpack(entry: list[Any]) -> Fact:
-    values = list(_DEFAULTS)
+    values: list[Any] = list(_DEFAULTS)
     for n, value in entry[1].items():
         values[int(n)] = value
     values[_AT] = datetime.fromtimestamp(entry[0] / 1000, tz=UTC)
