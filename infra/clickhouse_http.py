@@ -64,10 +64,12 @@ ERROR_STATUS = {
     **dict.fromkeys((6, 26, 27, 36, 38, 41, 42, 43, 53, 62, 72, 456, 457), HTTPStatus.BAD_REQUEST),
     **dict.fromkeys((46, 47, 50, 56, 60, 63, 73, 81, 115), HTTPStatus.NOT_FOUND),  # UNKNOWN_* (table, db, ...)
     **dict.fromkeys((164, 497), HTTPStatus.FORBIDDEN),  # READONLY, ACCESS_DENIED
+    210: HTTPStatus.SERVICE_UNAVAILABLE,  # NETWORK_ERROR: here, the server shutting down (a client retries)
     **dict.fromkeys((192, 193, 194, 516), HTTPStatus.UNAUTHORIZED),  # UNKNOWN_USER ... AUTHENTICATION_FAILED
     48: HTTPStatus.NOT_IMPLEMENTED,
 }
-ERROR_NAMES = {62: "SYNTAX_ERROR", 164: "READONLY", 516: "AUTHENTICATION_FAILED", 1: "UNSUPPORTED_METHOD"}
+ERROR_NAMES = {62: "SYNTAX_ERROR", 164: "READONLY", 516: "AUTHENTICATION_FAILED", 1: "UNSUPPORTED_METHOD",
+               210: "NETWORK_ERROR"}
 
 # Statement kinds (root of ClickHouse's AST) a read-only user may run.
 READ_KINDS = ("SelectWithUnionQuery", "SelectIntersectExceptQuery", "SelectQuery", "ShowTables", "ShowColumns",
@@ -216,10 +218,12 @@ class Engine:
         data_dir.mkdir(parents=True, exist_ok=True)
         self._session = chdb_session.Session(str(data_dir))
         self._lock = threading.Lock()
+        self._closed = False
 
     def close(self) -> None:
         """Close the session so the data directory is left consistent."""
         with self._lock:
+            self._closed = True
             self._session.close()
 
     def execute(self, sql: str, data: bytes | None, database: str, fmt: str, params: dict[str, str],
@@ -233,6 +237,8 @@ class Engine:
         statement = statements[0].strip()
         t0 = time.perf_counter_ns()
         with self._lock:
+            if self._closed:  # a request that waited while the server shut down: the client may retry elsewhere
+                raise ClickHouseError.make(210, "The server is shutting down")
             self._use(database)
             if readonly:
                 statement = self._readonly_statement(statement, params)

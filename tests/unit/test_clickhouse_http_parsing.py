@@ -75,3 +75,20 @@ def test_error_from_engine_keeps_code() -> None:
     err = ClickHouseError.from_engine(RuntimeError("Code: 60. DB::Exception: Unknown table. (UNKNOWN_TABLE)"))
     assert err.code == 60
     assert ClickHouseError.from_engine(RuntimeError("boom")).code == 1001
+
+
+def test_a_request_that_waited_while_the_server_shut_down_gets_a_transient_error(tmp_path) -> None:  # noqa: ANN001
+    """Not chDB's closed-session exception (STD_EXCEPTION, fatal to the sink) but NETWORK_ERROR, which it retries."""
+    from clickhouse_connect.driver.exceptions import DatabaseError
+
+    from infra.clickhouse_http import ERROR_STATUS, Engine
+    from streams.sink import transient
+
+    engine = Engine(tmp_path / "data")
+    engine.close()
+    with pytest.raises(ClickHouseError) as err:
+        engine.execute("SELECT 1", None, "default", "TabSeparated", {}, False)
+    assert err.value.code == 210 and ERROR_STATUS[210] == 503
+    wrapped = DatabaseError(err.value.message)
+    wrapped.code = err.value.code  # type: ignore[attr-defined]
+    assert transient(wrapped)
