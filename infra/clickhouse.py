@@ -5,14 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 import sys
 import urllib.request
 from pathlib import Path
 
 from infra.process import ManagedProcess
 from streams import clients
-from streams.settings import Settings
+from streams.settings import Settings, ensure_secret
 
 
 class LocalClickHouse:
@@ -65,21 +64,6 @@ class LocalClickHouse:
         """Create the pipeline's database if missing."""
         with clients.clickhouse_client(self.settings, database="default") as client:
             client.command(f"CREATE DATABASE IF NOT EXISTS {self.settings.clickhouse_database}")
-
-
-def ensure_secret(settings: Settings, field: str) -> str:
-    """The secret's value; for the local stack, generated once into the secrets dir (mode 0600) if missing."""
-    if getattr(settings, field) is None and not settings.secret_path(field).is_file():
-        settings.secrets_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(settings.secrets_dir, 0o700)
-        try:
-            fd = os.open(settings.secret_path(field), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass  # another process generated it first
-        else:
-            with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_urlsafe(32) + "\n")
-    return settings.secret(field)
 
 
 def _sha256(secret: str) -> str:

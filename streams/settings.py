@@ -10,6 +10,8 @@ the environment's value if set, else the file the local stack generated into
 from __future__ import annotations
 
 import functools
+import os
+import secrets
 from pathlib import Path
 
 from pydantic import Field, SecretStr
@@ -233,6 +235,25 @@ class Settings(BaseSettings):
     def secrets_dir(self) -> Path:
         """Where the local stack keeps generated secrets (mode 0700)."""
         return self.state_dir / "secrets"
+
+
+def ensure_secret(settings: Settings, field: str) -> str:
+    """The secret's value; for the local stack, generated once into the secrets dir (mode 0600) if missing.
+
+    The one place a secret is written (the stack's, the review console's signing key); reading settings
+    never writes.
+    """
+    if getattr(settings, field) is None and not settings.secret_path(field).is_file():
+        settings.secrets_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(settings.secrets_dir, 0o700)
+        try:
+            fd = os.open(settings.secret_path(field), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass  # another process generated it first
+        else:
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(32) + "\n")
+    return settings.secret(field)
 
 
 @functools.cache

@@ -9,8 +9,6 @@ tokens and, once, an identity). Nothing here logs personal data.
 from __future__ import annotations
 
 import logging
-import os
-import secrets
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -24,7 +22,7 @@ from werkzeug.exceptions import HTTPException
 from schemas.errors import Unavailable
 from streams.console.accounts import OfficerStore
 from streams.console.nonces import FormNonces
-from streams.settings import Settings
+from streams.settings import Settings, ensure_secret
 
 log = logging.getLogger("lintas.console")
 SECRET_FIELD = "console_secret_key"  # noqa: S105 - the setting's name, not a secret
@@ -59,18 +57,7 @@ class Services:
 
 def signing_key(settings: Settings) -> str:
     """The session signing key: the setting, else generated once into the secrets dir (mode 0600)."""
-    path = settings.secret_path(SECRET_FIELD)
-    if settings.console_secret_key is None and not path.is_file():
-        settings.secrets_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(settings.secrets_dir, 0o700)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass  # another process generated it first
-        else:
-            with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_urlsafe(32) + "\n")
-    return settings.secret(SECRET_FIELD)
+    return ensure_secret(settings, SECRET_FIELD)
 
 
 def _default_clickhouse(settings: Settings) -> Callable[[], AbstractContextManager[Any]]:
