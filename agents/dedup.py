@@ -286,6 +286,11 @@ class IdentityState:
         if self.knows(capture.probe_id):
             return False
         self.seen += 1
+        # In event order (the usual case) the window's decisions so far stand: the capture is decided against
+        # the subjects after them, which is what resolving the whole window again would give, at O(1).
+        incremental = (self.verdicts is not None and self.subjects is not None
+                       and (not self.window or capture.order > self.window[-1].order)
+                       and (self.cut is None or capture.order > self.cut))
         if self.cut is not None and capture.order < self.cut:
             # older than the whole window: judged against the state at the window's start
             self.late += 1
@@ -294,12 +299,18 @@ class IdentityState:
         else:
             self.window.append(capture)
             self.window.sort(key=lambda c: c.order)
+            if incremental:
+                self.verdicts[capture.probe_id] = step(self.subjects, capture, t, name)  # type: ignore[arg-type, index]
         while len(self.window) > window:
+            # the oldest slides into the base: the subjects after the window stay what they were
             oldest = self.window.pop(0)
             self.frozen.append((oldest, step(self.base, oldest, t, name)))
             self.cut = oldest.order
             self._remember(oldest.probe_id)
-        self.verdicts = self.subjects = None
+            if incremental:
+                self.verdicts.pop(oldest.probe_id, None)  # type: ignore[union-attr]
+        if not incremental:
+            self.verdicts = self.subjects = None
         return True
 
     def take_frozen(self) -> list[tuple[Seen, Verdict]]:

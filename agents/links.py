@@ -19,14 +19,16 @@ is first red or confirmed.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from agents.dedup import ModelThresholds
 from schemas.errors import InvalidMessage
+from schemas.wire import json_bytes
 
 STATUS_RANK = {"OPEN": 0, "WITHDRAWN": 0, "CONFIRMED": 1, "REJECTED": 1}
 DECIDED = ("CONFIRMED", "REJECTED")
@@ -51,12 +53,12 @@ class LinkState:
 
     def to_bytes(self) -> bytes:
         """Compact JSON for the table's changelog."""
-        return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True).encode()
+        return json_bytes({f.name: getattr(self, f.name) for f in fields(self)}, sort_keys=True)
 
     @classmethod
     def from_bytes(cls, data: bytes | None) -> LinkState | None:
         """The state stored by :meth:`to_bytes`, or ``None``."""
-        return cls(**json.loads(data)) if data else None
+        return cls(**orjson.loads(data)) if data else None
 
     def best(self) -> tuple[str, dict[str, Any]] | None:
         """The best pair (highest score; the samples, not the shard that found them, break ties)."""

@@ -35,19 +35,22 @@ are not on a stay; a stay with no matching rule is recorded but never judged.
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import json
 import tomllib
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from agents.trafficking.config import SEVERITY_RANK
 from agents.trafficking.engine import Alert
 from agents.trafficking.facts import Fact
 from schemas.errors import LintasError
+from schemas.wire import json_bytes
 
 RULES_FILE = Path(__file__).resolve().parent / "stay_rules.toml"
 RULE_ID = "overstay"
@@ -88,6 +91,7 @@ class StayRules:
     long_after_days: int
     indicators: tuple[str, ...]
 
+    @functools.lru_cache(maxsize=8192)  # noqa: B019 - rule sets are few and live as long as the worker
     def rule_for(self, country: str, nationality: str, visa_type: str) -> StayRule | None:
         """The first rule covering that visitor, or ``None``."""
         return next((r for r in self.rules if r.matches(country, nationality, visa_type)), None)
@@ -138,12 +142,12 @@ class StayState:
 
     def to_bytes(self) -> bytes:
         """Compact JSON."""
-        return json.dumps(asdict(self), separators=(",", ":"), default=str).encode()
+        return json_bytes({"open": self.open, "recent": self.recent})
 
     @classmethod
     def from_bytes(cls, data: bytes | None) -> StayState:
         """The state stored by :meth:`to_bytes`, or a fresh one."""
-        return cls(**json.loads(data)) if data else cls()
+        return cls(**orjson.loads(data)) if data else cls()
 
 
 def last_permitted_day(entry: datetime, days: int) -> date:

@@ -1,4 +1,4 @@
-"""1:N identification: numpy brute force, scikit-learn, exact FAISS and Lintas' sketch index, side by side.
+"""1:N identification: numpy brute force, scikit-learn, FAISS flat, Lintas' exact and sketch indexes, side by side.
 
     .venv/bin/python -m bench.dedup_index [--sizes 100000 1000000] [--queries 1000]
 
@@ -22,6 +22,7 @@ import math
 import time
 from collections.abc import Callable
 
+import faiss
 import numpy as np
 from sklearn.neighbors import NearestNeighbors
 
@@ -89,7 +90,7 @@ def run(n: int, q: int, kind: str, seed: int, rerank: int = 300,
         rows.append([name, build_s, memory(index), single_n / single_s, batch_q / batch_s, top1, batch_q])
         return top1
 
-    methods = methods or {"numpy", "sklearn", "exact", "sketch"}
+    methods = methods or {"numpy", "sklearn", "faiss", "exact", "sketch"}
     if "numpy" in methods:
         measure("numpy brute force", lambda: gallery, lambda g, x: numpy_search(g)(x), lambda g: g.nbytes,
                 single_n=min(20, len(singles)))
@@ -99,12 +100,20 @@ def run(n: int, q: int, kind: str, seed: int, rerank: int = 300,
                 lambda m, x: m.kneighbors(x, return_distance=False)[:, 0], lambda m: gallery.nbytes,
                 single_n=min(10, len(singles)), batch_q=min(q, 200 if n >= 1_000_000 else q))
 
+    def build_faiss() -> faiss.IndexFlatIP:
+        idx = faiss.IndexFlatIP(DIM)
+        idx.add(gallery)
+        return idx
+
     def build_exact() -> ExactIndex:
         idx = ExactIndex(DIM)
         idx.add(gallery)
         return idx
 
-    exact_top1 = measure("FAISS flat (exact)", build_exact, lambda i, x: i.search(x, 1).rows[:, 0],
+    if "faiss" in methods:
+        measure("FAISS flat (exact)", build_faiss, lambda i, x: i.search(x, 1)[1][:, 0],
+                lambda i: i.ntotal * DIM * 4)
+    exact_top1 = measure("Lintas exact (BLAS)", build_exact, lambda i, x: i.search(x, 1).rows[:, 0],
                          lambda i: i.memory_bytes())
 
     def build_sketch() -> SketchIndex:
@@ -132,7 +141,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--kinds", nargs="+", default=["isotropic", "clustered", "moderate", "hard"])
     parser.add_argument("--rerank", type=int, default=300, help="sketch candidates re-ranked exactly")
-    parser.add_argument("--methods", nargs="+", default=["numpy", "sklearn", "exact", "sketch"])
+    parser.add_argument("--methods", nargs="+", default=["numpy", "sklearn", "faiss", "exact", "sketch"])
     args = parser.parse_args()
     print(f"\n1:N identification, {DIM}-d float32 templates, {args.queries} mated probes, 2 cores")
     header = (f"{'enrolled':>9} {'distribution':<11} {'method':<26} {'build s':>8} {'mem MB':>8} "

@@ -14,6 +14,7 @@ so pseudonymisation follows the schema rather than a second hand-kept list.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,7 +67,7 @@ class Contract:
         """Avro Parsing Canonical Form: equal for schemas that read and write alike."""
         return str(avro.schema.parse(self.schema_str).canonical_form)
 
-    @property
+    @functools.cached_property
     def uuid_fields(self) -> tuple[str, ...]:
         """Top-level fields with the uuid logical type (fastavro reads them as UUID objects)."""
         return tuple(f["name"] for f in self.schema["fields"]

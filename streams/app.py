@@ -1,53 +1,67 @@
-"""The one Faust app of Lintas: every topic and table it reads or writes, declared once, and its thin agents.
+"""The one Faust app of Lintas: every agent, the topic it reads and the tables it keeps, declared once.
 
-Importing this module opens nothing and touches no file: it declares the app, its topics
-and tables (all lazy in Faust). The handlers and the services they share
-(:mod:`streams.handlers`) are built when the worker starts (:func:`start`, or the first
-agent to run), from the one settings object. Agents only loop over batches and hand them
-to their handler, which returns once its rows are in ClickHouse and its sends in Kafka,
-so committed offsets never run ahead of them; a replay after a crash rewrites the same
-event ids, which ReplacingMergeTree and the views' distinct counts absorb.
+Importing this module opens nothing and touches no file: it declares the app and its
+agents. The handlers and the services they share (:mod:`streams.handlers`) are built
+when the worker starts (:func:`start`), from the one settings object. Agents only loop
+over batches and hand them to their handler, which returns once its rows are in
+ClickHouse and its sends in Kafka, so committed offsets never run ahead of them; a
+replay after a crash rewrites the same event ids, which ReplacingMergeTree and the
+views' distinct counts absorb.
+
+The busy agents (:data:`BATCH_AGENTS`: ingest, dedup shards, links, rules, cases) run on
+librdkafka batch consumers hosted by this app (:mod:`streams.runtime` says why: Faust's
+own consumer and producer cost ~150 µs a record); officers' decisions, a handful a
+minute, are Faust agents. ``lintas worker --processes N`` runs N such workers: each
+agent's group spreads its topic's partitions over them, and what a partition's agent
+keeps (gallery shards, rule, stay, link and case state) moves with the partition.
 
 Run with ``lintas worker`` (or ``faust -A streams.app worker --without-web``).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import logging
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import faust
 
+from agents.cases import CaseState
+from agents.links import LinkState
+from agents.overstay import StayState
+from agents.trafficking.state import KeyState
 from streams.faust_consumer import App
-from streams.handlers import Handlers, Outlets, handlers, services
+from streams.gallery_store import read_partition
+from streams.handlers import Handlers, Outlets, Services, handlers, services
+from streams.runtime import BatchAgent, LagRow, Record, Sender
 from streams.settings import Settings, load_settings
+from streams.state import ChangelogTable
 from streams.topics import (
-    ALERTS,
     APP_ID,
-    AUDIT_PROCESSING,
     BIOMETRIC_ADJUDICATIONS,
-    BIOMETRIC_ADJUDICATIONS_DLQ,
-    BIOMETRIC_GALLERY,
-    BIOMETRIC_LINKS,
     BIOMETRIC_PAIRS,
     BIOMETRIC_PROBES,
     CASE_COMMANDS,
     CASE_STATE_TABLE,
     CROSSING_EVENTS,
-    CROSSING_EVENTS_DLQ,
-    IDENTITY_VAULT,
     LANDING_EVENTS,
-    LANDING_EVENTS_DLQ,
     LINK_STATE_TABLE,
     REVIEW_DECISIONS,
-    REVIEW_DECISIONS_DLQ,
     STAY_STATE_TABLE,
     TRAFFICKING_FACTS,
     TRAFFICKING_STATE_TABLE,
     TopicSpec,
+    changelog_of,
 )
 
+log = logging.getLogger("lintas.app")
 settings = load_settings()  # the environment only: no file is read, nothing is created
+EXIT_AGENT_FAILED = 70  # EX_SOFTWARE: an agent failed; nothing of its batch was committed
 
 app = App(  # faust.App whose consumer never commits past an unprocessed offset
     APP_ID,
@@ -58,6 +72,7 @@ app = App(  # faust.App whose consumer never commits past an unprocessed offset
     web_enabled=False,
     web_bind="127.0.0.1",
     web_port=settings.worker_web_port,
+    datadir=str(settings.state_dir / "worker-data" / f"member-{settings.worker_member}"),
     consumer_auto_offset_reset="earliest",
     broker_commit_interval=1.0,
     broker_session_timeout=10.0,
@@ -67,125 +82,140 @@ app = App(  # faust.App whose consumer never commits past an unprocessed offset
 )
 
 
-def _topic(spec: TopicSpec) -> faust.TopicT:
-    return app.topic(spec.name, value_type=bytes, key_type=bytes, value_serializer="raw", key_serializer="raw",
-                     partitions=spec.partitions)
+@dataclass(frozen=True)
+class AgentSpec:
+    """One batch agent: its name (and consumer group ``<app id>-<name>``), topic, batch size and tables."""
+
+    name: str
+    topic: TopicSpec
+    size: Callable[[Settings], int]
+    handler: Callable[[Handlers], Any]
+    tables: tuple[str, ...] = ()
+
+    @property
+    def group(self) -> str:
+        """The agent's consumer group."""
+        return f"{APP_ID}-{self.name}"
 
 
-def _table(name: str, like: TopicSpec) -> Any:
-    # use_partitioner: the changelog is partitioned by key like the topic its agent reads (both through the
-    # producer's partitioner), so the state of a key lives on the partition its records arrive on
-    return app.Table(name, default=None, partitions=like.partitions, key_type=bytes, value_type=bytes,
-                     use_partitioner=True)
-
-
-crossing_events = _topic(CROSSING_EVENTS)
-landing_events = _topic(LANDING_EVENTS)
-biometric_probes = _topic(BIOMETRIC_PROBES)
-biometric_pairs = _topic(BIOMETRIC_PAIRS)
-biometric_adjudications = _topic(BIOMETRIC_ADJUDICATIONS)
-trafficking_facts = _topic(TRAFFICKING_FACTS)
-review_decisions = _topic(REVIEW_DECISIONS)
-case_commands = _topic(CASE_COMMANDS)
-outlets = Outlets(
-    crossing_dlq=_topic(CROSSING_EVENTS_DLQ), landing_dlq=_topic(LANDING_EVENTS_DLQ),
-    adjudication_dlq=_topic(BIOMETRIC_ADJUDICATIONS_DLQ), probes=biometric_probes,
-    gallery=_topic(BIOMETRIC_GALLERY), pairs=biometric_pairs, links=_topic(BIOMETRIC_LINKS),
-    facts=trafficking_facts, audit=_topic(AUDIT_PROCESSING), vault=_topic(IDENTITY_VAULT),
-    alerts=_topic(ALERTS), cases=case_commands, review_dlq=_topic(REVIEW_DECISIONS_DLQ),
-    # per-key rule state, changelog-backed: a restarted worker reads it back before its agent resumes
-    trafficking_state=_table(TRAFFICKING_STATE_TABLE, TRAFFICKING_FACTS),
-    # open stays per traveller (agents/overstay.py): an entry's stay survives a restart before the exit arrives
-    stay_state=_table(STAY_STATE_TABLE, TRAFFICKING_FACTS),
-    # each link's evidence (pairs of samples) and decision (agents/links.py)
-    link_state=_table(LINK_STATE_TABLE, BIOMETRIC_PAIRS),
-    # each case's indicators and officers' decisions (agents/cases.py)
-    case_state=_table(CASE_STATE_TABLE, CASE_COMMANDS),
+BATCH_AGENTS: tuple[AgentSpec, ...] = (
+    # crossing events → pseudonymised rows (or dead letters), captures, facts, watchlist checks
+    AgentSpec("ingest_crossings", CROSSING_EVENTS, lambda s: s.sink_batch_size, lambda h: h.crossings),
+    # landing events → rows (or dead letters), facts
+    AgentSpec("ingest_landings", LANDING_EVENTS, lambda s: s.sink_batch_size, lambda h: h.landings),
+    # captures through the gallery shards this worker owns: verify, search, keep pairs, decide
+    AgentSpec("dedup_shards", BIOMETRIC_PROBES, lambda s: s.dedup_batch_size, lambda h: h.dedup),
+    # link evidence and officers' checked decisions → each link's state → biometric.links and dedup_links
+    AgentSpec("dedup_links", BIOMETRIC_PAIRS, lambda s: s.dedup_batch_size, lambda h: h.links, (LINK_STATE_TABLE,)),
+    # facts → per-key rule and stay state → alerts for officers' review (alerts topic and table)
+    AgentSpec("trafficking_rules", TRAFFICKING_FACTS, lambda s: s.trafficking_batch_size, lambda h: h.rules,
+              (TRAFFICKING_STATE_TABLE, STAY_STATE_TABLE)),
+    # indicators and checked decisions → each case's state → the cases table
+    AgentSpec("cases", CASE_COMMANDS, lambda s: s.trafficking_batch_size, lambda h: h.cases, (CASE_STATE_TABLE,)),
 )
+# Each table: its state type, and the agent (so the topic) it is partitioned like.
+TABLE_TYPES: dict[str, tuple[Any, TopicSpec]] = {
+    TRAFFICKING_STATE_TABLE: (KeyState, TRAFFICKING_FACTS),
+    STAY_STATE_TABLE: (StayState, TRAFFICKING_FACTS),
+    LINK_STATE_TABLE: (LinkState, BIOMETRIC_PAIRS),
+    CASE_STATE_TABLE: (CaseState, CASE_COMMANDS),
+}
 
-_built: Handlers | None = None
+
+@dataclass
+class Worker:
+    """What a started worker holds: services, senders, tables and handlers."""
+
+    services: Services
+    senders: dict[str, Sender]
+    tables: dict[str, ChangelogTable[Any]]
+    handlers: Handlers
 
 
-def start(configured: Settings | None = None) -> Handlers:
-    """Build the services and handlers (once): keyring, key store, rules, thresholds; a bad file fails here."""
+_built: Worker | None = None
+
+
+def start(configured: Settings | None = None) -> Worker:
+    """Build the services, senders, tables and handlers (once): keyring, key store, rules, thresholds fail here."""
     global _built
     if _built is None:
-        _built = handlers(services(configured or settings), outlets)
+        s = configured or settings
+        svc = services(s)
+        senders: dict[str, Sender] = {}
+
+        def sender(name: str) -> Sender:
+            if name not in senders:
+                senders[name] = Sender(s, name)
+            return senders[name]
+
+        def read(topic: str, partition: int) -> list[tuple[bytes | None, bytes | None]]:
+            return read_partition(s, topic, partition)
+
+        owner = {t: a.name for a in BATCH_AGENTS for t in a.tables}
+        tables = {name: ChangelogTable(name, changelog_of(name).name, like.partitions, kind.from_bytes,
+                                       lambda state: state.to_bytes(), sender(owner[name]).send, read)
+                  for name, (kind, like) in TABLE_TYPES.items()}
+        out = Outlets(trafficking_state=tables[TRAFFICKING_STATE_TABLE], stay_state=tables[STAY_STATE_TABLE],
+                      link_state=tables[LINK_STATE_TABLE], case_state=tables[CASE_STATE_TABLE], sender=sender,
+                      read=read)
+        _built = Worker(svc, senders, tables, handlers(svc, out))
     return _built
 
 
-@app.on_partitions_revoked.connect
-def _forget_revoked(app: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-    """A shard whose partition was revoked is dropped; it is read back from Kafka if it comes back."""
-    revoked: set[Any] = args[0]
-    if _built is not None:
-        _built.dedup.forget({tp.partition for tp in revoked if tp.topic == BIOMETRIC_PROBES.name})
+def batch_agents(worker: Worker, configured: Settings | None = None) -> list[BatchAgent]:
+    """The batch agents of a started worker, each with its handler, sender and tables."""
+    s = configured or settings
+    member = f"{socket.gethostname()}:{os.getpid()}"
+
+    async def lag(rows: list[LagRow]) -> None:
+        now = datetime.now(UTC)
+        await worker.services.run(worker.services.sink.write, "consumer_lag", [r.row(member, now) for r in rows])
+
+    return [BatchAgent(a.name, a.group, a.topic.name, a.handler(worker.handlers), worker.senders[a.name], s,
+                       size=a.size(s), within=s.sink_batch_seconds, tables=[worker.tables[t] for t in a.tables],
+                       lag=lag)
+            for a in BATCH_AGENTS]
 
 
-def _batches(stream: faust.StreamT, size: int) -> AsyncIterator[list[faust.EventT]]:
-    # faust-streaming 0.15's take_events: up to `size` events, or what came within the batch interval
-    return stream.take_events(size, within=settings.sink_batch_seconds)  # type: ignore[attr-defined, no-any-return]
+@app.task
+async def run_batch_agents() -> None:
+    """Run every batch agent until the worker stops; an agent that fails stops the worker, uncommitted."""
+    worker = start()
+    agents = batch_agents(worker)
+    stop = asyncio.Event()
+    tasks = {asyncio.ensure_future(agent.run(stop)): agent for agent in agents}
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    except asyncio.CancelledError:  # the worker is stopping: each agent leaves its group
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    for task in done:
+        if (exc := task.exception()) is not None:
+            log.critical("agent %s failed (%s: %s); stopping the worker without committing its batch",
+                         tasks[task].name, type(exc).__name__, exc, exc_info=exc)
+    logging.shutdown()
+    os._exit(EXIT_AGENT_FAILED)
 
 
-@app.agent(crossing_events)
-async def ingest_crossings(stream: faust.StreamT) -> None:
-    """Crossing events → pseudonymised ``crossings`` rows (or dead letters), captures, facts, watchlist checks."""
-    handler = start().crossings
-    async for events in _batches(stream, settings.sink_batch_size):
-        await handler.process(list(events))
+def _record(event: faust.EventT) -> Record:
+    m = event.message
+    return Record(m.topic, m.partition, m.offset, m.timestamp, m.key, m.value)
 
 
-@app.agent(landing_events)
-async def ingest_landings(stream: faust.StreamT) -> None:
-    """Landing events → ``landings`` rows (or dead letters), facts."""
-    handler = start().landings
-    async for events in _batches(stream, settings.sink_batch_size):
-        await handler.process(list(events))
-
-
-@app.agent(biometric_probes)
-async def dedup_shards(stream: faust.StreamT) -> None:
-    """Captures through the gallery shards this worker owns: verify, search, keep pairs, decide."""
-    handler = start().dedup
-    async for events in _batches(stream, settings.dedup_batch_size):
-        await handler.process(list(events))
-
-
-@app.agent(biometric_pairs)
-async def dedup_links(stream: faust.StreamT) -> None:
-    """Link evidence and officers' checked decisions → each link's state → biometric.links and dedup_links."""
-    handler = start().links
-    async for events in _batches(stream, settings.dedup_batch_size):
-        await handler.process(list(events))
-
-
-@app.agent(trafficking_facts)
-async def trafficking_rules(stream: faust.StreamT) -> None:
-    """Facts → per-key rule state → alerts for officers' review (alerts topic and table)."""
-    handler = start().rules
-    async for events in _batches(stream, settings.trafficking_batch_size):
-        await handler.process(list(events))
-
-
-@app.agent(biometric_adjudications)
+@app.agent(app.topic(BIOMETRIC_ADJUDICATIONS.name, value_type=bytes, key_type=bytes, value_serializer="raw",
+                     key_serializer="raw", partitions=BIOMETRIC_ADJUDICATIONS.partitions))
 async def adjudications(stream: faust.StreamT) -> None:
     """Officers' decisions → checked against the link → the link agent (biometric.pairs)."""
-    handler = start().dedup
+    handler = start().handlers.link_decisions
     async for event in stream.events():
-        await handler.adjudicate(event)
+        await handler.adjudicate(_record(event))
 
 
-@app.agent(review_decisions)
+@app.agent(app.topic(REVIEW_DECISIONS.name, value_type=bytes, key_type=bytes, value_serializer="raw",
+                     key_serializer="raw", partitions=REVIEW_DECISIONS.partitions))
 async def review(stream: faust.StreamT) -> None:
     """Officers' decisions → form checked → the case agent (cases) or the link agent (links)."""
-    handler = start().decisions
+    handler = start().handlers.decisions
     async for event in stream.events():
-        await handler.process(event)
-
-
-@app.agent(case_commands)
-async def cases(stream: faust.StreamT) -> None:
-    """Indicators and checked decisions → each case's state → the ``cases`` table."""
-    handler = start().cases
-    async for events in _batches(stream, settings.trafficking_batch_size):
-        await handler.process(list(events))
+        await handler.process(_record(event))

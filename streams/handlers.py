@@ -1,11 +1,12 @@
 """The batch handlers of the worker's agents, and the services they share, built on start from the settings.
 
-Each handler takes one batch of Kafka events, calls the pure functions of :mod:`agents`
+Each handler takes one batch of Kafka records, calls the pure functions of :mod:`agents`
 and sends what they return; it returns only when everything the batch caused is in Kafka
 and ClickHouse, so the agent's commit never runs ahead of them. Nothing here is built at
 import: :func:`services` opens the keyring, the per-subject key store and the registry
-client when the worker starts, and :class:`Outlets` names the topics and tables a handler
-sends to, so a test can hand it fakes instead of a broker.
+client when the worker starts. Each handler sends through a :class:`Sender` of its own
+(one librdkafka producer: queue, then wait for every acknowledgement at once) and keeps
+its state in the tables of :class:`Outlets`, so a test can hand it fakes instead of a broker.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -69,31 +70,58 @@ from schemas.contracts import ADJUDICATION_DECISION, ALERT, DEAD_LETTER, IDENTIT
 from schemas.errors import InvalidMessage
 from schemas.wire import RegistryUnavailable, SchemaIds, avro_bytes, decode, encode_payload, frame
 from streams import clients
-from streams.gallery_store import read_partition
+from streams.runtime import Record
 from streams.settings import Settings
 from streams.sink import ClickHouseSink
-from streams.topics import BIOMETRIC_GALLERY, BIOMETRIC_PROBES, DEDUP_SHARDS, IDENTITY_VAULT, TRAFFICKING_FACTS
+from streams.topics import (
+    ALERTS,
+    AUDIT_PROCESSING,
+    BIOMETRIC_ADJUDICATIONS_DLQ,
+    BIOMETRIC_GALLERY,
+    BIOMETRIC_LINKS,
+    BIOMETRIC_PAIRS,
+    BIOMETRIC_PROBES,
+    CASE_COMMANDS,
+    CROSSING_EVENTS_DLQ,
+    DEDUP_SHARDS,
+    IDENTITY_VAULT,
+    LANDING_EVENTS_DLQ,
+    REVIEW_DECISIONS_DLQ,
+    TRAFFICKING_FACTS,
+)
 from streams.watchlist import LIST_CLASSES, Replica
 
 log = logging.getLogger("lintas.app")
+S = TypeVar("S")
 # What pseudonymised rows and facts still carry: tokens, coarse codes, a minor flag, a refusal category.
 ANALYTICS_CLASSES = ("CHILD", "CRIME_RECORD", "PSEUDONYMOUS", "QUASI_IDENTIFIER")
 
 
-# A Faust event (``faust.EventT``), or a test's stand-in: what a handler reads is ``event.message``'s
-# topic, partition, offset, timestamp, key and value.
-Event = Any
+Event = Record  # what a handler reads of each record: topic, partition, offset, timestamp, key, value
 
 
-class Outlet(Protocol):
-    """A topic a handler sends to (Faust's ``TopicT``)."""
+class Sender(Protocol):
+    """Where a handler's records go (:class:`streams.runtime.Sender`: one producer, bulk)."""
 
-    def get_topic_name(self) -> str:
-        """The topic's name."""
+    def send(self, topic: str, value: bytes | None, key: bytes | None = None, partition: int | None = None,
+             headers: list[tuple[str, bytes]] | None = None) -> None:
+        """Queue one record."""
 
-    async def send(self, *, key: bytes | None = None, value: bytes | None = None, partition: int | None = None,
-                   headers: list[tuple[str, bytes]] | None = None) -> Any:
-        """Queue one record; await the result for Kafka's acknowledgement."""
+    async def flush(self) -> None:
+        """Return once Kafka acknowledged every record queued."""
+
+
+class StateTable(Protocol[S]):
+    """A changelog-backed table of state objects (:class:`streams.state.ChangelogTable`)."""
+
+    def get(self, key: bytes) -> S | None:
+        """The key's state (a fresh one, or ``None``, if it has none)."""
+
+    def put(self, key: bytes, state: S | None) -> None:
+        """The key's new state; ``None`` deletes it."""
+
+    def __contains__(self, key: object) -> bool:
+        """Whether the key has a state."""
 
 
 class Sink(Protocol):
@@ -123,25 +151,14 @@ class Lists(Protocol):
 
 @dataclass
 class Outlets:
-    """The topics and state tables the handlers write: Faust's in the worker, fakes in a test."""
+    """The state tables the handlers keep, and the senders they send through: the worker's, or a test's fakes."""
 
-    crossing_dlq: Outlet
-    landing_dlq: Outlet
-    adjudication_dlq: Outlet
-    probes: Outlet
-    gallery: Outlet
-    pairs: Outlet
-    links: Outlet
-    facts: Outlet
-    audit: Outlet
-    vault: Outlet
-    alerts: Outlet
-    cases: Outlet
-    review_dlq: Outlet
-    trafficking_state: MutableMapping[bytes, bytes]
-    stay_state: MutableMapping[bytes, bytes]
-    link_state: MutableMapping[bytes, bytes]
-    case_state: MutableMapping[bytes, bytes]
+    trafficking_state: StateTable[KeyState]
+    stay_state: StateTable[StayState]
+    link_state: StateTable[LinkState]
+    case_state: StateTable[CaseState]
+    sender: Callable[[str], Sender]  # each agent's own sender, by agent name (the same one every time asked)
+    read: Callable[[str, int], list[tuple[bytes | None, bytes | None]]]  # a compacted partition, oldest first
 
 
 @dataclass
@@ -191,54 +208,52 @@ def services(settings: Settings) -> Services:
     )
 
 
-def source_of(message: Any) -> Source:
-    """Where a message sits in Kafka."""
-    return Source(message.topic, message.partition, message.offset, int(message.timestamp * 1000))
+def source_of(record: Record) -> Source:
+    """Where a record sits in Kafka."""
+    return Source(record.topic, record.partition, record.offset, int(record.timestamp * 1000))
 
 
-def batch_source(events: list[Event]) -> str:
+def batch_source(records: list[Record]) -> str:
     """Where a batch sits in Kafka, for its record of processing: ``topic:p0:10-42,p3:7-7``."""
-    return f"{events[0].message.topic}:" + offsets([(e.message.partition, e.message.offset) for e in events])
-
-
-async def gathered(sends: Iterable[Any]) -> None:
-    """Wait until Kafka has acknowledged every send."""
-    await asyncio.gather(*sends)
+    return f"{records[0].topic}:" + offsets([(r.partition, r.offset) for r in records])
 
 
 class Outputs:
     """The sends and writes every handler makes: registered records, facts, alerts, dead letters, audit."""
 
-    def __init__(self, svc: Services, out: Outlets) -> None:
-        """Send through ``out`` with the shared services."""
-        self.svc, self.out = svc, out
+    def __init__(self, svc: Services, sender: Sender) -> None:
+        """Send through ``sender`` with the shared services."""
+        self.svc, self.sender = svc, sender
 
-    async def registered(self, topic: Outlet, contract: Contract,
-                         records: list[tuple[str, dict[str, Any]]]) -> list[Any]:
-        """Keyed records framed with the topic's registry id (registered on first use); the sends to await."""
+    async def registered(self, topic: str, contract: Contract, records: list[tuple[str, dict[str, Any]]]) -> None:
+        """Queue keyed records framed with the topic's registry id (registered on first use)."""
         if not records:
-            return []
-        schema_id = await self.svc.run(self.svc.ids.id_for, topic.get_topic_name(), contract)
-        return [await topic.send(key=key.encode(), value=frame(schema_id, encode_payload(contract, record)))
-                for key, record in records]
+            return
+        schema_id = await self.svc.run(self.svc.ids.id_for, topic, contract)
+        send = self.sender.send
+        for key, record in records:
+            send(topic, frame(schema_id, encode_payload(contract, record)), key.encode())
 
-    async def facts(self, facts: list[Fact]) -> list[Any]:
-        """Facts to trafficking.facts, keyed so the producer's partitioner puts each key on its state's partition."""
-        return [await self.out.facts.send(key=f.key.encode(), value=f.to_bytes()) for f in facts]
+    def facts(self, facts: list[Fact]) -> None:
+        """Queue facts to trafficking.facts, keyed so each key reaches its state's partition."""
+        send, topic = self.sender.send, TRAFFICKING_FACTS.name
+        for f in facts:
+            send(topic, f.to_bytes(), f.key.encode())
 
     async def alerts(self, alerts: list[Alert], family: str) -> None:
-        """Alerts to the alerts topic, then to the ``alerts`` table; return only when both hold."""
+        """Alerts to the alerts topic, then to the ``alerts`` table, then to their cases; return once all hold."""
         if not alerts:
             return
         key_id = self.svc.tok.key_id
-        await gathered(await self.registered(self.out.alerts, ALERT,
-                                             [(a.alert_id, a.record(key_id, family)) for a in alerts]))
+        await self.registered(ALERTS.name, ALERT, [(a.alert_id, a.record(key_id, family)) for a in alerts])
+        await self.sender.flush()
         now = datetime.now(UTC)
         rows = [a.row(key_id, now, family) for a in alerts]
         await self.svc.run(self.svc.sink.write, "alerts", rows)
         # then each alert to its key's case, as an indicator: the case agent combines them
-        await gathered([await self.out.cases.send(key=cid.encode(), value=cmd)
-                        for cid, cmd in map(indicator_command, rows)])
+        for cid, cmd in map(indicator_command, rows):
+            self.sender.send(CASE_COMMANDS.name, cmd, cid.encode())
+        await self.sender.flush()
         log.info("%d %s alert update(s): %s", len(alerts), family, ", ".join(sorted({a.rule_id for a in alerts})))
 
     async def audit(self, records: list[Processing]) -> None:
@@ -246,28 +261,34 @@ class Outputs:
         records = [r for r in records if r.records]
         if not records:
             return
-        await gathered([await self.out.audit.send(value=r.to_json()) for r in records])
+        for r in records:
+            self.sender.send(AUDIT_PROCESSING.name, r.to_json())
+        await self.sender.flush()
         await self.svc.run(self.svc.sink.write, "processing_log", [r.row() for r in records])
 
-    async def dead_letters(self, letters: list[DeadLetter], dlq: Outlet, now: datetime) -> None:
+    async def dead_letters(self, letters: list[DeadLetter], dlq: str, now: datetime) -> None:
         """Dead letters to their topic (whole, with the reason) and to ClickHouse (the reason only)."""
         if not letters:
             return
-        dlq_id = await self.svc.run(self.svc.ids.id_for, dlq.get_topic_name(), DEAD_LETTER)
-        await gathered([await dlq.send(value=frame(dlq_id, dead_letter_payload(letter, now)),
-                                       headers=letter.headers()) for letter in letters])
+        dlq_id = await self.svc.run(self.svc.ids.id_for, dlq, DEAD_LETTER)
+        for letter in letters:
+            self.sender.send(dlq, frame(dlq_id, dead_letter_payload(letter, now)), headers=letter.headers())
+        await self.sender.flush()
         await self.svc.run(self.svc.sink.write, "dead_letters", [letter.row(now) for letter in letters])
-        log.info("%d dead letter(s) to %s: %s", len(letters), dlq.get_topic_name(),
+        log.info("%d dead letter(s) to %s: %s", len(letters), dlq,
                  ", ".join(sorted({letter.error_code for letter in letters})))
 
 
 class Ingest:
     """An input topic's handler: rows to ClickHouse, captures to the gallery, facts to the rules, checks."""
 
-    def __init__(self, svc: Services, out: Outlets, kind: EventKind, dlq: Outlet) -> None:
-        """Ingest ``kind`` events; their dead letters go to ``dlq``."""
-        self.svc, self.out, self.kind, self.dlq = svc, out, kind, dlq
-        self.send = Outputs(svc, out)
+    def __init__(self, svc: Services, sender: Sender, kind: EventKind, dlq: str) -> None:
+        """Ingest ``kind`` events; their dead letters go to topic ``dlq``."""
+        self.svc, self.kind, self.dlq = svc, kind, dlq
+        self.send = Outputs(svc, sender)
+
+    def revoked(self, partitions: set[int]) -> None:
+        """Nothing is held per input partition."""
 
     async def process(self, events: list[Event]) -> None:
         """Ingest one batch; return only when its rows, sends, dead letters and record of processing hold."""
@@ -293,15 +314,15 @@ class Ingest:
         delay = 0.5
         while True:
             try:
-                await self.svc.run(self.svc.ids.prefetch, [e.message.value for e in events])
+                await self.svc.run(self.svc.ids.prefetch, [e.value for e in events])
                 break
             except RegistryUnavailable as exc:  # the messages are not at fault: wait for the registry
                 log.warning("%s; retrying the batch in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
         now = datetime.now(UTC)
-        return now, [ingest(e.message.value, source_of(e.message), self.kind, self.svc.ids, self.svc.keys, now,
-                            self.svc.templates) for e in events]
+        return now, [ingest(e.value, source_of(e), self.kind, self.svc.ids, self.svc.keys, now, self.svc.templates)
+                     for e in events]
 
     async def _to_operations(self, accepted: list[Accepted]) -> tuple[list[Any], list[Any]]:
         """Identities to the vault and captures to the gallery (both sealed per person), facts to the rules."""
@@ -309,10 +330,13 @@ class Ingest:
         keyed = {name.partition(":")[2] for name in self.svc.subject_keys.keys([person_key(t) for t in people])}
         vault = sealed_entries(self.svc.vaulted.fresh(people, keyed), self.svc.sealer)  # creates new persons' keys
         probes = capture_commands([p for a in accepted for p in a.probes], self.svc.sealer, DEDUP_SHARDS)
-        sends = [await self.out.vault.send(key=token.encode(), value=value) for token, value in vault]
-        sends += [await self.out.probes.send(value=value, partition=partition) for partition, value in probes]
-        sends += await self.send.facts([f for a in accepted for f in a.facts])
-        await gathered(sends)
+        send = self.send.sender.send
+        for token, value in vault:
+            send(IDENTITY_VAULT.name, value, token.encode())
+        for partition, value in probes:
+            send(BIOMETRIC_PROBES.name, value, partition=partition)
+        self.send.facts([f for a in accepted for f in a.facts])
+        await self.send.sender.flush()
         return vault, probes
 
     async def _checked(self, presented: list[Presented]) -> list[Alert]:
@@ -346,7 +370,7 @@ class Ingest:
             entry("store", "operations", VAULT_CLASSES, vaulted, IDENTITY_VAULT.name, key_id=ops.key_id,
                   detail="identities, sealed per person"),
             entry("analyse", "operations", ANALYTICS_CLASSES, facts, TRAFFICKING_FACTS.name, key_id=ops.key_id),
-            entry("store", "operations", inputs, len(letters), self.dlq.get_topic_name(), outcome="dead_letter",
+            entry("store", "operations", inputs, len(letters), self.dlq, outcome="dead_letter",
                   detail=",".join(sorted({x.error_code for x in letters}))),
             entry("analyse", "operations", LIST_CLASSES, checked, "clickhouse:alerts", key_id=ops.key_id,
                   by="watchlist_check", detail=f"{hits} alert(s); lists {lists}"),
@@ -364,10 +388,11 @@ def _stamp(path: Path) -> tuple[float, int] | None:
 class Dedup:
     """The gallery shards this worker owns (read back from their Kafka partitions on first use), and the thresholds."""
 
-    def __init__(self, svc: Services, out: Outlets) -> None:
+    def __init__(self, svc: Services, sender: Sender,
+                 read: Callable[[str, int], list[tuple[bytes | None, bytes | None]]]) -> None:
         """No shard is loaded until a command for it arrives; thresholds are read now (a bad file stops the worker)."""
-        self.svc, self.out, self.settings = svc, out, svc.settings
-        self.send = Outputs(svc, out)
+        self.svc, self.settings, self.read = svc, svc.settings, read
+        self.send = Outputs(svc, sender)
         self.shards: dict[int, Shard] = {}
         self._thresholds_stamp: tuple[float, int] | None = None
         s = self.settings
@@ -396,7 +421,7 @@ class Dedup:
     def _load(self, number: int) -> Shard:
         started = time.monotonic()
         shard = Shard(number)
-        n, unreadable = load_records(shard, read_partition(self.settings, BIOMETRIC_GALLERY.name, number), self.cfg)
+        n, unreadable = load_records(shard, self.read(BIOMETRIC_GALLERY.name, number), self.cfg)
         if unreadable:
             log.warning("gallery shard %d: %d identity record(s) cannot be opened (tampered, or sealed with a key "
                         "this store never had): those identities enrol again when next seen", number, unreadable)
@@ -410,7 +435,7 @@ class Dedup:
             self.shards[number] = await asyncio.get_running_loop().run_in_executor(self.executor, self._load, number)
         return self.shards[number]
 
-    def forget(self, partitions: set[int]) -> None:
+    def revoked(self, partitions: set[int]) -> None:
         """Drop shards whose partitions moved away: whoever owns them next (maybe us again) reloads them."""
         for number in partitions:
             self.shards.pop(number, None)
@@ -420,8 +445,8 @@ class Dedup:
         self.refresh_thresholds()
         by_shard: dict[int, list[tuple[int, bytes]]] = {}
         for e in events:
-            by_shard.setdefault(e.message.partition, []).append((e.message.offset, e.message.value or b""))
-        sends: list[Any] = []
+            by_shard.setdefault(e.partition, []).append((e.offset, e.value or b""))
+        send = self.send.sender.send
         decisions: list[dict[str, Any]] = []
         searches: list[dict[str, Any]] = []
         records: list[tuple[int, str, bytes | None]] = []
@@ -431,8 +456,10 @@ class Dedup:
             now = datetime.now(UTC)
             out = await asyncio.get_running_loop().run_in_executor(
                 self.executor, shard_step, shard, commands, self.cfg, now)
-            sends += [await self.out.probes.send(value=v, partition=p) for p, v in out.commands]
-            sends += [await self.out.pairs.send(key=k.encode(), value=v) for k, v in out.links]
+            for partition, command in out.commands:
+                send(BIOMETRIC_PROBES.name, command, partition=partition)
+            for link, pair in out.links:
+                send(BIOMETRIC_PAIRS.name, pair, link.encode())
             decisions += out.decisions
             searches += out.searches
             records += [(number, k, v) for k, v in out.records]
@@ -440,13 +467,14 @@ class Dedup:
                 counts[name] += getattr(out, name)
             counts["links"] += len(out.links)
             self._say(number, out)
-        sends += await self.send.facts([f for d in decisions for f in decision_facts(d)])
-        await gathered(sends)
+        self.send.facts([f for d in decisions for f in decision_facts(d)])
+        await self.send.sender.flush()
         await self.svc.run(self.svc.sink.write, "dedup_decisions", decisions)
         await self.svc.run(self.svc.sink.write, "dedup_searches", searches)
         # the identities' records last: a record on Kafka means everything it caused was sent
-        await gathered([await self.out.gallery.send(key=k.encode(), value=v, partition=number)
-                        for number, k, v in records])
+        for number, identity, record in records:
+            send(BIOMETRIC_GALLERY.name, record, identity.encode(), partition=number)
+        await self.send.sender.flush()
         await self.send.audit([Processing(
             component="dedup", activity="analyse", purpose="operations", data_classes=("BIOMETRIC",),
             records=len(decisions), source=batch_source(events), destination="clickhouse:dedup_decisions",
@@ -469,19 +497,28 @@ class Dedup:
         if out.unreadable:
             log.warning("shard %d: %d command(s) dropped, their template cannot be opened", number, out.unreadable)
 
-    async def adjudicate(self, event: Event) -> None:
+
+
+class LinkDecisions:
+    """Officers' decisions on links (biometric.adjudications, review.decisions): checked against the link, passed on."""
+
+    def __init__(self, svc: Services, sender: Sender) -> None:
+        """Decisions go to the link agent through ``sender``."""
+        self.svc = svc
+        self.send = Outputs(svc, sender)
+
+    async def adjudicate(self, msg: Record) -> None:
         """Check one officer's decision against its link and pass it to the link agent, or dead-letter it."""
-        msg = event.message
         try:
             await self.svc.run(self.svc.ids.prefetch, [msg.value])
             decision = decode(msg.value, ADJUDICATION_DECISION, self.svc.ids)
         except InvalidMessage as err:
             await self.send.dead_letters([DeadLetter.from_error(source_of(msg), err, msg.value)],
-                                         self.out.adjudication_dlq, datetime.now(UTC))
+                                         BIOMETRIC_ADJUDICATIONS_DLQ.name, datetime.now(UTC))
             return
-        await self.decide_link(decision, msg, self.out.adjudication_dlq)
+        await self.decide_link(decision, msg, BIOMETRIC_ADJUDICATIONS_DLQ.name)
 
-    async def decide_link(self, decision: dict[str, Any], msg: Any, dlq: Outlet) -> None:
+    async def decide_link(self, decision: dict[str, Any], msg: Record, dlq: str) -> None:
         """One decision (``link_id``, ``decision`` CONFIRM/REJECT, ``officer_id``, ...) checked and passed on."""
         try:
             link = await self.svc.run(self._link, decision["link_id"])
@@ -492,9 +529,10 @@ class Dedup:
             return
         if decided is None:
             return  # the same decision replayed
-        await gathered([await self.out.pairs.send(key=decision["link_id"].encode(), value=avro_bytes(LINK_COMMAND, {
+        self.send.sender.send(BIOMETRIC_PAIRS.name, avro_bytes(LINK_COMMAND, {
             "kind": "DECIDE", "link_id": decision["link_id"], "model": "", "pair": "", "score": 0.0, "sides": [],
-            "erased": False, **decided}))])
+            "erased": False, **decided}), decision["link_id"].encode())
+        await self.send.sender.flush()
 
     def _link(self, link_id: str) -> dict[str, Any] | None:
         result = self.svc.sink.client().query(
@@ -553,42 +591,32 @@ class Monitor:
         return warnings
 
 
-def writer(table: MutableMapping[bytes, bytes]) -> Any:
-    """``store(key, state)`` for a state table: its bytes, or for ``None`` a delete (a changelog tombstone)."""
-    def store(key: str, state: Any) -> None:
-        if state is not None:
-            table[key.encode()] = state.to_bytes()
-        elif key.encode() in table:
-            del table[key.encode()]  # an erased person's state
-    return store
-
-
 class Links:
     """The link agent: each link's pairs and decision in a table, its state to biometric.links and dedup_links."""
 
-    def __init__(self, svc: Services, out: Outlets, dedup: Dedup) -> None:
+    def __init__(self, svc: Services, sender: Sender, table: StateTable[LinkState], dedup: Dedup) -> None:
         """Links colour their pairs with the thresholds ``dedup`` holds now."""
-        self.svc, self.out, self.dedup = svc, out, dedup
-        self.send = Outputs(svc, out)
+        self.svc, self.table, self.dedup = svc, table, dedup
+        self.send = Outputs(svc, sender)
+
+    def revoked(self, partitions: set[int]) -> None:
+        """The table forgets its own partitions."""
 
     async def process(self, events: list[Event]) -> None:
         """Apply each command to its link's state, then send what changed; return = commit."""
         now = datetime.now(UTC)
-        table = self.out.link_state
+        table = self.table
         records: dict[str, dict[str, Any]] = {}
         tombstones: set[str] = set()
         facts: list[dict[str, Any]] = []
         thresholds = self.dedup.cfg.thresholds
         for e in events:
-            key = e.message.key or b""
-            cmd = read(LINK_COMMAND, e.message.value or b"")
-            out = apply_link(LinkState.from_bytes(table.get(key)), cmd, thresholds.for_model, now,
+            key = e.key or b""
+            cmd = read(LINK_COMMAND, e.value or b"")
+            out = apply_link(table.get(key), cmd, thresholds.for_model, now,
                              self.svc.settings.dedup_auto_confirm_red, self.svc.tok.key_id)
-            if out.state is None:
-                if key in table:
-                    del table[key]
-            else:
-                table[key] = out.state.to_bytes()
+            if out.state is not None or key in table:
+                table.put(key, out.state)
             link = key.decode()
             if out.tombstone:
                 tombstones.add(link)
@@ -597,10 +625,11 @@ class Links:
                 records[link] = out.record
                 tombstones.discard(link)
             facts += out.facts
-        sends = await self.send.registered(self.out.links, IDENTITY_LINK, sorted(records.items()))
-        sends += [await self.out.links.send(key=k.encode(), value=None) for k in sorted(tombstones)]
-        sends += await self.send.facts(link_facts(facts))
-        await gathered(sends)
+        await self.send.registered(BIOMETRIC_LINKS.name, IDENTITY_LINK, sorted(records.items()))
+        for link in sorted(tombstones):
+            self.send.sender.send(BIOMETRIC_LINKS.name, None, link.encode())
+        self.send.facts(link_facts(facts))
+        await self.send.sender.flush()
         await self.svc.run(self.svc.sink.write, "dedup_links", [link_row(r) for r in records.values()])
         if records:
             statuses = sorted({f"{r['colour']} {r['status']}" for r in records.values()})
@@ -612,13 +641,19 @@ class Links:
             detail=f"{len(records)} link update(s), {len(tombstones)} erased, {len(facts)} subject fact(s)")])
 
 
+def _keyed(table: StateTable[S]) -> tuple[Callable[[str], S], Callable[[str, S | None], None]]:
+    """``load(key)`` and ``store(key, state)`` over a state table, for the rule engine's batch functions."""
+    return (lambda key: table.get(key.encode())), (lambda key, state: table.put(key.encode(), state))  # type: ignore[return-value]
+
+
 class Rules:
     """The trafficking and stay rules: each batch of facts through the rule engine, alerts out."""
 
-    def __init__(self, svc: Services, out: Outlets) -> None:
+    def __init__(self, svc: Services, sender: Sender, rule_state: StateTable[KeyState],
+                 stay_state: StateTable[StayState]) -> None:
         """Rules (and the anomaly model, if one was trained) checked now, so a bad file stops the worker at start."""
-        self.svc, self.out = svc, out
-        self.send = Outputs(svc, out)
+        self.svc, self.rule_state, self.stay_state = svc, rule_state, stay_state
+        self.send = Outputs(svc, sender)
         s = svc.settings
         self.rules = load_rules(s.trafficking_rules)
         self.stays = load_stay_rules(s.stay_rules)
@@ -628,16 +663,16 @@ class Rules:
                  self.model.version if self.model else "none (run `lintas trafficking train`; rule off)",
                  self.stays.version, len(self.stays.rules))
 
+    def revoked(self, partitions: set[int]) -> None:
+        """The tables forget their own partitions."""
+
     async def process(self, events: list[Event]) -> None:
         """Apply each fact to its key's state (table), then alerts to Kafka and ClickHouse; return = commit."""
-        facts = [Fact.from_bytes(e.message.value or b"") for e in events]
-        rule_state, stay_state = self.out.trafficking_state, self.out.stay_state
-        raised = evaluate_batch(facts, lambda key: KeyState.from_bytes(rule_state.get(key.encode())),
-                                writer(rule_state), self.rules, self.model)
+        facts = [Fact.from_bytes(e.value or b"") for e in events]
+        raised = evaluate_batch(facts, *_keyed(self.rule_state), self.rules, self.model)
         current = list(latest(raised).values())
         await self.send.alerts(current, "trafficking")
-        stays, overstays = apply_batch(facts, lambda key: StayState.from_bytes(stay_state.get(key.encode())),
-                                       writer(stay_state), self.stays, self.svc.tok.key_id)
+        stays, overstays = apply_batch(facts, *_keyed(self.stay_state), self.stays, self.svc.tok.key_id)
         await self.send.alerts(overstays, "overstay")
         now = datetime.now(UTC)
         await self.svc.run(self.svc.sink.write, "stays", [row_for_table(r, now) for r in stays])
@@ -657,18 +692,17 @@ class Rules:
 class Decisions:
     """Officers' decisions off review.decisions, their form checked, passed on to the case or link agent.
 
-    Case decisions go to the case agent, link decisions through the dedup checks to the link agent;
+    Case decisions go to the case agent, link decisions through the link checks to the link agent;
     a bad one is dead-lettered with the reason.
     """
 
-    def __init__(self, svc: Services, out: Outlets, dedup: Dedup) -> None:
-        """Link decisions go through ``dedup``'s checks against the link."""
-        self.svc, self.out, self.dedup = svc, out, dedup
-        self.send = Outputs(svc, out)
+    def __init__(self, svc: Services, sender: Sender, links: LinkDecisions) -> None:
+        """Link decisions go through ``links``' checks against the link."""
+        self.svc, self.links = svc, links
+        self.send = Outputs(svc, sender)
 
-    async def process(self, event: Event) -> None:
+    async def process(self, msg: Record) -> None:
         """One decision; return = commit."""
-        msg = event.message
         try:
             await self.svc.run(self.svc.ids.prefetch, [msg.value])
             decision = decode(msg.value, REVIEW_DECISION, self.svc.ids)
@@ -678,46 +712,49 @@ class Decisions:
                                      f"{decision['target_kind'].lower()}")
         except InvalidMessage as err:
             await self.send.dead_letters([DeadLetter.from_error(source_of(msg), err, msg.value)],
-                                         self.out.review_dlq, datetime.now(UTC))
+                                         REVIEW_DECISIONS_DLQ.name, datetime.now(UTC))
             return
         if decision["target_kind"] == "LINK":
-            await self.dedup.decide_link({"decision_id": decision["decision_id"], "link_id": decision["target_id"],
+            await self.links.decide_link({"decision_id": decision["decision_id"], "link_id": decision["target_id"],
                                           "decision": LINK_ACTIONS[decision["action"]],
                                           "officer_id": decision["officer_id"], "decided_at": decision["decided_at"]},
-                                         msg, self.out.review_dlq)
+                                         msg, REVIEW_DECISIONS_DLQ.name)
             return
         officer = self.svc.tok.token("officer", decision["officer_id"])
-        await gathered([await self.out.cases.send(key=decision["target_id"].encode(),
-                                                  value=decision_command(decision, officer))])
+        self.send.sender.send(CASE_COMMANDS.name, decision_command(decision, officer), decision["target_id"].encode())
+        await self.send.sender.flush()
 
 
 class Cases:
     """The case agent: each case's indicators and decisions in a table, its row to ``cases``."""
 
-    def __init__(self, svc: Services, out: Outlets) -> None:
+    def __init__(self, svc: Services, sender: Sender, table: StateTable[CaseState]) -> None:
         """The review policy is checked now, so a bad file stops the worker at start."""
-        self.svc, self.out = svc, out
-        self.send = Outputs(svc, out)
+        self.svc, self.table = svc, table
+        self.send = Outputs(svc, sender)
         self.policy = load_policy(svc.settings.review_policy)
         log.info("review policy %s: threshold %g (%s)", self.policy.version, self.policy.threshold,
                  self.policy.calibrated_on)
 
+    def revoked(self, partitions: set[int]) -> None:
+        """The table forgets its own partitions."""
+
     async def process(self, events: list[Event]) -> None:
         """Apply each command to its case, then the rows; return = commit."""
-        now, key_id, table = datetime.now(UTC), self.svc.tok.key_id, self.out.case_state
+        now, key_id, table = datetime.now(UTC), self.svc.tok.key_id, self.table
         rows: dict[str, dict[str, Any]] = {}
         decided: dict[str, dict[str, Any]] = {}
         letters: list[DeadLetter] = []
         for e in events:
-            key = e.message.key or b""
-            cmd = read_command(e.message.value or b"")
-            state = CaseState.from_bytes(table.get(key))
+            key = e.key or b""
+            cmd = read_command(e.value or b"")
+            state = table.get(key) or CaseState()
             if cmd["kind"] == "INDICATOR":
                 add_indicator(state, cmd["indicator"], cmd["key"], self.policy)
             elif cmd["kind"] == "ERASE":  # lintas erase: ClickHouse's rows were already deleted or blanked
                 if (kept := erase_case(state, cmd["tokens"])) is None:
                     if key in table:
-                        del table[key]
+                        table.put(key, None)
                     rows.pop(key.decode(), None)
                     continue
                 state = kept
@@ -725,18 +762,18 @@ class Cases:
                 try:
                     row = decide(state, cmd["decision"], self.policy, key_id, now)
                 except InvalidMessage as err:
-                    letters.append(DeadLetter.from_error(source_of(e.message), err, e.message.value))
+                    letters.append(DeadLetter.from_error(source_of(e), err, e.value))
                     continue
                 if row is None:  # a replay: its row again (it may not have reached ClickHouse)
                     row = _decision_row(state.decisions[cmd["decision"]["decision_id"]])
                 decided[row["decision_id"]] = row
             if state.key:
-                table[key] = state.to_bytes()
+                table.put(key, state)
             if (case := case_row(state, self.policy, key_id, now)) is not None:
                 rows[case["case_id"]] = case
         await self.svc.run(self.svc.sink.write, "cases", list(rows.values()))
         await self.svc.run(self.svc.sink.write, "case_decisions", list(decided.values()))
-        await self.send.dead_letters(letters, self.out.review_dlq, now)
+        await self.send.dead_letters(letters, REVIEW_DECISIONS_DLQ.name, now)
         if decided:
             log.info("%d review decision(s) applied: %s", len(decided),
                      ", ".join(sorted({d["status_after"] for d in decided.values()})))
@@ -761,12 +798,20 @@ class Handlers:
     dedup: Dedup
     links: Links
     rules: Rules
+    link_decisions: LinkDecisions
     decisions: Decisions
     cases: Cases
 
 
 def handlers(svc: Services, out: Outlets) -> Handlers:
-    """The handlers over ``svc``, sending to ``out``; rules, stay rules, model and thresholds are checked here."""
-    dedup = Dedup(svc, out)
-    return Handlers(Ingest(svc, out, CROSSINGS, out.crossing_dlq), Ingest(svc, out, LANDINGS, out.landing_dlq),
-                    dedup, Links(svc, out, dedup), Rules(svc, out), Decisions(svc, out, dedup), Cases(svc, out))
+    """The handlers over ``svc``, each with its own sender; rules, stay rules, model and thresholds are checked here."""
+    dedup = Dedup(svc, out.sender("dedup_shards"), out.read)
+    link_decisions = LinkDecisions(svc, out.sender("adjudications"))
+    return Handlers(
+        crossings=Ingest(svc, out.sender("ingest_crossings"), CROSSINGS, CROSSING_EVENTS_DLQ.name),
+        landings=Ingest(svc, out.sender("ingest_landings"), LANDINGS, LANDING_EVENTS_DLQ.name),
+        dedup=dedup, links=Links(svc, out.sender("dedup_links"), out.link_state, dedup),
+        rules=Rules(svc, out.sender("trafficking_rules"), out.trafficking_state, out.stay_state),
+        link_decisions=link_decisions, decisions=Decisions(svc, out.sender("review"), link_decisions),
+        cases=Cases(svc, out.sender("cases"), out.case_state),
+    )

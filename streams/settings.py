@@ -170,9 +170,24 @@ class Settings(BaseSettings):
 
     # Pipeline
     sink_batch_size: int = 5000
-    sink_batch_seconds: float = 1.0
+    sink_batch_seconds: float = Field(default=0.2, gt=0, description="How long an agent waits to fill a batch: "
+                                                                     "the latency floor at low rates.")
     sink_max_retry_seconds: float = 300.0
     worker_web_port: int = 6066
+    worker_processes: int | None = Field(default=None, ge=1, description="Worker processes `lintas worker` runs "
+                                                                         "(members of each agent's group); default "
+                                                                         "one per core.")
+    worker_member: int = Field(default=0, ge=0, description="This worker process's number among them (set by "
+                                                            "`lintas worker` for each process it starts).")
+    worker_session_timeout_s: float = Field(default=10.0, gt=0, description="A worker that stops heartbeating "
+                                                                           "this long leaves its groups.")
+    worker_max_batch_seconds: float = Field(default=600.0, gt=0, description="The longest one batch may take "
+                                                                            "(a gallery shard read back included) "
+                                                                            "before the group moves its partitions.")
+    worker_prefetch_kbytes: int = Field(default=16_384, ge=1024, description="What each agent's consumer reads "
+                                                                           "ahead, at most (KiB).")
+    worker_lag_seconds: float = Field(default=5.0, gt=0, description="How often each agent records its "
+                                                                    "consumer lag (table consumer_lag).")
 
     # Health checks
     start_timeout_s: float = 90.0

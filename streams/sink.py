@@ -71,12 +71,12 @@ class ClickHouseSink:
         if not rows:
             return
         columns = list(rows[0])
-        data = [[row[c] for c in columns] for row in rows]
+        data = [[row[c] for row in rows] for c in columns]  # by column: what the driver sends, no transpose
         deadline = time.monotonic() + self.settings.sink_max_retry_seconds
         delay = 0.2
         while True:
             try:
-                self.client().insert(table, data, column_names=columns)
+                self.client().insert(table, data, column_names=columns, column_oriented=True)
                 return
             except Exception as exc:  # noqa: BLE001 - ClickHouse does not have the batch: retry or stop
                 self._client = None

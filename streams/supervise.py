@@ -1,4 +1,4 @@
-"""Keep the Faust worker running: restart it when it dies, stop it when asked.
+"""Keep the Faust workers running: restart each when it dies, stop them all when asked.
 
 faust-streaming can crash its worker on a race inside table recovery (a
 rebalance while changelogs are read back), and the ClickHouse sink exits on
@@ -14,7 +14,8 @@ import logging
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from types import FrameType
 
 log = logging.getLogger("lintas.supervise")
@@ -29,34 +30,70 @@ def supervise(command: Sequence[str], *, first_delay: float = 1.0, max_delay: fl
               healthy_s: float = 60.0, max_restarts: int | None = None,
               sleep: Callable[[float], None] = time.sleep) -> int:
     """Run ``command`` until it exits 0 or this process is told to stop; its last exit code."""
+    return supervise_all([(command, None)], first_delay=first_delay, max_delay=max_delay, healthy_s=healthy_s,
+                         max_restarts=max_restarts, sleep=sleep)
+
+
+@dataclass
+class _Child:
+    command: Sequence[str]
+    env: Mapping[str, str] | None
+    proc: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+    delay: float = 0.0
+    restarts: int = 0
+    code: int | None = None  # its last exit code, once it is done for good
+
+    def start(self) -> None:
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(list(self.command), env=None if self.env is None else dict(self.env))  # noqa: S603 - our own worker command
+
+
+def supervise_all(children: Sequence[tuple[Sequence[str], Mapping[str, str] | None]], *, first_delay: float = 1.0,
+                  max_delay: float = 30.0, healthy_s: float = 60.0, max_restarts: int | None = None,
+                  sleep: Callable[[float], None] = time.sleep, poll_s: float = 0.2) -> int:
+    """Run every (command, environment) as its own process, each restarted on its own when it dies.
+
+    A child that exits 0 is done; a SIGTERM or SIGINT to the supervisor goes to every child and
+    ends the loop once they have all exited. Returns the highest exit code of the children.
+    """
     stopping = False
-    child: subprocess.Popen[bytes] | None = None
+    running = [_Child(command, env) for command, env in children]
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         nonlocal stopping
         stopping = True
-        if child is not None and child.poll() is None:
-            child.send_signal(signum)
+        for child in running:
+            if child.proc is not None and child.proc.poll() is None:
+                child.proc.send_signal(signum)
 
     previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
-    delay, restarts = 0.0, 0
     try:
-        while True:
-            started = time.monotonic()
-            child = subprocess.Popen(list(command))  # noqa: S603 - our own worker command
-            code = child.wait()
-            ran = time.monotonic() - started
-            if stopping or code == 0:
-                return code
-            if max_restarts is not None and restarts >= max_restarts:
-                log.error("worker exited with %d; %d restart(s) used, giving up", code, restarts)
-                return code
-            delay = next_delay(delay, ran, first=first_delay, cap=max_delay, healthy_s=healthy_s)
-            log.error("worker exited with %d after %.0fs; starting it again in %.0fs", code, ran, delay)
-            sleep(delay)
-            restarts += 1
-            if stopping:
-                return code
+        for child in running:
+            child.start()
+        while any(c.code is None for c in running):
+            time.sleep(poll_s)
+            for n, child in enumerate(running):
+                if child.code is not None or child.proc is None or (code := child.proc.poll()) is None:
+                    continue
+                ran = time.monotonic() - child.started
+                if stopping or code == 0:
+                    child.code = code
+                    continue
+                if max_restarts is not None and child.restarts >= max_restarts:
+                    log.error("worker %d exited with %d; %d restart(s) used, giving up", n, code, child.restarts)
+                    child.code = code
+                    continue
+                child.delay = next_delay(child.delay, ran, first=first_delay, cap=max_delay, healthy_s=healthy_s)
+                log.error("worker %d exited with %d after %.0fs; starting it again in %.0fs", n, code, ran,
+                          child.delay)
+                sleep(child.delay)
+                child.restarts += 1
+                if stopping:
+                    child.code = code
+                    continue
+                child.start()
+        return max(c.code or 0 for c in running)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

@@ -210,6 +210,13 @@ CHANGELOGS: tuple[TopicSpec, ...] = (
                "internal."),
 )
 
+
+
+def changelog_of(table: str) -> TopicSpec:
+    """The changelog topic of one of the worker's tables."""
+    return next(t for t in CHANGELOGS if t.name == f"{APP_ID}-{table}-changelog")
+
+
 ALL_TOPICS: tuple[TopicSpec, ...] = (
     CROSSING_EVENTS,
     LANDING_EVENTS,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -182,12 +183,12 @@ class RuleSet:
     routes: tuple[Rule[Route], ...]
     lateness_ms: int = 72 * HOUR_MS  # facts this late (event time) still give exactly the in-order alerts
 
-    @property
+    @functools.cached_property
     def rules(self) -> dict[str, Rule[Any]]:
         """The rules by id (routes apart)."""
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name in PARAMS}
 
-    @property
+    @functools.cached_property
     def horizon_ms(self) -> int:
         """How long any rule looks back: older evidence is dropped from the state."""
         return max(r.window_ms for r in [*self.rules.values(), *self.routes])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
@@ -73,7 +73,9 @@ class Fact:
 
     def to_bytes(self) -> bytes:
         """Avro binary (internal schema, no registry)."""
-        record = asdict(self)
+        record = {name: getattr(self, name) for name in _FACT_FIELDS}
+        record["companions"] = [{"token": c.token, "relationship": c.relationship, "is_escort": c.is_escort}
+                                for c in self.companions]
         return avro_bytes(FACT_SCHEMA, record)
 
     @classmethod
@@ -82,6 +84,9 @@ class Fact:
         rec: dict[str, Any] = fastavro.schemaless_reader(io.BytesIO(data), FACT_SCHEMA, FACT_SCHEMA)  # type: ignore[assignment]
         rec["companions"] = tuple(Companion(**c) for c in rec["companions"])
         return cls(**rec)
+
+
+_FACT_FIELDS = tuple(f.name for f in fields(Fact))
 
 
 def crossing_facts(record: dict[str, Any], row: dict[str, Any], tok: Tokeniser) -> list[Fact]:

@@ -7,10 +7,13 @@ older, shorter entries read back with their trailing fields' defaults).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, NamedTuple, TypeVar
+
+import orjson
+
+from schemas.wire import json_bytes
 
 
 class Crossing(NamedTuple):
@@ -110,14 +113,14 @@ class KeyState:
 
     def to_bytes(self) -> bytes:
         """Compact JSON for the table's changelog (no deep copy: entries are tuples and plain lists)."""
-        return json.dumps({f.name: getattr(self, f.name) for f in fields(self)}, separators=(",", ":")).encode()
+        return json_bytes({name: getattr(self, name) for name in _STATE_FIELDS})
 
     @classmethod
     def from_bytes(cls, data: bytes | None) -> KeyState:
         """The state stored by :meth:`to_bytes`, or a fresh one."""
         if not data:
             return cls()
-        raw = json.loads(data)
+        raw = orjson.loads(data)
         for name, entry in ENTRIES.items():
             raw[name] = [entry(*e) for e in raw.get(name, [])]
         return cls(**raw)
@@ -144,3 +147,6 @@ class KeyState:
 def within(entries: Sequence[E], now_ms: int, window_ms: int) -> list[E]:
     """State entries whose time lies in the window ending at ``now_ms``."""
     return [e for e in entries if now_ms - window_ms <= e[0] <= now_ms]
+
+
+_STATE_FIELDS = tuple(f.name for f in fields(KeyState))

@@ -127,20 +127,28 @@ def _cmd_db(args: argparse.Namespace) -> int:
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
-    if not args.once:  # the supervisor: restarts the worker when it crashes, passes SIGTERM on
+    settings = settings_of(args)
+    if not args.once:  # the supervisor: N worker processes, each restarted when it crashes; SIGTERM passed on
         import logging
+        import os
 
-        from streams.supervise import supervise
+        from streams.supervise import supervise_all
 
         logging.basicConfig(level=logging.INFO, format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s")
-        return supervise([sys.executable, "-m", "streams.cli", "worker", "--once", "--loglevel", args.loglevel])
-    settings = settings_of(args)
+        n = args.processes or settings.worker_processes or os.cpu_count() or 1
+        applied = migrate_now(settings)  # once, before the processes start (each would race the others)
+        if applied:
+            print("applied migrations: " + ", ".join(applied))
+        command = [sys.executable, "-m", "streams.cli", "worker", "--once", "--loglevel", args.loglevel]
+        logging.getLogger("lintas.supervise").info("starting %d worker process(es)", n)
+        return supervise_all([(command, {**os.environ, "LINTAS_WORKER_MEMBER": str(member)}) for member in range(n)])
     applied = migrate_now(settings)
     if applied:
         print("applied migrations: " + ", ".join(applied))
     from streams.app import app, start
 
     start(settings)  # keyring, key store, rules, stay rules, model and thresholds: a bad one fails here, in one line
+    (settings.state_dir / "worker-data").mkdir(parents=True, exist_ok=True)  # faust makes only its own folder
     sys.argv = ["lintas-worker", "worker", "--without-web", "--loglevel", args.loglevel]
     app.main()
     return 0
@@ -182,7 +190,10 @@ def register(sub: Any) -> None:
     worker = sub.add_parser("worker", help="run the Faust pipeline worker (applies migrations first)")
     worker.add_argument("--loglevel", default="info")
     worker.add_argument("--once", action="store_true",
-                        help="run the worker in this process, without the supervisor that restarts it on a crash")
+                        help="run one worker in this process, without the supervisor that restarts it on a crash")
+    worker.add_argument("--processes", type=int, default=None, metavar="N",
+                        help="worker processes, each a member of every agent's consumer group (default: "
+                             "LINTAS_WORKER_PROCESSES, else one per core)")
     worker.set_defaults(func=_cmd_worker)
     db = sub.add_parser("db", help="ClickHouse schema")
     db.add_argument("action", choices=["migrate"])

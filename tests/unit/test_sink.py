@@ -31,7 +31,8 @@ class FlakyClient:
     def __init__(self, errors: list[BaseException]) -> None:
         self.errors, self.inserted = errors, []
 
-    def insert(self, table: str, data: list[list[Any]], column_names: list[str]) -> None:
+    def insert(self, table: str, data: list[list[Any]], column_names: list[str], column_oriented: bool = False) -> None:
+        assert column_oriented, "the sink sends columns"
         if self.errors:
             raise self.errors.pop(0)
         self.inserted.append((table, data, column_names))

@@ -1,0 +1,286 @@
+"""Batch agents on librdkafka: consume a batch, hand it to its handler, commit; and one bulk producer per agent.
+
+Why not Faust's streams for the busy topics: a Faust agent that does nothing with its
+events costs ~150 µs of CPU per event (aiokafka's Python fetcher, a Message and an Event
+per record, a task per step of the stream iterator), and a ``topic.send`` ~130-190 µs
+per record (``python -m bench.kafka_clients``). A crossing made four or five Kafka
+records on its way through, so the worker spent most of its core inside the client.
+librdkafka does both for 1-2 µs per record in C. The busy agents (ingest, dedup shards,
+links, rules) therefore run here, each on its own confluent-kafka consumer; the Faust
+app still hosts them (:mod:`streams.app`) and runs the low-volume agents (officers'
+decisions and the case agent) as Faust agents.
+
+Each :class:`BatchAgent` is one member of its own consumer group (``<app id>-<agent>``):
+
+1. ``consume`` up to ``size`` records, or what came within ``within`` seconds;
+2. ``handler.process(records)`` returns once the batch's rows are in ClickHouse and its
+   sends are acknowledged by Kafka;
+3. the agent's changelog-backed tables (:mod:`streams.state`) write what the batch changed,
+   and Kafka acknowledges it;
+4. then, and only then, the batch's offsets are committed (synchronously).
+
+So a committed offset never runs ahead of ClickHouse, Kafka or the state, and a crash
+anywhere replays from the last commit into the same rows (idempotent by event id).
+librdkafka hands a partition's records over in offset order, skips none and refetches
+from the committed offset after every assignment, which is what Faust's consumer needed
+three patches for. Partitions move with the cooperative-sticky assignor: a rebalance
+revokes only the partitions that move, and the handler and tables forget exactly those
+(their state is read back from Kafka by whoever gets them). Assignment callbacks run
+inside ``consume``, never while the handler is running.
+
+A worker never reads more than it can hold: the batch is at most ``size`` records and
+librdkafka prefetches at most ``queued.max.messages.kbytes`` per consumer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from schemas.errors import LintasError
+from streams import clients
+from streams.settings import Settings
+
+log = logging.getLogger("lintas.runtime")
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One Kafka record as a handler reads it (what Faust calls the event's message)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: float  # seconds since the epoch (the record's CreateTime)
+    key: bytes | None
+    value: bytes | None
+
+    @classmethod
+    def of(cls, msg: Message) -> Record:
+        """A consumed confluent-kafka message."""
+        _, ms = msg.timestamp()
+        return cls(msg.topic() or "", msg.partition() or 0, msg.offset() or 0, ms / 1000.0, msg.key(), msg.value())
+
+
+class DeliveryFailed(LintasError):
+    """Kafka did not take a record for good: the batch is not committed and the worker stops."""
+
+    code = "delivery_failed"
+
+
+class Sender:
+    """Every record one agent sends, through one librdkafka producer: queue them, then wait for all of them.
+
+    ``send`` only queues (a C call, no future per record); :meth:`flush` waits until Kafka
+    acknowledged every queued record (``acks=all``, idempotent), off the event loop, and
+    raises :class:`DeliveryFailed` naming the topic and Kafka's error if one was refused.
+    Records without a partition are placed by murmur2 on their key, as Java clients and
+    Faust do, so a key's records and its state live on the same partition.
+    """
+
+    def __init__(self, settings: Settings, name: str, producer: Producer | None = None) -> None:
+        """A producer for agent ``name`` (``producer``: a test's stand-in)."""
+        self.name = name
+        self._producer = producer or clients.producer(settings, **{
+            **clients.SAME_PARTITION_AS_FAUST, "client.id": f"lintas-{name}", "linger.ms": 5,
+            "compression.type": "lz4", "batch.num.messages": 10_000, "queue.buffering.max.messages": 1_000_000,
+            "queue.buffering.max.kbytes": 512 * 1024, "message.timeout.ms": int(settings.sink_max_retry_seconds * 1000),
+            "on_delivery": self._delivered,
+        })
+        self._failed: list[tuple[str, str]] = []
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"send-{name}")
+        self.queued = 0  # records sent since the last flush
+
+    def _delivered(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self._failed.append((msg.topic() or "", err.str()))
+
+    def send(self, topic: str, value: bytes | None, key: bytes | None = None, partition: int | None = None,
+             headers: list[tuple[str, bytes]] | None = None) -> None:
+        """Queue one record (``value`` None: a tombstone)."""
+        while True:
+            try:
+                self._producer.produce(topic, value, key, -1 if partition is None else partition,
+                                       headers=headers)  # type: ignore[arg-type]
+                self.queued += 1
+                return
+            except BufferError:  # librdkafka's queue is full: let it drain
+                self._producer.poll(0.05)
+
+    async def flush(self) -> None:
+        """Wait until Kafka acknowledged everything queued; :class:`DeliveryFailed` if it refused something."""
+        if self.queued:
+            await asyncio.get_running_loop().run_in_executor(self._io, self._wait)
+        self.queued = 0
+        if self._failed:
+            topic, reason = self._failed[0]
+            failed, self._failed = len(self._failed), []
+            raise DeliveryFailed(f"{failed} record(s) not delivered, first to {topic}: {reason}")
+
+    def _wait(self) -> None:
+        while self._producer.flush(1.0):
+            pass
+
+    def close(self) -> None:
+        """Deliver what is queued (bounded) and stop the I/O thread."""
+        self._producer.flush(10.0)
+        self._io.shutdown(wait=False)
+
+
+class Handler(Protocol):
+    """What a batch agent calls: one batch, returning once its rows and sends hold."""
+
+    async def process(self, records: list[Record]) -> None:
+        """Handle one batch."""
+
+    def revoked(self, partitions: set[int]) -> None:
+        """Partitions of the agent's topic that moved away: forget what is held for them."""
+
+
+class Table(Protocol):
+    """A changelog-backed table an agent writes (:class:`streams.state.ChangelogTable`)."""
+
+    def write(self) -> int:
+        """Queue what changed since the last write to the changelog; the number of records."""
+
+    def revoked(self, partitions: set[int]) -> None:
+        """Forget these partitions' state (read back if they come back)."""
+
+
+@dataclass(frozen=True)
+class LagRow:
+    """How far one agent's partition is behind its topic's end, for ``consumer_lag``."""
+
+    agent: str
+    topic: str
+    partition: int
+    position: int
+    end: int
+
+    def row(self, member: str, now: datetime) -> dict[str, Any]:
+        """The ``consumer_lag`` row."""
+        return {"agent": self.agent, "topic": self.topic, "partition": self.partition, "member": member,
+                "position": self.position, "end_offset": self.end, "lag": max(0, self.end - self.position),
+                "measured_at": now}
+
+
+def consumer_config(settings: Settings, group: str) -> dict[str, Any]:
+    """A batch agent's consumer: its own group, commits only by the agent, bounded prefetch, sticky partitions."""
+    return {
+        "group.id": group, "enable.auto.commit": False, "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest", "partition.assignment.strategy": "cooperative-sticky",
+        "session.timeout.ms": int(settings.worker_session_timeout_s * 1000), "heartbeat.interval.ms": 1000,
+        "max.poll.interval.ms": int(settings.worker_max_batch_seconds * 1000),
+        "queued.max.messages.kbytes": settings.worker_prefetch_kbytes, "fetch.wait.max.ms": 50,
+        "topic.metadata.refresh.interval.ms": 10_000,
+    }
+
+
+class BatchAgent:
+    """One agent: a consumer of one topic in the agent's own group, its handler, its tables."""
+
+    def __init__(self, name: str, group: str, topic: str, handler: Handler, sender: Sender, settings: Settings, *,
+                 size: int, within: float, tables: Sequence[Table] = (),
+                 lag: Callable[[list[LagRow]], Any] | None = None) -> None:
+        """``lag``: called (on the loop, awaited if it returns an awaitable) with the agent's lag, every few seconds."""
+        self.name, self.group, self.topic, self.handler, self.sender = name, group, topic, handler, sender
+        self.settings, self.size, self.within, self.tables, self.lag = settings, size, within, tables, lag
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"consume-{name}")
+        self._consumer: Consumer | None = None
+        self.assigned: set[int] = set()
+        self.batches = self.records = 0
+        self._lag_at = 0.0
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.assigned |= {tp.partition for tp in partitions}
+        log.info("%s: assigned %s partition(s) %s (now %s)", self.name, self.topic,
+                 sorted(tp.partition for tp in partitions), sorted(self.assigned))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition], how: str = "revoked") -> None:
+        gone = {tp.partition for tp in partitions}
+        self.assigned -= gone
+        self.handler.revoked(gone)
+        for table in self.tables:
+            table.revoked(gone)
+        log.info("%s: %s %s partition(s) %s (now %s)", self.name, how, self.topic, sorted(gone),
+                 sorted(self.assigned))
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._on_revoke(consumer, partitions, "lost")
+
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume, handle, write state, commit, until ``stop`` is set (then leave the group cleanly)."""
+        consumer = Consumer(clients.kafka_config(self.settings, **consumer_config(self.settings, self.group)))
+        self._consumer = consumer
+        consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
+                           on_lost=self._on_lost)
+        try:
+            while not stop.is_set():
+                messages = await self._call(consumer.consume, self.size, self.within)
+                records = self._records(messages)
+                if records:
+                    await self.handler.process(records)
+                    for table in self.tables:
+                        table.write()
+                    await self.sender.flush()
+                    await self._commit(consumer, records)
+                    self.batches += 1
+                    self.records += len(records)
+                await self._report_lag(consumer)
+        finally:
+            await self._call(consumer.close)  # leave the group now: its partitions move at once
+            self._consumer = None
+
+    def _records(self, messages: list[Message]) -> list[Record]:
+        records = []
+        for msg in messages:
+            err = msg.error()
+            if err is None:
+                records.append(Record.of(msg))
+            elif err.code() != KafkaError._PARTITION_EOF:
+                if err.fatal():
+                    raise KafkaException(err)
+                log.warning("%s: consumer error: %s", self.name, err.str())
+        return records
+
+    async def _commit(self, consumer: Consumer, records: list[Record]) -> None:
+        top: dict[int, int] = {}
+        for r in records:
+            top[r.partition] = max(top.get(r.partition, -1), r.offset)
+        offsets = [TopicPartition(self.topic, p, o + 1) for p, o in sorted(top.items())]
+        try:
+            await self._call(lambda: consumer.commit(offsets=offsets, asynchronous=False))
+        except KafkaException as exc:  # the partition moved meanwhile: its next owner reads the batch again
+            log.warning("%s: commit of %s refused (%s); the batch will be read again by the partitions' owner",
+                        self.name, offsets, exc.args[0].str() if exc.args else exc)
+
+    async def _report_lag(self, consumer: Consumer) -> None:
+        if self.lag is None or time.monotonic() - self._lag_at < self.settings.worker_lag_seconds:
+            return
+        self._lag_at = time.monotonic()
+        parts = [TopicPartition(self.topic, p) for p in sorted(self.assigned)]
+        if not parts:
+            return
+        rows = []
+        for tp in consumer.position(parts):
+            _, end = consumer.get_watermark_offsets(tp, cached=True)
+            if end is None or end < 0:
+                continue
+            position = tp.offset if tp.offset != OFFSET_INVALID and tp.offset >= 0 else end
+            rows.append(LagRow(self.name, self.topic, tp.partition, position, end))
+        if rows:
+            result = self.lag(rows)
+            if asyncio.iscoroutine(result):
+                await result
+
