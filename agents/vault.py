@@ -18,6 +18,8 @@ from collections import OrderedDict
 from datetime import date
 from typing import Any
 
+import orjson
+
 from agents.pseudonymise import Tokeniser, person_token
 from agents.sealing import SubjectSealer, person_key
 
@@ -43,10 +45,14 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"not JSON: {type(value).__name__}")
 
 
+def _json(identity: dict[str, Any]) -> bytes:
+    """The identity as sorted JSON (dates as ISO dates), the same bytes for the same identity."""
+    return orjson.dumps(identity, default=_plain, option=orjson.OPT_SORT_KEYS)
+
+
 def sealed_entries(people: dict[str, dict[str, Any]], sealer: SubjectSealer) -> list[tuple[str, bytes]]:
     """(token, sealed identity) records for the vault topic, each under the person's key (created if new)."""
-    items = [(json.dumps(identity, default=_plain, sort_keys=True).encode(), token, person_key(token))
-             for token, identity in people.items()]
+    items = [(_json(identity), token, person_key(token)) for token, identity in people.items()]
     return list(zip(people, sealer.seal(items), strict=True))
 
 
@@ -70,8 +76,7 @@ class Recent:
         """
         out = {}
         for token, identity in people.items():
-            digest = hashlib.blake2b(json.dumps(identity, default=_plain, sort_keys=True).encode(),
-                                     digest_size=16).digest()
+            digest = hashlib.blake2b(_json(identity), digest_size=16).digest()
             if token in keyed and self._seen.get(token) == digest:
                 self._seen.move_to_end(token)
                 continue
