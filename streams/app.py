@@ -42,20 +42,19 @@ from streams.runtime import BatchAgent, LagRow, Record, Sender
 from streams.settings import Settings, load_settings
 from streams.state import ChangelogTable
 from streams.topics import (
+    AGENTS,
     APP_ID,
     BIOMETRIC_ADJUDICATIONS,
     BIOMETRIC_PAIRS,
-    BIOMETRIC_PROBES,
     CASE_COMMANDS,
     CASE_STATE_TABLE,
-    CROSSING_EVENTS,
-    LANDING_EVENTS,
     LINK_STATE_TABLE,
     REVIEW_DECISIONS,
     STAY_STATE_TABLE,
     TRAFFICKING_FACTS,
     TRAFFICKING_STATE_TABLE,
     TopicSpec,
+    agent_group,
     changelog_of,
 )
 
@@ -84,34 +83,38 @@ app = App(  # faust.App whose consumer never commits past an unprocessed offset
 
 @dataclass(frozen=True)
 class AgentSpec:
-    """One batch agent: its name (and consumer group ``<app id>-<name>``), topic, batch size and tables."""
+    """One batch agent: its name (its topic and group in :data:`streams.topics.AGENTS`), batch size and tables."""
 
     name: str
-    topic: TopicSpec
     size: Callable[[Settings], int]
     handler: Callable[[Handlers], Any]
     tables: tuple[str, ...] = ()
 
     @property
+    def topic(self) -> TopicSpec:
+        """The topic the agent reads."""
+        return AGENTS[self.name]
+
+    @property
     def group(self) -> str:
         """The agent's consumer group."""
-        return f"{APP_ID}-{self.name}"
+        return agent_group(self.name)
 
 
 BATCH_AGENTS: tuple[AgentSpec, ...] = (
     # crossing events → pseudonymised rows (or dead letters), captures, facts, watchlist checks
-    AgentSpec("ingest_crossings", CROSSING_EVENTS, lambda s: s.sink_batch_size, lambda h: h.crossings),
+    AgentSpec("ingest_crossings", lambda s: s.sink_batch_size, lambda h: h.crossings),
     # landing events → rows (or dead letters), facts
-    AgentSpec("ingest_landings", LANDING_EVENTS, lambda s: s.sink_batch_size, lambda h: h.landings),
+    AgentSpec("ingest_landings", lambda s: s.sink_batch_size, lambda h: h.landings),
     # captures through the gallery shards this worker owns: verify, search, keep pairs, decide
-    AgentSpec("dedup_shards", BIOMETRIC_PROBES, lambda s: s.dedup_batch_size, lambda h: h.dedup),
+    AgentSpec("dedup_shards", lambda s: s.dedup_batch_size, lambda h: h.dedup),
     # link evidence and officers' checked decisions → each link's state → biometric.links and dedup_links
-    AgentSpec("dedup_links", BIOMETRIC_PAIRS, lambda s: s.dedup_batch_size, lambda h: h.links, (LINK_STATE_TABLE,)),
+    AgentSpec("dedup_links", lambda s: s.dedup_batch_size, lambda h: h.links, (LINK_STATE_TABLE,)),
     # facts → per-key rule and stay state → alerts for officers' review (alerts topic and table)
-    AgentSpec("trafficking_rules", TRAFFICKING_FACTS, lambda s: s.trafficking_batch_size, lambda h: h.rules,
+    AgentSpec("trafficking_rules", lambda s: s.trafficking_batch_size, lambda h: h.rules,
               (TRAFFICKING_STATE_TABLE, STAY_STATE_TABLE)),
     # indicators and checked decisions → each case's state → the cases table
-    AgentSpec("cases", CASE_COMMANDS, lambda s: s.trafficking_batch_size, lambda h: h.cases, (CASE_STATE_TABLE,)),
+    AgentSpec("cases", lambda s: s.trafficking_batch_size, lambda h: h.cases, (CASE_STATE_TABLE,)),
 )
 # Each table: its state type, and the agent (so the topic) it is partitioned like.
 TABLE_TYPES: dict[str, tuple[Any, TopicSpec]] = {
@@ -173,7 +176,7 @@ def batch_agents(worker: Worker, configured: Settings | None = None) -> list[Bat
 
     return [BatchAgent(a.name, a.group, a.topic.name, a.handler(worker.handlers), worker.senders[a.name], s,
                        size=a.size(s), within=s.sink_batch_seconds, tables=[worker.tables[t] for t in a.tables],
-                       lag=lag)
+                       lag=lag, io=worker.services.waited)
             for a in BATCH_AGENTS]
 
 
@@ -183,7 +186,7 @@ async def run_batch_agents() -> None:
     worker = start()
     agents = batch_agents(worker)
     stop = asyncio.Event()
-    tasks = {asyncio.ensure_future(agent.run(stop)): agent for agent in agents}
+    tasks = {asyncio.get_running_loop().create_task(agent.run(stop), name=agent.name): agent for agent in agents}
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
     except asyncio.CancelledError:  # the worker is stopping: each agent leaves its group

@@ -212,6 +212,24 @@ CHANGELOGS: tuple[TopicSpec, ...] = (
 
 
 
+# The worker's batch agents (streams/app.py): each reads one topic in a consumer group of its own,
+# ``<app id>-<agent>``, so each commits only what it has done. The officers' decision agents are Faust
+# agents in the app's own group (``APP_ID``).
+AGENTS: dict[str, TopicSpec] = {
+    "ingest_crossings": CROSSING_EVENTS,
+    "ingest_landings": LANDING_EVENTS,
+    "dedup_shards": BIOMETRIC_PROBES,
+    "dedup_links": BIOMETRIC_PAIRS,
+    "trafficking_rules": TRAFFICKING_FACTS,
+    "cases": CASE_COMMANDS,
+}
+
+
+def agent_group(agent: str) -> str:
+    """The consumer group of one batch agent."""
+    return f"{APP_ID}-{agent}"
+
+
 def changelog_of(table: str) -> TopicSpec:
     """The changelog topic of one of the worker's tables."""
     return next(t for t in CHANGELOGS if t.name == f"{APP_ID}-{table}-changelog")

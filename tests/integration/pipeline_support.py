@@ -20,7 +20,7 @@ from streams.producer import Forwarder, accept_records
 from streams.settings import Settings
 from streams.simulator import Simulator
 from streams.spool import Spool
-from streams.topics import CROSSING_EVENTS
+from streams.topics import CROSSING_EVENTS, agent_group
 from tests.conftest import REPO, settings_env
 from tests.integration.test_producer import _event_ids
 
@@ -104,7 +104,7 @@ def missing(settings: Settings, expected: str) -> str:
     where = [(p, o) for _, _, p, o in _event_ids(settings, missing)]
     dead = client.query("SELECT count() FROM dead_letters WHERE source_topic = {t:String}",
                         parameters={"t": CROSSING_EVENTS.name}).result_rows[0][0]
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "lintas-pipeline"})
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": agent_group("ingest_crossings")})
     parts = [TopicPartition(CROSSING_EVENTS.name, p) for p, _ in where]
     committed = {tp.partition: tp.offset for tp in consumer.committed(parts, timeout=10)} if parts else {}
     consumer.close()

@@ -21,17 +21,17 @@ from typing import Any
 
 import numpy as np
 import pytest
-from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from infra.kafka import create_topics
 from infra.stack import Stack
 from streams.clients import clickhouse_client
+from streams.lag import lag
 from streams.producer import Forwarder, send_paced
 from streams.settings import Settings
 from streams.simulator import Simulator
 from streams.spool import Spool
-from streams.topics import BIOMETRIC_PAIRS, BIOMETRIC_PROBES, TRAFFICKING_FACTS
+from streams.topics import AGENTS, APP_ID, agent_group
 from tests.integration.conftest import migrated_stack, run_lintas
 from tests.integration.pipeline_support import Worker
 
@@ -39,7 +39,7 @@ pytestmark = pytest.mark.integration
 
 PORT_BASE = 28000  # below the ephemeral range
 EVENTS = 10_000  # the invariance test's crossings: the first half of the simulated month
-GROUP = "lintas-pipeline"
+GROUPS = [APP_ID, *(agent_group(a) for a in AGENTS)]  # the Faust agents' group and each batch agent's
 TABLES = ("crossings", "landings", "dead_letters", "dedup_decisions", "dedup_links", "dedup_searches", "alerts",
           "stays", "processing_log")
 
@@ -74,15 +74,15 @@ def reset_pipeline(settings: Settings) -> None:
     """Empty the pipeline: every topic but the watchlists deleted and created again, its group and tables emptied."""
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
     groups = {g.group_id for g in admin.list_consumer_groups(request_timeout=15).result().valid}
-    if GROUP in groups:
+    for group in sorted(groups & set(GROUPS)):
         for _ in range(30):  # the coordinator may still be moving right after the workers stopped
             try:
-                admin.delete_consumer_groups([GROUP], request_timeout=15)[GROUP].result()
+                admin.delete_consumer_groups([group], request_timeout=15)[group].result()
                 break
             except Exception:  # noqa: BLE001
                 time.sleep(1)
         else:
-            pytest.fail(f"could not delete consumer group {GROUP}")
+            pytest.fail(f"could not delete consumer group {group}")
     doomed = [t for t in admin.list_topics(timeout=15).topics if not t.startswith(("watchlist.", "__", "_schemas"))]
     if doomed:
         for future in admin.delete_topics(doomed, operation_timeout=30).values():
@@ -110,41 +110,22 @@ def produce(settings: Settings, records: list[dict[str, Any]], spool: Path, rate
     forwarder.close()
 
 
-def lag(settings: Settings, topics: tuple[str, ...]) -> int:
-    """Messages of ``topics`` the pipeline's group has not committed yet."""
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": GROUP})
-    try:
-        meta = consumer.list_topics(timeout=10)
-        parts = [TopicPartition(t, p) for t in topics for p in meta.topics[t].partitions]
-        try:
-            committed = {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(parts, timeout=10)}
-        except KafkaException:  # the group's coordinator is still being elected: not settled yet
-            return -1
-        total = 0
-        for tp in parts:
-            _, high = consumer.get_watermark_offsets(tp, timeout=10)
-            total += high - max(committed[(tp.topic, tp.partition)], 0)
-        return total
-    finally:
-        consumer.close()
-
-
 def settle(settings: Settings, captures: int, timeout_s: float, logs: list[Path]) -> None:
     """Wait until every capture is decided and the dedup topics are consumed to their end, twice in a row."""
     deadline = time.monotonic() + timeout_s
     quiet = 0
     decided = -1
-    behind = -1
+    behind: dict[str, int] = {}
     while time.monotonic() < deadline:
         with clickhouse_client(settings) as client:
             decided = client.query("SELECT uniqExact(probe_id) FROM dedup_decisions").result_rows[0][0]
-        behind = lag(settings, (BIOMETRIC_PROBES.name, BIOMETRIC_PAIRS.name, TRAFFICKING_FACTS.name))
-        quiet = quiet + 1 if decided >= captures and behind == 0 else 0
+        behind = lag(settings, ("dedup_shards", "dedup_links", "trafficking_rules"))
+        quiet = quiet + 1 if decided >= captures and not any(behind.values()) else 0
         if quiet >= 2:
             return
         time.sleep(2)
     tails = "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in logs if p.exists())
-    pytest.fail(f"{decided} of {captures} captures decided, {behind} dedup messages behind after {timeout_s}s\n"
+    pytest.fail(f"{decided} of {captures} captures decided, behind (agent: records) {behind} after {timeout_s}s\n"
                 + tails)
 
 
