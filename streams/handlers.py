@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -176,6 +176,7 @@ class Services:
     vaulted: Recent
     templates: TemplatePolicy
     watchlists: Lists
+    waited: dict[str, float] = field(default_factory=dict)  # seconds each agent waited on ClickHouse and the registry
 
     @property
     def tok(self) -> Tokeniser:
@@ -190,8 +191,17 @@ class Services:
                      self.keys.operations.key_id, self.keys.analytics.key_id, self.keys.regional.key_id)
 
     async def run(self, fn: Any, *args: Any) -> Any:
-        """Run blocking I/O (ClickHouse, registry) off the event loop, one call at a time."""
-        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+        """Run blocking I/O (ClickHouse, registry) off the event loop, one call at a time.
+
+        The time waited counts against the calling agent (its task's name) in :attr:`waited`.
+        """
+        t0 = time.monotonic()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+        finally:
+            task = asyncio.current_task()
+            name = task.get_name() if task is not None else ""
+            self.waited[name] = self.waited.get(name, 0.0) + time.monotonic() - t0
 
 
 def services(settings: Settings) -> Services:

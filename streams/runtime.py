@@ -37,11 +37,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
@@ -50,6 +50,7 @@ from streams import clients
 from streams.settings import Settings
 
 log = logging.getLogger("lintas.runtime")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +99,7 @@ class Sender:
         self._failed: list[tuple[str, str]] = []
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"send-{name}")
         self.queued = 0  # records sent since the last flush
+        self.waited = 0.0  # seconds spent waiting for acknowledgements
 
     def _delivered(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
@@ -118,7 +120,9 @@ class Sender:
     async def flush(self) -> None:
         """Wait until Kafka acknowledged everything queued; :class:`DeliveryFailed` if it refused something."""
         if self.queued:
+            t0 = time.monotonic()
             await asyncio.get_running_loop().run_in_executor(self._io, self._wait)
+            self.waited += time.monotonic() - t0
         self.queued = 0
         if self._failed:
             topic, reason = self._failed[0]
@@ -172,6 +176,43 @@ class LagRow:
                 "measured_at": now}
 
 
+class Clock:
+    """Where an agent's time goes (waiting for records, handling, writing state, committing), logged every so often.
+
+    "handling" includes the handler's own waits for Kafka's acknowledgements (said apart) and for
+    ClickHouse; a busy agent shows little "waiting for records", a starved one much.
+    """
+
+    def __init__(self, name: str, sender: Sender, every_s: float, io: dict[str, float] | None = None) -> None:
+        """Log at most every ``every_s`` seconds; ``io``: seconds waited on other I/O, by agent (ClickHouse)."""
+        self.name, self.sender, self.every_s, self.io = name, sender, every_s, io if io is not None else {}
+        self.spent: dict[str, float] = {}
+        self.records = 0
+        self.since = time.monotonic()
+        self._acked, self._io = sender.waited, self.io.get(name, 0.0)
+
+    async def timed(self, phase: str, work: Awaitable[T]) -> T:
+        """Await ``work``, adding its time to ``phase``."""
+        t0 = time.monotonic()
+        try:
+            return await work
+        finally:
+            self.spent[phase] = self.spent.get(phase, 0.0) + time.monotonic() - t0
+
+    def report(self) -> None:
+        """Log and restart the counts, if it is time."""
+        span = time.monotonic() - self.since
+        if span < self.every_s:
+            return
+        if self.records:
+            acked, io = self.sender.waited - self._acked, self.io.get(self.name, 0.0) - self._io
+            parts = ", ".join(f"{phase} {s:.1f}s" for phase, s in self.spent.items())
+            log.info("%s: %d record(s) in %.0fs (%.0f/s): %s (waiting on Kafka's acknowledgements %.1fs, on "
+                     "ClickHouse %.1fs)", self.name, self.records, span, self.records / span, parts, acked, io)
+        self.spent, self.records, self.since = {}, 0, time.monotonic()
+        self._acked, self._io = self.sender.waited, self.io.get(self.name, 0.0)
+
+
 def consumer_config(settings: Settings, group: str) -> dict[str, Any]:
     """A batch agent's consumer: its own group, commits only by the agent, bounded prefetch, sticky partitions."""
     return {
@@ -189,10 +230,15 @@ class BatchAgent:
 
     def __init__(self, name: str, group: str, topic: str, handler: Handler, sender: Sender, settings: Settings, *,
                  size: int, within: float, tables: Sequence[Table] = (),
-                 lag: Callable[[list[LagRow]], Any] | None = None) -> None:
-        """``lag``: called (on the loop, awaited if it returns an awaitable) with the agent's lag, every few seconds."""
+                 lag: Callable[[list[LagRow]], Any] | None = None, io: dict[str, float] | None = None) -> None:
+        """An agent reading ``topic`` in ``group``.
+
+        ``lag`` is called (awaited if it returns an awaitable) with the agent's lag every few seconds;
+        ``io`` holds the seconds each agent waited on other I/O (ClickHouse), for its log line.
+        """
         self.name, self.group, self.topic, self.handler, self.sender = name, group, topic, handler, sender
         self.settings, self.size, self.within, self.tables, self.lag = settings, size, within, tables, lag
+        self.io = io
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"consume-{name}")
         self._consumer: Consumer | None = None
         self.assigned: set[int] = set()
@@ -225,19 +271,23 @@ class BatchAgent:
         self._consumer = consumer
         consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
                            on_lost=self._on_lost)
+        clock = Clock(self.name, self.sender, self.settings.worker_stats_seconds, self.io)
         try:
             while not stop.is_set():
-                messages = await self._call(consumer.consume, self.size, self.within)
+                messages = await clock.timed("waiting for records", self._call(consumer.consume, self.size,
+                                                                                 self.within))
                 records = self._records(messages)
                 if records:
-                    await self.handler.process(records)
+                    await clock.timed("handling", self.handler.process(records))
                     for table in self.tables:
                         table.write()
-                    await self.sender.flush()
-                    await self._commit(consumer, records)
+                    await clock.timed("writing state", self.sender.flush())
+                    await clock.timed("committing", self._commit(consumer, records))
                     self.batches += 1
                     self.records += len(records)
+                    clock.records += len(records)
                 await self._report_lag(consumer)
+                clock.report()
         finally:
             await self._call(consumer.close)  # leave the group now: its partitions move at once
             self._consumer = None

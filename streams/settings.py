@@ -188,6 +188,8 @@ class Settings(BaseSettings):
                                                                            "ahead, at most (KiB).")
     worker_lag_seconds: float = Field(default=5.0, gt=0, description="How often each agent records its "
                                                                     "consumer lag (table consumer_lag).")
+    worker_stats_seconds: float = Field(default=30.0, gt=0, description="How often each busy agent logs where "
+                                                                       "its time went.")
 
     # Health checks
     start_timeout_s: float = 90.0
