@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from agents.audit import Processing, classes_of
-from agents.biometric import Capture, search_commands
+from agents.biometric import Capture, capture_commands
 from agents.keys import Purposes
 from agents.pseudonymise import Tokeniser, crossing_row, person_token
 from agents.sealing import SqliteSubjectKeys, SubjectSealer
@@ -54,9 +54,9 @@ def main() -> None:
     vault_new = time.perf_counter() - t0
     rng = np.random.default_rng(3)
     captures = [(Capture(str(r["event_id"]), str(r["event_id"]), "crossing", "ID-BTH", r["occurred_at"],
-                         person_token(keys.operations, r["traveller"]), {}, "biometric"),
+                         person_token(keys.operations, r["traveller"]), {"quality": 0.9}, "biometric"),
                  rng.standard_normal(512).astype(np.float32)) for r in records[:5000]]
-    probes = best_of(lambda: search_commands(captures, sealer, 4)) / len(captures) * n
+    probes = best_of(lambda: capture_commands(captures, sealer, 4)) / len(captures) * n
     companions = sum(len(r["companions"]) for r in records)
     steps = [
         ("one token (HMAC-SHA256, pre-keyed)", lambda: [person_token(keys.analytics, r["traveller"]) for r in records],

@@ -49,7 +49,7 @@ def pid_alive(pid: int) -> bool:
 def rss_bytes(pid: int) -> int | None:
     """Resident memory of a process and all its descendants, or None if gone."""
     total = 0
-    pids = [pid, *_descendants(pid)]
+    pids = [pid, *descendants(pid)]
     found = False
     for p in pids:
         try:
@@ -63,7 +63,8 @@ def rss_bytes(pid: int) -> int | None:
     return total if found else None
 
 
-def _descendants(pid: int) -> list[int]:
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid``, children first."""
     children: list[int] = []
     try:
         for task in os.listdir(f"/proc/{pid}/task"):
@@ -71,7 +72,7 @@ def _descendants(pid: int) -> list[int]:
                 children.extend(int(c) for c in f.read().split())
     except FileNotFoundError:
         return []
-    return children + [d for c in children for d in _descendants(c)]
+    return children + [d for c in children for d in descendants(c)]
 
 
 @dataclass
