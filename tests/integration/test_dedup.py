@@ -110,8 +110,6 @@ def _wait_decisions(settings: Settings, event_ids: list[str], timeout_s: float, 
     return {r[0]: r[1:] for r in rows}
 
 
-@pytest.mark.xfail(strict=False, reason="known bug, open: workers joining while the first batches flow can leave "
-                   "captures undecided (432 of 1,000 in one CI run; see the closing note of issue 18)")
 def test_two_workers_share_the_sharded_gallery_and_officers_adjudicate_links(
         dstack: Stack, workers: list[Worker], tmp_path: Path) -> None:
     settings = dstack.settings

@@ -21,6 +21,7 @@ from infra.stack import Stack
 from schemas.contracts import CROSSING_EVENT
 from schemas.wire import encode_payload, frame
 from streams.clients import clickhouse_client
+from streams.lag import NotCaughtUp, caught_up
 from streams.settings import Settings
 from streams.topics import CROSSING_EVENTS
 from tests.conftest import REPO
@@ -102,11 +103,13 @@ def test_rule_windows_survive_a_worker_kill(ostack: Stack, worker: Worker, tmp_p
     before = _changelog_messages(settings)
     worker.start()
     produce(settings, first, tmp_path / "a.sqlite")
-    deadline = time.monotonic() + 120
-    while _changelog_messages(settings) - before < 7 and time.monotonic() < deadline:  # 4 own + 3 escort facts
-        time.sleep(0.5)
-    assert _changelog_messages(settings) - before >= 7, worker.log.read_text()[-3000:]
-    time.sleep(4)  # offsets committed (every 1 s): after the kill, the windows can only come back from the changelog
+    # ingest and rules committed everything: their state is in the changelog (written before each commit), so
+    # after the kill the windows can only come back from it
+    try:
+        caught_up(settings, ("ingest_crossings", "trafficking_rules"), timeout_s=120)
+    except NotCaughtUp as e:
+        pytest.fail(f"{e}\n{worker.log.read_text()[-3000:]}")
+    assert _changelog_messages(settings) > before
     client = clickhouse_client(settings)
     assert client.query(f"SELECT count() FROM alerts WHERE rule_id = 'escort_fanout' AND has(subjects, "
                         f"'{_token(settings, escort)}')").result_rows[0][0] == 0, "three of four: below the threshold"

@@ -166,7 +166,10 @@ def test_list_changes_take_effect_within_seconds_while_traffic_flows(wstack: Sta
             assert e in hit, f"no hit for an event sent {t - loaded_at:.1f}s after the load"
     assert sum(loaded_at + 5 < t < remove_started - 2 for t, _ in sent) >= 5
     assert worker.proc is not None and worker.proc.poll() is None
-    assert worker.log.read_text().count("watchlists read:") == 1, "one worker process read the lists once: no restart"
+    text = worker.log.read_text()
+    readers = re.findall(r"\[(\d+)\] \[INFO\] watchlists read:", text)
+    assert readers and len(readers) == len(set(readers)), "each worker process read the lists once"
+    assert " exited with " not in text, "no worker process restarted"
 
 
 def test_no_list_document_number_reaches_a_topic_or_table_in_clear(wstack: Stack, worker: Worker,
