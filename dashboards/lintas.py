@@ -241,7 +241,7 @@ ORDER BY raised_at, link_id LIMIT 100
 PIPELINE_HEALTH = Dashboard(
     uid="lintas-pipeline-health",
     title="Lintas · Pipeline health",
-    description="Throughput, dead letters, end-to-end lag and sink latency, for operations.",
+    description="Throughput, dead letters, end-to-end lag, sink latency and each agent's consumer lag, for operations.",
     audience="operating_state",
     time_from="now-6h",
     panels=(
@@ -277,6 +277,24 @@ ASOF INNER JOIN (
   ON b.k = p.k AND p.processed_at >= b.ingested_at
 GROUP BY time ORDER BY time
 """, columns=("time", "p50_s", "max_s")),
+        Panel("Consumer lag per agent (records behind)", "timeseries", width=16,
+              description="Each batch agent's records read by none of its members yet, summed over its partitions "
+                          "(the latest report of each partition in the interval). A line that only grows: the "
+                          "agent cannot keep up; add worker processes (lintas worker --processes) or machines.",
+              sql="""
+SELECT time, agent AS series, sum(behind) AS records_behind FROM (
+  SELECT $__timeInterval(measured_at) AS time, agent, topic, partition, argMax(lag, measured_at) AS behind
+  FROM consumer_lag WHERE $__timeFilter(measured_at)
+  GROUP BY time, agent, topic, partition)
+GROUP BY time, series ORDER BY time, series
+""", columns=("time", "series", "records_behind")),
+        Panel("Lag now, per agent", "barchart", width=8,
+              description="Each partition's latest report in the period, summed per agent.", sql="""
+SELECT agent, sum(behind) AS records_behind FROM (
+  SELECT agent, topic, partition, argMax(lag, measured_at) AS behind
+  FROM consumer_lag WHERE $__timeFilter(measured_at) GROUP BY agent, topic, partition)
+GROUP BY agent ORDER BY records_behind DESC, agent
+""", columns=("agent", "records_behind")),
     ),
 )
 
