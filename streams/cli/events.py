@@ -141,7 +141,12 @@ def _cmd_worker(args: argparse.Namespace) -> int:
             print("applied migrations: " + ", ".join(applied))
         command = [sys.executable, "-m", "streams.cli", "worker", "--once", "--loglevel", args.loglevel]
         logging.getLogger("lintas.supervise").info("starting %d worker process(es)", n)
-        return supervise_all([(command, {**os.environ, "LINTAS_WORKER_MEMBER": str(member)}) for member in range(n)])
+        # each process's BLAS (the exact 1:N search) on its share of the cores, not all of them: N processes of
+        # cores threads each would oversubscribe the machine (a thread count already set is kept)
+        share = str(max(1, (os.cpu_count() or 1) // n))
+        threads = {v: os.environ.get(v, share) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+        return supervise_all([(command, {**os.environ, **threads, "LINTAS_WORKER_MEMBER": str(member)})
+                              for member in range(n)])
     applied = migrate_now(settings)
     if applied:
         print("applied migrations: " + ", ".join(applied))
