@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -52,19 +53,27 @@ def transient(exc: BaseException) -> bool:
 
 
 class ClickHouseSink:
-    """One clickhouse-connect client, used from one thread at a time."""
+    """A clickhouse-connect client per thread (each agent writes from its own I/O thread)."""
 
     def __init__(self, settings: Settings) -> None:
-        """Connect lazily: the first write (or retry) opens the connection."""
+        """Connect lazily: a thread's first write (or retry) opens its connection."""
         self.settings = settings
-        self._client: Client | None = None
+        self._local = threading.local()
+
+    @property
+    def _client(self) -> Client | None:
+        return getattr(self._local, "client", None)
+
+    @_client.setter
+    def _client(self, client: Client | None) -> None:
+        self._local.client = client
 
     def client(self) -> Client:
-        """The client, connected on first use."""
+        """This thread's client, connected on first use."""
         if self._client is None:
             self._client = clients.clickhouse_client(self.settings, compress="lz4", connect_timeout=5,
                                                      send_receive_timeout=60)
-        return self._client
+        return self._client  # type: ignore[return-value]
 
     def write(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
         """Insert the rows in one block, retrying until ClickHouse has them or the retry budget is spent."""
