@@ -244,6 +244,8 @@ class BatchAgent:
         self.assigned: set[int] = set()
         self.batches = self.records = 0
         self._lag_at = 0.0
+        # offsets done but not committed yet (a commit refused while the group rebalanced), by partition
+        self._pending: dict[int, int] = {}
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.assigned |= {tp.partition for tp in partitions}
@@ -253,6 +255,8 @@ class BatchAgent:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition], how: str = "revoked") -> None:
         gone = {tp.partition for tp in partitions}
         self.assigned -= gone
+        for p in gone:  # its next owner reads from the last commit again
+            self._pending.pop(p, None)
         self.handler.revoked(gone)
         for table in self.tables:
             table.revoked(gone)
@@ -286,6 +290,8 @@ class BatchAgent:
                     self.batches += 1
                     self.records += len(records)
                     clock.records += len(records)
+                elif self._pending:  # a batch done while the group rebalanced: commit it now it has settled
+                    await self._commit(consumer, [])
                 await self._report_lag(consumer)
                 clock.report()
         finally:
@@ -305,15 +311,27 @@ class BatchAgent:
         return records
 
     async def _commit(self, consumer: Consumer, records: list[Record]) -> None:
-        top: dict[int, int] = {}
+        """Commit past ``records`` (and anything done earlier whose commit was refused), for partitions still ours.
+
+        A commit refused because the group was rebalancing is kept and tried again after the next
+        consume (where the rebalance completes): a partition that stayed ours keeps its position,
+        so nobody would read that batch again and its lag would never fall to zero. A partition
+        that moved is dropped (on revoke) and its new owner reads from the last commit.
+        """
         for r in records:
-            top[r.partition] = max(top.get(r.partition, -1), r.offset)
-        offsets = [TopicPartition(self.topic, p, o + 1) for p, o in sorted(top.items())]
+            self._pending[r.partition] = max(self._pending.get(r.partition, 0), r.offset + 1)
+        offsets = [TopicPartition(self.topic, p, o) for p, o in sorted(self._pending.items())]
+        if not offsets:
+            return
         try:
             await self._call(lambda: consumer.commit(offsets=offsets, asynchronous=False))
-        except KafkaException as exc:  # the partition moved meanwhile: its next owner reads the batch again
-            log.warning("%s: commit of %s refused (%s); the batch will be read again by the partitions' owner",
+        except KafkaException as exc:
+            log.warning("%s: commit of %s refused (%s); tried again once the group has settled",
                         self.name, offsets, exc.args[0].str() if exc.args else exc)
+            return
+        for tp in offsets:
+            if self._pending.get(tp.partition) == tp.offset:
+                del self._pending[tp.partition]
 
     async def _report_lag(self, consumer: Consumer) -> None:
         if self.lag is None or time.monotonic() - self._lag_at < self.settings.worker_lag_seconds:
