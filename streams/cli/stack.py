@@ -83,7 +83,7 @@ Query more:
   curl -s -u {settings.clickhouse_readonly_user}:$(cat {settings.secrets_dir / 'clickhouse_readonly_password'}) \\
        '{settings.clickhouse_url}/?database={settings.clickhouse_database}' \\
        --data-binary '{QUERY_HINT}'
-  .venv/bin/lintas kafka consumer-groups --describe --group lintas-pipeline
+  .venv/bin/lintas kafka consumer-groups --describe --all-groups   # each agent's lag per partition
   kcat -b {settings.kafka_bootstrap} -L
   .venv/bin/lintas dashboards render --screenshot   # the analysts' Grafana panels, drawn locally
   .venv/bin/lintas review list         # cases for officers' review, the most severe and oldest first
