@@ -206,8 +206,12 @@ def _record(event: faust.EventT) -> Record:
     return Record(m.topic, m.partition, m.offset, m.timestamp, m.key, m.value)
 
 
-@app.agent(app.topic(BIOMETRIC_ADJUDICATIONS.name, value_type=bytes, key_type=bytes, value_serializer="raw",
-                     key_serializer="raw", partitions=BIOMETRIC_ADJUDICATIONS.partitions))
+def _topic(spec: TopicSpec) -> faust.TopicT:
+    return app.topic(spec.name, value_type=bytes, key_type=bytes, value_serializer="raw", key_serializer="raw",
+                     partitions=spec.partitions)
+
+
+@app.agent(_topic(BIOMETRIC_ADJUDICATIONS))
 async def adjudications(stream: faust.StreamT) -> None:
     """Officers' decisions → checked against the link → the link agent (biometric.pairs)."""
     handler = start().handlers.link_decisions
@@ -215,8 +219,7 @@ async def adjudications(stream: faust.StreamT) -> None:
         await handler.adjudicate(_record(event))
 
 
-@app.agent(app.topic(REVIEW_DECISIONS.name, value_type=bytes, key_type=bytes, value_serializer="raw",
-                     key_serializer="raw", partitions=REVIEW_DECISIONS.partitions))
+@app.agent(_topic(REVIEW_DECISIONS))
 async def review(stream: faust.StreamT) -> None:
     """Officers' decisions → form checked → the case agent (cases) or the link agent (links)."""
     handler = start().handlers.decisions
