@@ -45,13 +45,10 @@ from streams.topics import (
     AGENTS,
     APP_ID,
     BIOMETRIC_ADJUDICATIONS,
-    BIOMETRIC_PAIRS,
-    CASE_COMMANDS,
     CASE_STATE_TABLE,
     LINK_STATE_TABLE,
     REVIEW_DECISIONS,
     STAY_STATE_TABLE,
-    TRAFFICKING_FACTS,
     TRAFFICKING_STATE_TABLE,
     TopicSpec,
     agent_group,
@@ -116,12 +113,12 @@ BATCH_AGENTS: tuple[AgentSpec, ...] = (
     # indicators and checked decisions → each case's state → the cases table
     AgentSpec("cases", lambda s: s.trafficking_batch_size, lambda h: h.cases, (CASE_STATE_TABLE,)),
 )
-# Each table: its state type, and the agent (so the topic) it is partitioned like.
-TABLE_TYPES: dict[str, tuple[Any, TopicSpec]] = {
-    TRAFFICKING_STATE_TABLE: (KeyState, TRAFFICKING_FACTS),
-    STAY_STATE_TABLE: (StayState, TRAFFICKING_FACTS),
-    LINK_STATE_TABLE: (LinkState, BIOMETRIC_PAIRS),
-    CASE_STATE_TABLE: (CaseState, CASE_COMMANDS),
+# Each table's state type; its changelog (streams.topics.CHANGELOGS) is partitioned like its agent's topic.
+TABLE_TYPES: dict[str, Any] = {
+    TRAFFICKING_STATE_TABLE: KeyState,
+    STAY_STATE_TABLE: StayState,
+    LINK_STATE_TABLE: LinkState,
+    CASE_STATE_TABLE: CaseState,
 }
 
 
@@ -155,9 +152,9 @@ def start(configured: Settings | None = None) -> Worker:
             return read_partition(s, topic, partition)
 
         owner = {t: a.name for a in BATCH_AGENTS for t in a.tables}
-        tables = {name: ChangelogTable(name, changelog_of(name).name, like.partitions, kind.from_bytes,
+        tables = {name: ChangelogTable(name, changelog_of(name).name, changelog_of(name).partitions, kind.from_bytes,
                                        lambda state: state.to_bytes(), sender(owner[name]).send, read)
-                  for name, (kind, like) in TABLE_TYPES.items()}
+                  for name, kind in TABLE_TYPES.items()}
         out = Outlets(trafficking_state=tables[TRAFFICKING_STATE_TABLE], stay_state=tables[STAY_STATE_TABLE],
                       link_state=tables[LINK_STATE_TABLE], case_state=tables[CASE_STATE_TABLE], sender=sender,
                       read=read)

@@ -98,7 +98,3 @@ class ChangelogTable(Generic[T]):
             self._loaded.pop(number, None)
         self._dirty = {k: v for k, v in self._dirty.items() if self.partition_of(k) not in partitions}
 
-    def keys_held(self) -> int:
-        """Keys held in memory (every loaded partition)."""
-        return sum(len(h) for h in self._loaded.values())
-
