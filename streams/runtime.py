@@ -1,14 +1,15 @@
 """Batch agents on librdkafka: consume a batch, hand it to its handler, commit; and one bulk producer per agent.
 
 Why not Faust's streams for the busy topics: a Faust agent that does nothing with its
-events costs ~150 µs of CPU per event (aiokafka's Python fetcher, a Message and an Event
+events costs ~140 µs of CPU per event (aiokafka's Python fetcher, a Message and an Event
 per record, a task per step of the stream iterator), and a ``topic.send`` ~130-190 µs
-per record (``python -m bench.kafka_clients``). A crossing made four or five Kafka
+per record (measured on this machine with throwaway scripts before this module was written;
+``python -m bench.pipeline`` gives the end-to-end effect). A crossing made four or five Kafka
 records on its way through, so the worker spent most of its core inside the client.
-librdkafka does both for 1-2 µs per record in C. The busy agents (ingest, dedup shards,
-links, rules) therefore run here, each on its own confluent-kafka consumer; the Faust
-app still hosts them (:mod:`streams.app`) and runs the low-volume agents (officers'
-decisions and the case agent) as Faust agents.
+librdkafka queues a record for ~2 µs. The busy agents (ingest, dedup shards, links, rules,
+cases: :data:`streams.topics.AGENTS`) therefore run here, each on its own confluent-kafka
+consumer; the Faust app still hosts them (:mod:`streams.app`) and runs the low-volume
+agents (officers' decisions on links and cases) as Faust agents.
 
 Each :class:`BatchAgent` is one member of its own consumer group (``<app id>-<agent>``):
 
