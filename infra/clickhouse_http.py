@@ -15,8 +15,30 @@ speaks, so the pipeline talks to it exactly as to a production server:
 * errors come back as ClickHouse's do: ``Code: N. DB::Exception: ...`` in the body,
   ``X-ClickHouse-Exception-Code`` header, and ClickHouse's HTTP status for the code;
 * users from a JSON file (SHA-256 password hashes), HTTP Basic auth or
-  ``X-ClickHouse-User``/``X-ClickHouse-Key``; a read-only user runs read queries
-  only, enforced by ClickHouse itself (``readonly=1``) after a parse check.
+  ``X-ClickHouse-User``/``X-ClickHouse-Key``; the file is read again when it changes,
+  so rotating a password needs no restart;
+* ``--tls-cert`` serves https (the local stack's certificate, infra/tls.py).
+
+Each user has a role, what a production server would give it in grants:
+
+* ``readonly`` (dashboards): reads only, enforced by ClickHouse itself (``readonly=1``)
+  after a parse check;
+* ``pipeline`` (the worker and the ``lintas`` commands): reads and writes rows, the
+  grants ``SELECT, INSERT, ALTER UPDATE, ALTER DELETE``: INSERT, the ``ALTER TABLE ...
+  DELETE/UPDATE`` mutations of an erasure and lightweight ``DELETE``; no DDL, no
+  OPTIMIZE, SYSTEM or KILL, no table function reading outside the database;
+* ``migrate`` (``lintas db migrate``, the worker's start): everything.
+
+chDB's engine runs as one user with every grant and has no user directory (``CREATE
+USER`` is refused, impersonation is off), and ClickHouse's ``allow_ddl=0`` would also
+refuse the mutations an erasure needs; so the pipeline's grants are checked here, on
+ClickHouse's own parse of the statement (``formatQuerySingleLine`` of the statement as a
+bound value, then ``EXPLAIN AST`` of that), and refusals carry ClickHouse's errors:
+``QUERY_IS_PROHIBITED`` (392, what ``allow_ddl=0`` says) for DDL, ``ACCESS_DENIED`` (497)
+for the rest. For every user, ``INTO OUTFILE`` and ``FROM INFILE`` are refused as
+ClickHouse's HTTP interface refuses them: chDB would read or write the server's files. For
+the same reason ``VALUES`` data holds literals only (no ``file(...)`` evaluated in it), and only
+the migration user may change the settings that make a format read or write files.
 
 chDB runs one engine per process and its connection is not safe for concurrent
 queries, so requests are served by threads but executed one at a time.
@@ -35,41 +57,51 @@ import hmac
 import json
 import logging
 import re
+import ssl
 import sys
 import threading
 import time
 import uuid
 import zlib
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 from urllib.parse import parse_qsl, urlsplit
 
 import lz4.frame
 import zstandard
 from chdb import session as chdb_session
 
-from infra.serving import is_allowed_host, serve_until_signalled
+from infra.serving import ReloadedFile, is_allowed_host, serve_until_signalled, start_tls
 from streams.sql import split_statements
 
 log = logging.getLogger("lintas.clickhouse_http")
 
 SERVER_NAME = "lintas-chdb"
 
-# ClickHouse's HTTPHandler maps these error codes to HTTP statuses; everything else is 500.
+# ClickHouse maps these error codes to HTTP statuses (src/Server/HTTP/exceptionCodeToHTTPStatus.cpp); every
+# other code is 500: READONLY (164), INTO_OUTFILE_NOT_ALLOWED (358), QUERY_IS_PROHIBITED (392) and
+# SETTING_CONSTRAINT_VIOLATION (452) among them.
 ERROR_STATUS = {
     **dict.fromkeys((6, 26, 27, 36, 38, 41, 42, 43, 53, 62, 72, 456, 457), HTTPStatus.BAD_REQUEST),
-    **dict.fromkeys((46, 47, 50, 56, 60, 63, 73, 81, 115), HTTPStatus.NOT_FOUND),  # UNKNOWN_* (table, db, ...)
-    **dict.fromkeys((164, 497), HTTPStatus.FORBIDDEN),  # READONLY, ACCESS_DENIED
+    # UNKNOWN_* (table, db, ..., type of query)
+    **dict.fromkeys((46, 47, 50, 56, 60, 63, 73, 78, 81, 115), HTTPStatus.NOT_FOUND),
+    194: HTTPStatus.UNAUTHORIZED,  # REQUIRED_PASSWORD
+    # UNKNOWN_USER, WRONG_PASSWORD, ACCESS_DENIED, AUTHENTICATION_FAILED
+    **dict.fromkeys((192, 193, 497, 516), HTTPStatus.FORBIDDEN),
     210: HTTPStatus.SERVICE_UNAVAILABLE,  # NETWORK_ERROR: here, the server shutting down (a client retries)
-    **dict.fromkeys((192, 193, 194, 516), HTTPStatus.UNAUTHORIZED),  # UNKNOWN_USER ... AUTHENTICATION_FAILED
     48: HTTPStatus.NOT_IMPLEMENTED,
 }
-ERROR_NAMES = {62: "SYNTAX_ERROR", 164: "READONLY", 516: "AUTHENTICATION_FAILED", 1: "UNSUPPORTED_METHOD",
-               210: "NETWORK_ERROR"}
+ERROR_NAMES = {1: "UNSUPPORTED_METHOD", 48: "NOT_IMPLEMENTED", 62: "SYNTAX_ERROR", 78: "UNKNOWN_TYPE_OF_QUERY",
+               164: "READONLY", 210: "NETWORK_ERROR", 358: "INTO_OUTFILE_NOT_ALLOWED", 392: "QUERY_IS_PROHIBITED",
+               452: "SETTING_CONSTRAINT_VIOLATION", 497: "ACCESS_DENIED", 516: "AUTHENTICATION_FAILED"}
+
+Role = Literal["readonly", "pipeline", "migrate"]
+ROLES: tuple[Role, ...] = ("readonly", "pipeline", "migrate")
 
 # Statement kinds (root of ClickHouse's AST) a read-only user may run.
 READ_KINDS = ("SelectWithUnionQuery", "SelectIntersectExceptQuery", "SelectQuery", "ShowTables", "ShowColumns",
@@ -78,6 +110,33 @@ READ_KINDS = ("SelectWithUnionQuery", "SelectIntersectExceptQuery", "SelectQuery
 # Scalar functions that read outside the database; readonly=1 stops table functions, not these.
 FORBIDDEN_READONLY_FUNCTIONS = frozenset({"file", "url", "executable"})
 
+# The pipeline's writes: rows in, and rows deleted or changed (lightweight DELETE needs ClickHouse's ALTER DELETE
+# grant too). Its ALTERs may hold these commands only: the mutations `lintas erase` runs.
+PIPELINE_WRITE_KINDS = frozenset({"InsertQuery", "DeleteQuery"})
+ROW_MUTATIONS = frozenset({"DELETE", "UPDATE"})
+# Statement kinds ClickHouse's allow_ddl=0 refuses: schema changes (every ALTER counts, mutations included)
+DDL_KINDS = frozenset({"CreateQuery", "DropQuery", "TruncateQuery", "Rename", "UndropQuery", "AttachQuery",
+                       "DetachQuery", "AlterQuery", "CreateSQLFunctionQuery", "DropFunctionQuery",
+                       "CreateIndexQuery", "DropIndexQuery"})
+# Over HTTP without a session, ClickHouse applies SET and USE to their own request only; one chDB session serves
+# every user here, so they are answered and not run (a SET would last, for every user).
+SESSION_KINDS = frozenset({"Set", "UseQuery"})
+# Table functions that read nothing outside the database (lower case); others need source grants (READ ON FILE...)
+LOCAL_TABLE_FUNCTIONS = frozenset({"numbers", "numbers_mt", "zeros", "zeros_mt", "generate_series",
+                                   "generateseries", "values", "null", "generaterandom"})
+# The grant a refused statement kind needs, in ClickHouse's words
+_GRANTS = {"OptimizeQuery": "OPTIMIZE", "SYSTEM": "SYSTEM", "KillQueryQuery": "KILL QUERY", "CheckQuery": "CHECK",
+           "BackupQuery": "BACKUP", "GrantQuery": "ACCESS MANAGEMENT"}
+# Settings that make a format read or write the server's files, or evaluate expressions in INSERT data: only the
+# migration user may change them in a query (what a settings constraint in a production profile does).
+_PROTECTED_SETTINGS = re.compile(
+    r"\b(input_format_values_interpret_expressions|input_format_values_deduce_templates_of_expressions"
+    r"|format_template_\w+|format_schema\w*|output_format_schema\w*)\b", re.IGNORECASE)
+# The session's defaults: VALUES data holds literals only, so `INSERT ... VALUES (file('/etc/...'))` reads nothing
+# (ClickHouse would evaluate such an expression with the server's access to its files).
+SESSION_DEFAULTS = ("SET input_format_values_interpret_expressions = 0, "
+                    "input_format_values_deduce_templates_of_expressions = 0")
+
 _CODE = re.compile(r"Code: (\d+)\.")
 _FORMAT_TAIL = re.compile(r"\bFORMAT\s+([A-Za-z][A-Za-z0-9_]*)\s*;?\s*$", re.IGNORECASE | re.DOTALL)
 _VALUES_TAIL = re.compile(r"\bVALUES\s*$", re.IGNORECASE)
@@ -85,6 +144,12 @@ _BODY_INSERT = re.compile(
     rb"\s*(INSERT\s.*?(?:\bFORMAT\s+[A-Za-z][A-Za-z0-9_]*|\bVALUES\b))[ \t]*\r?\n?", re.IGNORECASE | re.DOTALL
 )
 _FUNCTION_NODE = re.compile(r"^\s*Function (\w+)", re.MULTILINE)
+_ALTER_COMMAND = re.compile(r"^\s*AlterCommand (\w+)", re.MULTILINE)
+_QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|`(?:[^`\\]|\\.)*`|\"(?:[^\"\\]|\\.)*\"")
+_INTO_OUTFILE = re.compile(r"\bINTO\s+OUTFILE\b", re.IGNORECASE)
+_FROM_INFILE = re.compile(r"\bFROM\s+INFILE\b", re.IGNORECASE)
+# what chDB adds to an error met inside formatQuerySingleLine: the wrapping query, not the client's
+_IN_SCOPE = re.compile(r": In scope SELECT formatQuerySingleLine\(.*\)(?=\. \([A-Z_]+\)\s*$)", re.DOTALL)
 
 
 class ClickHouseError(Exception):
@@ -115,23 +180,58 @@ class ClickHouseError(Exception):
 
 @dataclass(frozen=True)
 class User:
-    """A user of the HTTP interface."""
+    """A user of the HTTP interface and its role (see the module docstring)."""
 
     name: str
     password_sha256_hex: str
-    readonly: bool
+    role: Role
+
+    @property
+    def readonly(self) -> bool:
+        """Whether the user may only read."""
+        return self.role == "readonly"
 
 
 def load_users(path: Path) -> dict[str, User]:
-    """Read the users file: ``{name: {"password_sha256_hex": ..., "readonly": bool}}``."""
+    """Read the users file: ``{name: {"password_sha256_hex": ..., "role": "readonly"|"pipeline"|"migrate"}}``.
+
+    A file from before roles has ``"readonly": bool`` only: a read-only user stays one, and a read-write user keeps
+    what it had then, everything (``migrate``). A user marked ``"readonly": true`` with another role is refused
+    (ValueError), never widened.
+    """
     raw = json.loads(path.read_text())
-    return {
-        name: User(name, str(spec["password_sha256_hex"]).lower(), bool(spec.get("readonly", False)))
-        for name, spec in raw.items()
-    }
+    users: dict[str, User] = {}
+    try:
+        for name, spec in raw.items():
+            legacy = spec.get("readonly")
+            role = spec.get("role") or ("readonly" if legacy else "migrate")
+            if role not in ROLES:
+                raise ValueError(f"user {name!r}: unknown role {role!r}")
+            if legacy and role != "readonly":
+                raise ValueError(f"user {name!r}: readonly but role {role!r}")
+            if "role" not in spec:
+                log.warning("users file %s: user %r has no role: %s, as before roles", path, name, role)
+            users[str(name)] = User(str(name), str(spec["password_sha256_hex"]).lower(), cast(Role, role))
+    except (AttributeError, KeyError, TypeError) as exc:
+        raise ValueError(f"users file {path}: not {{name: {{password_sha256_hex, role}}}} ({exc!r})") from None
+    return users
+
+
+class Users:
+    """The users file, read again when it changes, so a rotation needs no restart."""
+
+    def __init__(self, path: Path) -> None:
+        """Read the file now: the server never starts with users it cannot read (OSError, ValueError)."""
+        self.path = path
+        self._file = ReloadedFile(path, load_users, log)
+
+    def get(self, name: str) -> User | None:
+        """The user of that name in the file as it is now, or None."""
+        return self._file.current().get(name)
 
 
 MAX_URI = 1 << 20  # ClickHouse's http_max_uri_size
+ALLOWED_CACHE = 1024  # statements whose checks are remembered
 
 
 def form_fields(content_type: str, body: bytes) -> dict[str, str] | None:
@@ -197,6 +297,86 @@ def compress(body: bytes, accept: str | None) -> tuple[bytes, str | None]:
     return body, None
 
 
+def statement_kind(tree: str) -> str:
+    """The root of an ``EXPLAIN AST`` tree: ``SelectWithUnionQuery``, ``InsertQuery``, ``AlterQuery``..."""
+    return tree.lstrip().split("\n", 1)[0].split(" ", 1)[0].strip()
+
+
+def table_functions(tree: str) -> list[str]:
+    """Names of the table functions an ``EXPLAIN AST`` tree reads or writes (``FROM f(...)``, ``INTO FUNCTION f``).
+
+    A table function is a ``Function`` node right under a ``TableExpression``, or the target of an INSERT.
+    The tree comes as TabSeparated rows, one node each, so no name in it can add a line.
+    """
+    names: list[str] = []
+    path: list[str] = []  # the node text at each depth down to the current line
+    for line in tree.split("\n"):
+        if not line.strip():
+            continue
+        depth = len(line) - len(line.lstrip(" "))
+        node = line.strip()
+        del path[depth:]
+        parent = path[depth - 1] if 0 < depth <= len(path) else ""
+        if node.startswith("Function ") and (
+                parent.startswith("TableExpression") or (depth == 1 and parent.startswith("InsertQuery"))):
+            names.append(node.split(" ")[1])
+        path.extend([""] * (depth - len(path)))
+        path.append(node)
+    return names
+
+
+def check_file_access(canonical: str, role: Role) -> None:
+    """Refuse what reaches the server's files from a statement's canonical text (ClickHouse's own formatting).
+
+    ``INTO OUTFILE`` and ``FROM INFILE`` for everyone, as ClickHouse's HTTP interface does (chDB would write and
+    read the server's files); settings that make a format read or write files, for all but the migration user.
+    """
+    bare = _QUOTED.sub("''", canonical)  # names and literals cannot look like clauses
+    if _INTO_OUTFILE.search(bare):
+        raise ClickHouseError.make(358, "INTO OUTFILE is not allowed")
+    if _FROM_INFILE.search(bare):
+        raise ClickHouseError.make(78, "Query has infile and was send directly to server")
+    protected = _PROTECTED_SETTINGS.search(bare) if role != "migrate" else None
+    if protected:
+        raise ClickHouseError.make(452, f"Setting {protected.group(1)} should not be changed")
+
+
+def check_pipeline(tree: str, user: str, database: str) -> None:
+    """Refuse what the pipeline's grants (SELECT, INSERT, ALTER UPDATE, ALTER DELETE) do not allow.
+
+    DDL gets ClickHouse's ``allow_ddl=0`` refusal (392), anything else outside the grants its missing-grant one
+    (497).
+    """
+    kind = statement_kind(tree)
+    commands = set(_ALTER_COMMAND.findall(tree))
+    row_mutation = kind == "AlterQuery" and bool(commands) and commands <= ROW_MUTATIONS
+    if kind in DDL_KINDS and not row_mutation:
+        raise ClickHouseError.make(392, f"Cannot execute query. DDL queries are prohibited for the user {user}")
+    if not (row_mutation or kind in READ_KINDS or kind in PIPELINE_WRITE_KINDS or kind in SESSION_KINDS):
+        grant = _GRANTS.get(kind)
+        if grant:
+            raise _access_denied(user, f"{grant} ON {database}.*")
+        raise ClickHouseError.make(
+            497, f"{user}: Not enough privileges. The pipeline's user reads and writes rows only, not {kind}")
+    for name in table_functions(tree):
+        if name.lower() not in LOCAL_TABLE_FUNCTIONS:
+            raise _access_denied(user, f"READ ON {name.upper()}")
+    for name in _FUNCTION_NODE.findall(tree):
+        if name.lower() in FORBIDDEN_READONLY_FUNCTIONS:
+            raise _access_denied(user, f"READ ON {name.upper()}")
+
+
+def _access_denied(user: str, grant: str) -> ClickHouseError:
+    return ClickHouseError.make(
+        497, f"{user}: Not enough privileges. To execute this query, it's necessary to have the grant {grant}")
+
+
+def _bound_string(text: str) -> str:
+    """``text`` as a ``{name:String}`` parameter value: ClickHouse reads those escaped, as TabSeparated does."""
+    return (text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+            .replace("\0", "\\0"))
+
+
 @dataclass
 class Result:
     """What one request produced."""
@@ -217,8 +397,12 @@ class Engine:
         """Open (or create) the persistent database in ``data_dir``."""
         data_dir.mkdir(parents=True, exist_ok=True)
         self._session = chdb_session.Session(str(data_dir))
+        self._session.query(SESSION_DEFAULTS, "TabSeparated")
         self._lock = threading.Lock()
         self._closed = False
+        # statements already allowed: the sink sends the same INSERT text batch after batch, and the checks
+        # depend on the text and the caller only (parameters never change a statement's shape)
+        self._allowed: OrderedDict[tuple[str, Role, str, str], tuple[str, str]] = OrderedDict()
 
     def close(self) -> None:
         """Close the session so the data directory is left consistent."""
@@ -227,8 +411,14 @@ class Engine:
             self._session.close()
 
     def execute(self, sql: str, data: bytes | None, database: str, fmt: str, params: dict[str, str],
-                readonly: bool) -> Result:
-        """Run one statement (with INSERT data if given) as ClickHouse's HTTP handler would."""
+                role: Role, user: str = "default") -> Result:
+        """Run one statement (with INSERT data if given) as ClickHouse's HTTP handler would, within ``role``."""
+        if data and not (_FORMAT_TAIL.search(sql) or _VALUES_TAIL.search(sql)):
+            # Not an INSERT with data: ClickHouse reads the parameter and the body as one query (checked as one).
+            try:
+                sql, data = f"{sql} {data.decode()}", None
+            except UnicodeDecodeError:
+                raise ClickHouseError.make(62, "Query is not valid UTF-8") from None
         statements = split_statements(sql)
         if len(statements) != 1:
             if not statements:
@@ -240,14 +430,48 @@ class Engine:
             if self._closed:  # a request that waited while the server shut down: the client may retry elsewhere
                 raise ClickHouseError.make(210, "The server is shutting down")
             self._use(database)
-            if readonly:
-                statement = self._readonly_statement(statement, params)
-            if data:
+            key = (statement, role, user, database)
+            allowed = self._allowed.get(key)
+            if allowed is None:
+                allowed = self._allowed[key] = self._authorize(statement, params, role, user, database)
+                if len(self._allowed) > ALLOWED_CACHE:
+                    self._allowed.popitem(last=False)
+            kind, statement = allowed
+            if kind in SESSION_KINDS:
+                result = Result(body=b"", fmt=fmt)
+            elif data:
                 result = self._insert(statement, data)
             else:
                 result = self._query(statement, fmt, params)
         result.elapsed_ns = time.perf_counter_ns() - t0
         return result
+
+    def _authorize(self, statement: str, params: dict[str, str], role: Role, user: str,
+                   database: str) -> tuple[str, str]:
+        """The statement's kind and the statement to run, or the refusal ``role`` gets.
+
+        ClickHouse formats the statement, passed as a bound value so nothing in it can change the query that
+        reads it; the canonical text has no INSERT data (the formatter drops it) and, once checked, no INTO
+        OUTFILE, so ``EXPLAIN AST`` of it cannot be made to write a file either.
+        """
+        try:
+            res = self._session.query("SELECT formatQuerySingleLine({q:String})", "RawBLOB",
+                                      params={"q": _bound_string(statement)})
+        except Exception as exc:  # noqa: BLE001 - chDB raises its own error types
+            err = ClickHouseError.from_engine(exc)
+            raise ClickHouseError(err.code, _IN_SCOPE.sub("", err.message)) from None
+        canonical = res.bytes().decode(errors="replace")
+        check_file_access(canonical, role)
+        try:
+            ast = self._session.query(f"EXPLAIN AST {canonical}", "TabSeparated", params=params or None)
+        except Exception as exc:  # noqa: BLE001
+            raise ClickHouseError.from_engine(exc) from None
+        tree = ast.bytes().decode(errors="replace")
+        if role == "readonly":
+            return statement_kind(tree), self._readonly_statement(statement, tree)
+        if role == "pipeline":
+            check_pipeline(tree, user, database)
+        return statement_kind(tree), statement
 
     def _use(self, database: str) -> None:
         try:
@@ -255,14 +479,10 @@ class Engine:
         except Exception as exc:  # noqa: BLE001 - chDB raises its own error types
             raise ClickHouseError.from_engine(exc) from None
 
-    def _readonly_statement(self, statement: str, params: dict[str, str]) -> str:
+    @staticmethod
+    def _readonly_statement(statement: str, tree: str) -> str:
         """Refuse anything but a read; hand ClickHouse ``readonly=1`` so it enforces the rest."""
-        try:
-            ast = self._session.query(f"EXPLAIN AST {statement}", "TabSeparated", params=params or None)
-        except Exception as exc:  # noqa: BLE001
-            raise ClickHouseError.from_engine(exc) from None
-        tree = ast.bytes().decode(errors="replace")
-        kind = tree.split(" ", 1)[0].strip()
+        kind = statement_kind(tree)
         if kind not in READ_KINDS:
             raise ClickHouseError.make(164, "Cannot execute query in readonly mode")
         if {f.lower() for f in _FUNCTION_NODE.findall(tree)} & FORBIDDEN_READONLY_FUNCTIONS:
@@ -296,9 +516,8 @@ class Engine:
             prefix, fmt = statement[: fmt_match.start()], fmt_match.group(1)
         elif values_match:
             prefix, fmt = statement[: values_match.start()], "Values"
-        else:
-            # Not an INSERT with data: ClickHouse concatenates the parameter and the body into one query.
-            return self._query(f"{statement} {data.decode()}", "TabSeparated", {})
+        else:  # execute() made any other statement with a body one query
+            raise ClickHouseError.make(62, "Only an INSERT query may carry data in the request body")
         if not prefix.lstrip().upper().startswith("INSERT"):
             raise ClickHouseError.make(62, "Only an INSERT query may carry data in the request body")
         try:
@@ -383,7 +602,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         try:
             user = self._authenticate(params)
-            readonly = user.readonly or self.command == "GET"
+            role: Role = "readonly" if self.command == "GET" else user.role  # ClickHouse: GET is read-only
             data = decompress(body, self.headers.get("Content-Encoding"))
             form = form_fields(self.headers.get("Content-Type", ""), data)
             if form is not None:  # clickhouse-connect sends long bound parameters (> 4 KB) this way
@@ -395,7 +614,7 @@ class Handler(BaseHTTPRequestHandler):
             bind = {k[len("param_"):]: v for k, v in params.items() if k.startswith("param_")}
             if self.command == "GET" and payload:
                 raise ClickHouseError.make(164, "Cannot execute query in readonly mode")
-            result = self.server.engine.execute(sql, payload, database, fmt, bind, readonly)
+            result = self.server.engine.execute(sql, payload, database, fmt, bind, role, user.name)
         except ClickHouseError as err:
             self._error(err, query_id)
             return
@@ -484,7 +703,7 @@ class Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], engine: Engine, users: dict[str, User]) -> None:
+    def __init__(self, address: tuple[str, int], engine: Engine, users: Users) -> None:
         """Bind the address; the engine and users are shared by every request."""
         self.engine = engine
         self.users = users
@@ -496,6 +715,14 @@ class Server(ThreadingHTTPServer):
         except Exception:  # noqa: BLE001, S110 - the version only decorates error messages
             pass
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that fails the TLS handshake (plain http to https) or hangs up: a log line, not a traceback."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ssl.SSLError | ConnectionError | TimeoutError):
+            log.info("connection from %s dropped: %s", client_address[0], type(exc).__name__)
+            return
+        super().handle_error(request, client_address)
+
 
 def main(argv: list[str] | None = None) -> int:
     """Run the server until SIGTERM or SIGINT."""
@@ -506,6 +733,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8123)
     parser.add_argument("--allow-non-loopback", action="store_true",
                         help="bind a non-loopback address (never needed on a developer machine)")
+    parser.add_argument("--tls-cert", type=Path, help="serve https: key, certificate and CA in one PEM file")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
@@ -513,8 +741,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"clickhouse: refusing to bind {args.host}: not a loopback address", file=sys.stderr)
         return 2
     try:
-        users = load_users(args.users_file)
-    except (OSError, ValueError, KeyError) as exc:
+        users = Users(args.users_file)
+    except (OSError, ValueError) as exc:
         print(f"clickhouse: cannot read users file {args.users_file}: {type(exc).__name__}", file=sys.stderr)
         return 2
     engine = Engine(args.data_dir)
@@ -524,9 +752,11 @@ def main(argv: list[str] | None = None) -> int:
         engine.close()
         print(f"clickhouse: cannot bind {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
         return 2
+    if not start_tls(server, args.tls_cert, "clickhouse", engine.close):
+        return 2
 
-    log.info("serving ClickHouse %s over HTTP on %s:%d, data in %s", server.version, args.host, args.port,
-             args.data_dir)
+    log.info("serving ClickHouse %s over %s on %s:%d, data in %s", server.version,
+             "HTTPS" if args.tls_cert else "HTTP", args.host, args.port, args.data_dir)
     serve_until_signalled(server, engine.close, log)
     return 0
 

@@ -16,6 +16,11 @@ What it implements, with Confluent's paths, bodies and error codes:
   checked by Apache Avro's own reader/writer compatibility checker.
 
 Avro only. Schemas live in SQLite in the state directory, so ids survive restarts.
+
+With ``--users-file`` every request needs HTTP basic auth (``registry_auth``) and each route an
+access level: ``read`` for every GET, a lookup and a compatibility check; ``write`` to register or
+set a compatibility level; ``admin`` to delete. ``--tls-cert`` serves https. Refusals use
+Confluent's answers: 401 ``Unauthorized`` with ``WWW-Authenticate``, and RBAC's 403 / 40301.
 """
 
 from __future__ import annotations
@@ -35,7 +40,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import avro.errors
 import avro.schema
 
-from infra.serving import is_allowed_host, serve_until_signalled
+from infra.registry_auth import Access, Users, allows
+from infra.serving import is_allowed_host, serve_until_signalled, start_tls
 from schemas.compatibility import LEVELS, incompatibilities
 
 log = logging.getLogger("lintas.schema_registry")
@@ -43,6 +49,9 @@ log = logging.getLogger("lintas.schema_registry")
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 
 DEFAULT_LEVEL = "BACKWARD"  # Confluent's default
+
+REALM = "lintas-registry"
+GLOBAL_SUBJECT = "__GLOBAL"  # Confluent's name for the registry-wide config, in a refusal's message
 
 
 class RegistryError(Exception):
@@ -69,6 +78,17 @@ def version_not_found(version: object) -> RegistryError:
 def schema_not_found() -> RegistryError:
     """Confluent's 40403."""
     return RegistryError(404, 40403, "Schema not found")
+
+
+def unauthorized() -> RegistryError:
+    """Confluent's 401: no credentials, or wrong ones."""
+    return RegistryError(401, 401, "Unauthorized")
+
+
+def denied(needed: Access, subject: str | None) -> RegistryError:
+    """Confluent RBAC's 40301: authenticated, but not allowed this operation."""
+    operation = "Delete" if needed == "admin" else "Write"
+    return RegistryError(403, 40301, f"User is denied operation {operation} on Subject: {subject or GLOBAL_SUBJECT}")
 
 
 def parse_avro(schema_str: str) -> avro.schema.Schema:
@@ -258,30 +278,30 @@ class Store:
             return number
 
 
-_ROUTES: list[tuple[str, re.Pattern[str], str]] = [
-    (m, re.compile(p), name) for m, p, name in [
-        ("GET", r"^/?$", "root"),
-        ("GET", r"^/subjects/?$", "subjects"),
-        ("GET", r"^/subjects/(?P<s>[^/]+)/versions/?$", "versions"),
-        ("POST", r"^/subjects/(?P<s>[^/]+)/versions/?$", "register"),
-        ("POST", r"^/subjects/(?P<s>[^/]+)/?$", "lookup"),
-        ("DELETE", r"^/subjects/(?P<s>[^/]+)/?$", "delete_subject"),
-        ("GET", r"^/subjects/(?P<s>[^/]+)/versions/(?P<v>[^/]+)/?$", "version"),
-        ("GET", r"^/subjects/(?P<s>[^/]+)/versions/(?P<v>[^/]+)/schema/?$", "version_schema"),
-        ("DELETE", r"^/subjects/(?P<s>[^/]+)/versions/(?P<v>[^/]+)/?$", "delete_version"),
-        ("GET", r"^/schemas/ids/(?P<id>\d+)/?$", "schema_id"),
-        ("GET", r"^/schemas/ids/(?P<id>\d+)/schema/?$", "schema_id_raw"),
-        ("GET", r"^/schemas/ids/(?P<id>\d+)/versions/?$", "schema_id_versions"),
-        ("GET", r"^/schemas/types/?$", "types"),
-        ("GET", r"^/config/?$", "get_config"),
-        ("PUT", r"^/config/?$", "put_config"),
-        ("GET", r"^/config/(?P<s>[^/]+)/?$", "get_config"),
-        ("PUT", r"^/config/(?P<s>[^/]+)/?$", "put_config"),
-        ("DELETE", r"^/config/(?P<s>[^/]+)/?$", "delete_config"),
-        ("POST", r"^/compatibility/subjects/(?P<s>[^/]+)/versions/(?P<v>[^/]+)/?$", "compatibility"),
-        ("POST", r"^/compatibility/subjects/(?P<s>[^/]+)/versions/?$", "compatibility_all"),
-    ]
+# (method, path, handler, access it needs): read changes nothing, write adds, admin deletes.
+_ROUTE_TABLE: list[tuple[str, str, str, Access]] = [
+    ("GET", r"^/?$", "root", "read"),
+    ("GET", r"^/subjects/?$", "subjects", "read"),
+    ("GET", r"^/subjects/(?P<s>[^/]+)/versions/?$", "versions", "read"),
+    ("POST", r"^/subjects/(?P<s>[^/]+)/versions/?$", "register", "write"),
+    ("POST", r"^/subjects/(?P<s>[^/]+)/?$", "lookup", "read"),
+    ("DELETE", r"^/subjects/(?P<s>[^/]+)/?$", "delete_subject", "admin"),
+    ("GET", r"^/subjects/(?P<s>[^/]+)/versions/(?P<v>[^/]+)/?$", "version", "read"),
+    ("GET", r"^/subjects/(?P<s>[^/]+)/versions/(?P<v>[^/]+)/schema/?$", "version_schema", "read"),
+    ("DELETE", r"^/subjects/(?P<s>[^/]+)/versions/(?P<v>[^/]+)/?$", "delete_version", "admin"),
+    ("GET", r"^/schemas/ids/(?P<id>\d+)/?$", "schema_id", "read"),
+    ("GET", r"^/schemas/ids/(?P<id>\d+)/schema/?$", "schema_id_raw", "read"),
+    ("GET", r"^/schemas/ids/(?P<id>\d+)/versions/?$", "schema_id_versions", "read"),
+    ("GET", r"^/schemas/types/?$", "types", "read"),
+    ("GET", r"^/config/?$", "get_config", "read"),
+    ("PUT", r"^/config/?$", "put_config", "write"),
+    ("GET", r"^/config/(?P<s>[^/]+)/?$", "get_config", "read"),
+    ("PUT", r"^/config/(?P<s>[^/]+)/?$", "put_config", "write"),
+    ("DELETE", r"^/config/(?P<s>[^/]+)/?$", "delete_config", "admin"),
+    ("POST", r"^/compatibility/subjects/(?P<s>[^/]+)/versions/(?P<v>[^/]+)/?$", "compatibility", "read"),
+    ("POST", r"^/compatibility/subjects/(?P<s>[^/]+)/versions/?$", "compatibility_all", "read"),
 ]
+_ROUTES = [(method, re.compile(path), name, access) for method, path, name, access in _ROUTE_TABLE]
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -317,10 +337,14 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         try:
-            for method, pattern, name in _ROUTES:
+            granted = self._authenticate()
+            for method, pattern, name, needed in _ROUTES:
                 match = pattern.match(url.path)
                 if match and method == self.command:
                     args = {k: unquote(v) for k, v in match.groupdict().items()}
+                    if granted is not None and not allows(granted, needed):
+                        log.info("403: %s %s denied to %s access", self.command, url.path, granted)
+                        raise denied(needed, args.get("s"))
                     body = json.loads(raw) if raw else {}
                     if not isinstance(body, dict):
                         raise RegistryError(422, 42201, "Request body must be a JSON object")
@@ -329,18 +353,31 @@ class Handler(BaseHTTPRequestHandler):
                     return
             raise RegistryError(404, 404, "HTTP 404 Not Found")
         except RegistryError as err:
-            self._send(err.status, {"error_code": err.error_code, "message": err.message})
+            challenge = {"WWW-Authenticate": f'Basic realm="{REALM}"'} if err.status == 401 else {}
+            self._send(err.status, {"error_code": err.error_code, "message": err.message}, challenge)
         except json.JSONDecodeError:
             self._send(400, {"error_code": 400, "message": "Unrecognized JSON in request body"})
         except Exception:  # noqa: BLE001 - every failure must reach the client as a registry error
             log.exception("internal error")
             self._send(500, {"error_code": 50001, "message": "Error in the backend data store"})
 
-    def _send(self, status: int, payload: Any) -> None:
+    def _authenticate(self) -> Access | None:
+        """The caller's access level; None if the registry is open (no users file); 401 if not proven."""
+        if self.server.users is None:
+            return None
+        found = self.server.users.authenticate(self.headers.get("Authorization"))
+        if found is None:
+            log.info("401: %s %s", self.command, urlsplit(self.path).path)  # never the header: it holds a password
+            raise unauthorized()
+        return found[1]
+
+    def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", CONTENT_TYPE)
         self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
 
@@ -424,9 +461,10 @@ class Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], store: Store) -> None:
-        """Bind and keep the store."""
+    def __init__(self, address: tuple[str, int], store: Store, users: Users | None = None) -> None:
+        """Bind and keep the store; with ``users``, every request must authenticate."""
         self.store = store
+        self.users = users
         super().__init__(address, Handler)
 
 
@@ -437,20 +475,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8081)
     parser.add_argument("--allow-non-loopback", action="store_true")
+    parser.add_argument("--users-file", type=Path, help="require basic auth by these users (registry_auth)")
+    parser.add_argument("--tls-cert", type=Path, help="serve https: key, certificate and CA in one PEM file")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if not is_allowed_host(args.host, args.allow_non_loopback):
         print(f"registry: refusing to bind {args.host}: not a loopback address", file=sys.stderr)
         return 2
+    try:
+        users = Users(args.users_file) if args.users_file else None
+    except (OSError, ValueError) as exc:
+        print(f"registry: cannot read users file {args.users_file}: {exc}", file=sys.stderr)
+        return 2
     store = Store(args.data_dir / "registry.sqlite")
     try:
-        server = Server((args.host, args.port), store)
+        server = Server((args.host, args.port), store, users)
     except OSError as exc:
         store.close()
         print(f"registry: cannot bind {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
         return 2
+    if not start_tls(server, args.tls_cert, "registry", store.close):
+        return 2
 
-    log.info("schema registry on http://%s:%d, data in %s", args.host, args.port, args.data_dir)
+    scheme = "https" if args.tls_cert else "http"
+    log.info("schema registry on %s://%s:%d (%s), data in %s", scheme, args.host, args.port,
+             "basic auth" if users else "open: no users file", args.data_dir)
     serve_until_signalled(server, store.close, log)
     return 0
 

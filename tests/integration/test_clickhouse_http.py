@@ -1,27 +1,38 @@
-"""The chDB HTTP adapter against the real clickhouse-connect clients (sync and async)."""
+"""The chDB HTTP adapter against the real clickhouse-connect clients (sync and async), over https, as each role."""
 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
+import os
 import socket
+import ssl
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import clickhouse_connect
 import pytest
-from clickhouse_connect.driver.exceptions import DatabaseError
+from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
+from infra.serving import http_ok
+from infra.tls import ensure_certificates, server_pem
+from streams.settings import Settings
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.integration
 
-PASSWORD, RO_PASSWORD = "adapter-test-pw", "adapter-test-ro"  # noqa: S105 - throwaway test credentials
+# throwaway test credentials: the pipeline's, the dashboards' (read-only) and the migration user's
+PASSWORD, RO_PASSWORD, MIGRATE_PASSWORD = "adapter-test-pw", "adapter-test-ro", "adapter-test-mg"  # noqa: S105
+USERS = {"lintas": (PASSWORD, "pipeline"), "grafana": (RO_PASSWORD, "readonly"),
+         "lintas_migrate": (MIGRATE_PASSWORD, "migrate")}
 
 
 def _free_port() -> int:
@@ -31,28 +42,43 @@ def _free_port() -> int:
 
 
 class Adapter:
+    """The adapter as its own process, serving https with a certificate of the local stack's kind."""
+
     def __init__(self, root: Path) -> None:
         self.root = root
         self.port = _free_port()
-        users = {
-            "lintas": {"password_sha256_hex": hashlib.sha256(PASSWORD.encode()).hexdigest(), "readonly": False},
-            "grafana": {"password_sha256_hex": hashlib.sha256(RO_PASSWORD.encode()).hexdigest(), "readonly": True},
-        }
-        (root / "users.json").write_text(json.dumps(users))
+        self.tls = Settings(state_dir=root / "state")
+        ensure_certificates(self.tls)
+        self.ca = self.tls.tls_ca_file
+        self.users_file = root / "users.json"
+        self.write_users(USERS)
         self.proc: subprocess.Popen[bytes] | None = None
+
+    def write_users(self, users: dict[str, tuple[str, str]]) -> None:
+        """Replace the users file at once, as LocalClickHouse does (the server reads it again when it changes)."""
+        tmp = self.root / ".users.json.tmp"
+        tmp.write_text(json.dumps({name: {"password_sha256_hex": hashlib.sha256(pw.encode()).hexdigest(), "role": role}
+                                   for name, (pw, role) in users.items()}))
+        os.replace(tmp, self.users_file)
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca))
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "infra.clickhouse_http", "--data-dir", str(self.root / "data"),
-             "--users-file", str(self.root / "users.json"), "--port", str(self.port)],
+             "--users-file", str(self.users_file), "--port", str(self.port), "--tls-cert", str(server_pem(self.tls))],
             cwd=REPO, stdout=open(self.root / "log", "ab"), stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/ping", timeout=1) as r:
-                    if r.read() == b"Ok.\n":
-                        return
+                if http_ok(f"{self.url}/ping", self.ca, b"Ok.\n"):
+                    return
             except OSError:
                 time.sleep(0.2)
         raise AssertionError((self.root / "log").read_text())
@@ -62,8 +88,14 @@ class Adapter:
         self.proc.terminate()
         assert self.proc.wait(30) == 0
 
-    def client(self, user: str = "lintas", password: str = PASSWORD, **kw):
-        return clickhouse_connect.get_client(host="127.0.0.1", port=self.port, username=user, password=password, **kw)
+    def client(self, user: str = "lintas", password: str = PASSWORD, **kw: Any) -> Any:
+        """A client as the pipeline's user unless told otherwise, over https trusting the test CA."""
+        return clickhouse_connect.get_client(host="127.0.0.1", port=self.port, username=user, password=password,
+                                             secure=True, verify=True, ca_cert=str(self.ca), **kw)
+
+    def migrator(self, **kw: Any) -> Any:
+        """A client as the migration user: the one that may change the schema."""
+        return self.client("lintas_migrate", MIGRATE_PASSWORD, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +115,8 @@ def _rows(n: int, version: int = 1) -> list[tuple[int, str, int]]:
 def test_native_insert_100k_rows_each_compression(adapter: Adapter, compression: str | bool) -> None:
     client = adapter.client(compress=compression)
     table = f"ins_{compression or 'plain'}"
-    client.command(f"CREATE TABLE {table} (id UInt64, s String, v UInt32) ENGINE = ReplacingMergeTree(v) ORDER BY id")
+    adapter.migrator().command(
+        f"CREATE TABLE {table} (id UInt64, s String, v UInt32) ENGINE = ReplacingMergeTree(v) ORDER BY id")
     summary = client.insert(table, _rows(100_000), column_names=["id", "s", "v"])
     assert summary.written_rows == 100_000
     client.insert(table, _rows(500, version=2), column_names=["id", "s", "v"])
@@ -105,7 +138,7 @@ def test_long_bound_parameters_sent_form_encoded_are_served(adapter: Adapter) ->
     ids = [str(uuid.uuid4()) for _ in range(10_000)]
     assert client.query("SELECT length({a:Array(String)}), {a:Array(String)}[10000]", parameters={"a": ids}
                         ).result_rows == [(10_000, ids[-1])]
-    client.command("CREATE TABLE form_t (id String, n UInt32) ENGINE = MergeTree ORDER BY id")
+    adapter.migrator().command("CREATE TABLE form_t (id String, n UInt32) ENGINE = MergeTree ORDER BY id")
     client.insert("form_t", [(i, n) for n, i in enumerate(ids * 10)], column_names=["id", "n"])  # 100,000 rows
     assert client.query("SELECT count(), uniqExact(id) FROM form_t WHERE id IN {a:Array(String)}",
                         parameters={"a": ids[:5000]}).result_rows == [(50_000, 5_000)]
@@ -142,8 +175,8 @@ def test_wrong_password_is_516(adapter: Adapter) -> None:
 
 
 def test_readonly_user_reads_only(adapter: Adapter) -> None:
+    adapter.migrator().command("CREATE TABLE IF NOT EXISTS ro_t (x UInt8) ENGINE = MergeTree ORDER BY x")
     admin = adapter.client()
-    admin.command("CREATE TABLE IF NOT EXISTS ro_t (x UInt8) ENGINE = MergeTree ORDER BY x")
     admin.insert("ro_t", [(1,), (2,)], column_names=["x"])
     ro = adapter.client(user="grafana", password=RO_PASSWORD)
     assert ro.query("SELECT sum(x) FROM ro_t").result_rows == [(3,)]
@@ -164,7 +197,7 @@ def test_readonly_user_reads_only(adapter: Adapter) -> None:
 
 
 def test_concurrent_clients(adapter: Adapter) -> None:
-    adapter.client().command("CREATE TABLE conc (w UInt8, i UInt32) ENGINE = MergeTree ORDER BY (w, i)")
+    adapter.migrator().command("CREATE TABLE conc (w UInt8, i UInt32) ENGINE = MergeTree ORDER BY (w, i)")
     errors: list[BaseException] = []
 
     def worker(w: int) -> None:
@@ -188,10 +221,11 @@ def test_concurrent_clients(adapter: Adapter) -> None:
 
 
 async def test_async_client(adapter: Adapter) -> None:
+    adapter.migrator().command("CREATE TABLE IF NOT EXISTS async_t (x UInt32) ENGINE = MergeTree ORDER BY x")
     client = await clickhouse_connect.get_async_client(
-        host="127.0.0.1", port=adapter.port, username="lintas", password=PASSWORD,
+        host="127.0.0.1", port=adapter.port, username="lintas", password=PASSWORD, secure=True, verify=True,
+        ca_cert=str(adapter.ca),
     )
-    await client.command("CREATE TABLE IF NOT EXISTS async_t (x UInt32) ENGINE = MergeTree ORDER BY x")
     await client.insert("async_t", [(i,) for i in range(1000)], column_names=["x"])
     result = await client.query("SELECT count(), sum(x) FROM async_t")
     assert result.result_rows == [(1000, 499500)]
@@ -201,31 +235,108 @@ async def test_async_client(adapter: Adapter) -> None:
 def test_plain_http_like_curl(adapter: Adapter) -> None:
     """What an operator does with curl: body-only query, VALUES insert in the body, GET is read-only."""
     auth = {"X-ClickHouse-User": "lintas", "X-ClickHouse-Key": PASSWORD}
-    base = f"http://127.0.0.1:{adapter.port}/"
+    base = f"{adapter.url}/"
 
-    def post(body: bytes, query: str = "") -> tuple[int, str]:
-        req = urllib.request.Request(base + query, data=body, headers=auth, method="POST")
+    def post(body: bytes, query: str = "", headers: dict[str, str] = auth) -> tuple[int, str]:
+        req = urllib.request.Request(base + query, data=body, headers=headers, method="POST")
         try:
-            with urllib.request.urlopen(req, timeout=10) as r:
+            with urllib.request.urlopen(req, timeout=10, context=adapter.context()) as r:
                 return r.status, r.read().decode()
         except urllib.error.HTTPError as e:
             return e.code, e.read().decode()
 
-    assert post(b"CREATE TABLE curl_t (x UInt8, s String) ENGINE = Memory")[0] == 200
+    migrate = {"X-ClickHouse-User": "lintas_migrate", "X-ClickHouse-Key": MIGRATE_PASSWORD}
+    assert post(b"CREATE TABLE curl_t (x UInt8, s String) ENGINE = Memory", headers=migrate)[0] == 200
     assert post(b"INSERT INTO curl_t VALUES (1, 'a'), (2, 'b')")[0] == 200
     assert post(b"3\tc\n", "?query=INSERT%20INTO%20curl_t%20FORMAT%20TabSeparated")[0] == 200
     assert post(b"SELECT sum(x), count() FROM curl_t") == (200, "6\t3\n")
     status, body = post(b"SELECT nope FROM curl_t")
     assert status == 404 and body.startswith("Code: 47."), body
-    req = urllib.request.Request(base + "?query=DROP%20TABLE%20curl_t", headers=auth, method="GET")
-    with pytest.raises(urllib.error.HTTPError) as err:
-        urllib.request.urlopen(req, timeout=10)
-    assert err.value.code == 403 and err.value.headers["X-ClickHouse-Exception-Code"] == "164"
+    req = urllib.request.Request(base + "?query=DROP%20TABLE%20curl_t", headers=migrate, method="GET")
+    with pytest.raises(urllib.error.HTTPError) as err:  # even the migration user's GET: ClickHouse's are read-only
+        urllib.request.urlopen(req, timeout=10, context=adapter.context())
+    # ClickHouse answers READONLY with 500 (exceptionCodeToHTTPStatus has no entry for it)
+    assert err.value.code == 500 and err.value.headers["X-ClickHouse-Exception-Code"] == "164"
+    status, body = post(b"SELECT 1", headers={"X-ClickHouse-User": "lintas", "X-ClickHouse-Key": "wrong"})
+    assert status == 403 and body.startswith("Code: 516.") and "AUTHENTICATION_FAILED" in body
+
+
+def test_https_with_the_ca_and_nothing_else(adapter: Adapter) -> None:
+    with urllib.request.urlopen(f"{adapter.url}/ping", timeout=5, context=adapter.context()) as r:
+        assert r.read() == b"Ok.\n"
+    with pytest.raises(urllib.error.URLError) as err:  # a client that does not trust the local CA
+        urllib.request.urlopen(f"{adapter.url}/ping", timeout=5, context=ssl.create_default_context())
+    assert isinstance(err.value.reason, ssl.SSLCertVerificationError)
+    with pytest.raises((OSError, http.client.HTTPException)):  # plain http to the https port: no answer
+        urllib.request.urlopen(f"http://127.0.0.1:{adapter.port}/ping", timeout=5)
+    with pytest.raises(OperationalError):
+        clickhouse_connect.get_client(host="127.0.0.1", port=adapter.port, username="lintas", password=PASSWORD)
+    assert adapter.client().query("SELECT 1").result_rows == [(1,)]  # and the server goes on serving
+
+
+def test_unknown_user_and_wrong_password_are_516_over_https(adapter: Adapter) -> None:
+    for user, password in (("nobody", PASSWORD), ("lintas", "wrong"), ("lintas_migrate", PASSWORD)):
+        with pytest.raises(DatabaseError) as err:
+            adapter.client(user, password)
+        assert err.value.code == 516 and "AUTHENTICATION_FAILED" in str(err.value), user
+
+
+def test_the_pipeline_user_reads_and_writes_rows_and_changes_no_schema(adapter: Adapter, tmp_path: Path) -> None:
+    adapter.migrator().command("CREATE TABLE rows_t (id UInt32, s String) ENGINE = MergeTree ORDER BY id")
+    pipeline = adapter.client()
+    assert pipeline.insert("rows_t", [(1, "a"), (2, "b"), (3, "c")], column_names=["id", "s"]).written_rows == 3
+    pipeline.command("ALTER TABLE rows_t UPDATE s = 'z' WHERE id = {id:UInt32} SETTINGS mutations_sync = 2",
+                     parameters={"id": 3})
+    pipeline.command("ALTER TABLE rows_t DELETE WHERE id = {id:UInt32} SETTINGS mutations_sync = 2",
+                     parameters={"id": 1})
+    assert pipeline.query("SELECT id, s FROM rows_t ORDER BY id").result_rows == [(2, "b"), (3, "z")]
+    for ddl in ("CREATE TABLE evil (x UInt8) ENGINE = Memory", "DROP TABLE rows_t",
+                "ALTER TABLE rows_t ADD COLUMN evil UInt8", "TRUNCATE TABLE rows_t"):
+        with pytest.raises(DatabaseError) as err:
+            pipeline.command(ddl)
+        assert err.value.code == 392 and "QUERY_IS_PROHIBITED" in str(err.value), ddl
+    for other in ("OPTIMIZE TABLE rows_t FINAL", "SELECT * FROM file('/etc/hostname', 'LineAsString')"):
+        with pytest.raises(DatabaseError) as err:
+            pipeline.command(other)
+        assert err.value.code == 497 and "Not enough privileges" in str(err.value), other
+    out = tmp_path / "out.tsv"
+    with pytest.raises(DatabaseError) as err:  # no user writes the server's files
+        pipeline.command(f"SELECT * FROM rows_t INTO OUTFILE '{out}'")
+    assert err.value.code == 358 and not out.exists()
+    assert adapter.migrator().query("SELECT name FROM system.columns WHERE database = 'default' AND table = 'rows_t' "
+                                    "ORDER BY name").result_rows == [("id",), ("s",)]
+    assert pipeline.query("SELECT count() FROM rows_t").result_rows == [(2,)]
+
+
+def test_the_migration_user_changes_the_schema(adapter: Adapter) -> None:
+    migrate = adapter.migrator()
+    migrate.command("CREATE TABLE schema_t (x UInt8) ENGINE = MergeTree ORDER BY x")
+    migrate.command("ALTER TABLE schema_t ADD COLUMN y String")
+    assert migrate.query("DESCRIBE TABLE schema_t").result_rows[1][:2] == ("y", "String")
+    migrate.command("DROP TABLE schema_t")
+
+
+def test_a_changed_users_file_is_read_without_a_restart(adapter: Adapter) -> None:
+    adapter.migrator().command("CREATE TABLE IF NOT EXISTS rotation_t (x UInt8) ENGINE = MergeTree ORDER BY x")
+    before = adapter.client()
+    try:
+        adapter.write_users({**USERS, "lintas": ("rotated-pw", "pipeline")})
+        with pytest.raises(DatabaseError) as err:
+            before.query("SELECT 1")
+        assert err.value.code == 516
+        assert adapter.client("lintas", "rotated-pw").query("SELECT 1").result_rows == [(1,)]
+        adapter.write_users({**USERS, "lintas": (PASSWORD, "readonly")})  # a role changes the same way
+        with pytest.raises(DatabaseError) as err:
+            adapter.client().command("INSERT INTO rotation_t VALUES (9)")
+        assert err.value.code == 164
+    finally:
+        adapter.write_users(USERS)
+    assert adapter.client().query("SELECT 1").result_rows == [(1,)]
 
 
 def test_data_survives_restart(adapter: Adapter) -> None:
     client = adapter.client()
-    client.command("CREATE TABLE persist_t (x UInt32) ENGINE = MergeTree ORDER BY x")
+    adapter.migrator().command("CREATE TABLE persist_t (x UInt32) ENGINE = MergeTree ORDER BY x")
     client.insert("persist_t", [(i,) for i in range(123)], column_names=["x"])
     adapter.stop()
     adapter.start()

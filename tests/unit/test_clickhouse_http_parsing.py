@@ -87,7 +87,7 @@ def test_a_request_that_waited_while_the_server_shut_down_gets_a_transient_error
     engine = Engine(tmp_path / "data")
     engine.close()
     with pytest.raises(ClickHouseError) as err:
-        engine.execute("SELECT 1", None, "default", "TabSeparated", {}, False)
+        engine.execute("SELECT 1", None, "default", "TabSeparated", {}, "migrate")
     assert err.value.code == 210 and ERROR_STATUS[210] == 503
     wrapped = DatabaseError(err.value.message)
     wrapped.code = err.value.code  # type: ignore[attr-defined]
