@@ -87,11 +87,18 @@ class EventKind:
     to_facts: Callable[[dict[str, Any], dict[str, Any], Tokeniser], list[Fact]]
     table: str
     source: str
+    sender: tuple[str, str]  # the record that names who sent it (the post or the site), and its id field
     to_check: Callable[[dict[str, Any], str], Presented | None] | None = None  # record, the traveller's token
 
+    def sent_by(self, record: dict[str, Any]) -> str:
+        """The post or landing site the event says it comes from."""
+        part, key = self.sender
+        return str(record[part][key])
 
-CROSSINGS = EventKind(CROSSING_EVENT, crossing_row, crossing_facts, "crossings", "crossing", presented)
-LANDINGS = EventKind(LANDING_EVENT, landing_row, landing_facts, "landings", "landing")
+
+CROSSINGS = EventKind(CROSSING_EVENT, crossing_row, crossing_facts, "crossings", "crossing", ("post", "post_id"),
+                      presented)
+LANDINGS = EventKind(LANDING_EVENT, landing_row, landing_facts, "landings", "landing", ("site", "site_id"))
 
 
 @dataclass(frozen=True)
@@ -122,8 +129,10 @@ class Accepted:
 
 
 def ingest(raw: bytes | None, source: Source, kind: EventKind, schemas: WriterSchemas, keys: Purposes,
-           now: datetime, templates: TemplatePolicy) -> Accepted | DeadLetter:
+           now: datetime, templates: TemplatePolicy, signed_by: str | None = None) -> Accepted | DeadLetter:
     """Decode, validate and pseudonymise one message; check its biometric templates.
+
+    ``signed_by``: the post whose key signed the message (agents/signing.py); the event must claim that post.
 
     The analytics row is tokenised with the analytics key; probes and facts, which
     stay inside the pipeline, with the operations key.
@@ -139,6 +148,9 @@ def ingest(raw: bytes | None, source: Source, kind: EventKind, schemas: WriterSc
     if problems:
         first = problems[0]
         return DeadLetter(source, first.code, first.field, first.reason, raw or b"")
+    if signed_by is not None and kind.sent_by(record) != signed_by:
+        return DeadLetter(source, "not_the_signer", ".".join(kind.sender),
+                          "names another post than the one that signed it", raw or b"")
     row = kind.to_row(record, keys.analytics)
     row["source_partition"] = source.partition
     row["source_offset"] = source.offset

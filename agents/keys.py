@@ -194,7 +194,8 @@ class FileKeyring:
     def _locked(self) -> Iterator[None]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         os.chmod(self.path.parent, 0o700)
-        with open(self.path.with_suffix(".lock"), "a") as lock:
+        with os.fdopen(os.open(self.path.with_suffix(".lock"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600),
+                       "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 yield

@@ -24,14 +24,17 @@ def best_of(fn: Callable[[], Any], repeat: int = 3) -> float:
 
 
 @contextmanager
-def own_stack(tmp: str) -> Iterator[Any]:
-    """A stack of the benchmark's own (state in ``tmp``, ports 24xxx, installed jars shared), stopped after."""
+def own_stack(tmp: str, secure: bool = True, port_base: int = BENCH_PORT_BASE) -> Iterator[Any]:
+    """A stack of the benchmark's own (state in ``tmp``, ports 24xxx, installed jars shared), stopped after.
+
+    ``secure=False``: no TLS and no authentication, only to measure what they cost.
+    """
     from infra.stack import Stack
     from streams.settings import Settings
 
-    settings = Settings(state_dir=Path(tmp) / "state", dist=REPO / ".lintas" / "dist",
-                        kafka_port=BENCH_PORT_BASE + 92, kafka_controller_port=BENCH_PORT_BASE + 93,
-                        schema_registry_port=BENCH_PORT_BASE + 81, clickhouse_port=BENCH_PORT_BASE + 123)
+    settings = Settings(state_dir=Path(tmp) / "state", dist=REPO / ".lintas" / "dist", secure=secure,
+                        kafka_port=port_base + 92, kafka_controller_port=port_base + 93,
+                        schema_registry_port=port_base + 81, clickhouse_port=port_base + 123)
     stack = Stack(settings)
     stack.up(say=lambda _: None)
     try:

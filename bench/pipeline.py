@@ -19,7 +19,9 @@ A fresh stack (ports 24xxx, state in a temporary directory) and ``lintas worker
   workers stopped), at each K;
 * **paced**: crossings with captures at a steady rate: produce → row and produce → decision
   latency (Kafka CreateTime to ``ingested_at`` / the first ``decided_at``);
-* worker resident memory with the largest gallery.
+* worker resident memory with the largest gallery;
+* **security's cost**: the N-process burst again on a second stack with TLS and authentication off
+  (``LINTAS_SECURE=0``), beside the same burst with them on (the default).
 
 Nothing polls ClickHouse while a run is timed: completion is read from the agents' committed
 offsets in Kafka (each agent commits only once its rows are in ClickHouse); the times come from
@@ -52,7 +54,8 @@ from agents.dedup import IdentityState, Seen, ThresholdSet, identity_key
 from agents.gallery import SampleIndex
 from agents.keys import FileKeyring, Purposes
 from agents.sealing import SqliteSubjectKeys, SubjectSealer, person_key
-from bench import REPO, own_stack, print_table
+from agents.signing import signed_headers
+from bench import BENCH_PORT_BASE, REPO, own_stack, print_table
 from bench.profile import profiled
 from infra.process import descendants, rss_bytes
 from schemas.contracts import CROSSING_EVENT
@@ -62,8 +65,9 @@ from streams.clients import clickhouse_client
 from streams.faces import ClusteredFaces
 from streams.lag import caught_up
 from streams.settings import Settings
+from streams.signing import ensure_post_key
 from streams.simulator import Simulator
-from streams.topics import AGENTS, BIOMETRIC_GALLERY, CROSSING_EVENTS, DEDUP_SHARDS, agent_group
+from streams.topics import AGENTS, BIOMETRIC_GALLERY, CROSSING_EVENTS, DEDUP_SHARDS, Role, agent_group
 
 
 # -- the worker ---------------------------------------------------------------------------------------------------
@@ -142,23 +146,32 @@ def crossings(seed: int, n: int, faces: bool, population: int = 5000) -> list[di
     return records[:n]
 
 
-def framed(settings: Settings, records: list[dict[str, Any]]) -> list[tuple[bytes, bytes]]:
-    """(key, Confluent-framed Avro) of each crossing, keyed by post as posts send them."""
-    schema_id = SchemaIds(clients.registry(settings)).id_for(CROSSING_EVENTS.name, CROSSING_EVENT)
-    return [(r["post"]["post_id"].encode(), frame(schema_id, encode_payload(CROSSING_EVENT, r))) for r in records]
+Message = tuple[bytes, bytes, list[tuple[str, str | bytes | None]]]
 
 
-def produce(settings: Settings, messages: list[tuple[bytes, bytes]], rate: float | None = None) -> float:
+def framed(settings: Settings, records: list[dict[str, Any]]) -> list[Message]:
+    """(key, Confluent-framed Avro, signature headers) of each crossing, keyed and signed by its post."""
+    schema_id = SchemaIds(clients.registry(settings, Role.POST)).id_for(CROSSING_EVENTS.name, CROSSING_EVENT)
+    out = []
+    for r in records:
+        post = r["post"]["post_id"]
+        value = frame(schema_id, encode_payload(CROSSING_EVENT, r))
+        out.append((post.encode(), value, signed_headers(post, ensure_post_key(settings, post), value)))
+    return out
+
+
+def produce(settings: Settings, messages: list[Message], rate: float | None = None) -> float:
     """Send to crossing_events (at ``rate`` per second, 20 steps a second, or at once); the wall time it started."""
-    producer = Producer(clients.kafka_config(settings, **{**clients.RELIABLE, **clients.SAME_PARTITION_AS_FAUST,
+    producer = Producer(clients.kafka_config(settings, Role.POST, **{
+                                                          **clients.RELIABLE, **clients.SAME_PARTITION_AS_FAUST,
                                                           "linger.ms": 5, "compression.type": "lz4",
                                                           "queue.buffering.max.messages": 1_000_000}))
     started = time.time()
     step = max(1, int(rate // 20)) if rate else len(messages)
     t0 = time.monotonic()
     for s in range(0, len(messages), step):
-        for key, value in messages[s:s + step]:
-            producer.produce(CROSSING_EVENTS.name, value, key)
+        for key, value, headers in messages[s:s + step]:
+            producer.produce(CROSSING_EVENTS.name, value, key, headers=headers)
         producer.poll(0)
         if rate:
             ahead = (s + step) / rate - (time.monotonic() - t0)
@@ -179,10 +192,12 @@ def id_table(client: Any, records: list[dict[str, Any]]) -> str:
 def floor(settings: Settings, messages: list[tuple[bytes, bytes]]) -> float:
     """fastavro decode + clickhouse-connect insert of the same events, nothing else: events per second."""
     client = clickhouse_client(settings, compress="lz4")
-    client.command("CREATE TABLE IF NOT EXISTS bench_floor (event_id UUID, occurred_at DateTime64(3, 'UTC'), "
-                   "post_id String, direction String, nationality String, document_number String, "
-                   "travel_purpose String, origin_country String, destination_country String, quality Float32) "
-                   "ENGINE = MergeTree ORDER BY event_id")
+    # the table as the migration user (DDL); the inserts as the pipeline's user, as the sink makes them
+    clickhouse_client(settings, migrate=True).command(
+        "CREATE TABLE IF NOT EXISTS bench_floor (event_id UUID, occurred_at DateTime64(3, 'UTC'), "
+        "post_id String, direction String, nationality String, document_number String, "
+        "travel_purpose String, origin_country String, destination_country String, quality Float32) "
+        "ENGINE = MergeTree ORDER BY event_id")
     columns = ["event_id", "occurred_at", "post_id", "direction", "nationality", "document_number",
                "travel_purpose", "origin_country", "destination_country", "quality"]
     schema = CROSSING_EVENT.parsed
@@ -234,7 +249,8 @@ def warm(settings: Settings, captures: bool) -> float:
 
 def measured(settings: Settings, records: list[dict[str, Any]], started: float, captures: bool) -> dict[str, Any]:
     client = clickhouse_client(settings)
-    ids = id_table(client, records)
+    admin = clickhouse_client(settings, migrate=True)  # the scratch table of ids: DDL
+    ids = id_table(admin, records)
     start = datetime.fromtimestamp(started, UTC)
     n, last, p50, p99 = client.query(
         "SELECT count(), max(i), quantile(0.5)(d), quantile(0.99)(d) FROM (SELECT event_id, min(ingested_at) AS i, "
@@ -256,7 +272,7 @@ def measured(settings: Settings, records: list[dict[str, Any]], started: float, 
         out.update({"decided": decided, "decided_s": decided / seconds, "decision_p50_ms": d50,
                     "decision_p99_ms": d99, "searches": searched, "searches_s": searched / DEDUP_SHARDS / seconds,
                     "index": ",".join(sorted(kinds))})
-    client.command(f"DROP TABLE {ids}")
+    admin.command(f"DROP TABLE {ids}")
     return out
 
 
@@ -278,7 +294,7 @@ def seed_gallery(settings: Settings, first: int, count: int, gallery: dict[int, 
                           ).for_model(model)
     gen = np.random.default_rng(first + 1)
     centres = faces.faces(gen, np.zeros((20, 512), dtype=np.float32))  # 20 populations
-    producer = Producer(clients.kafka_config(settings, **{**clients.RELIABLE, "linger.ms": 20,
+    producer = Producer(clients.kafka_config(settings, Role.WORKER, **{**clients.RELIABLE, "linger.ms": 20,
                                                           "compression.type": "lz4", "batch.num.messages": 10_000,
                                                           "queue.buffering.max.messages": 1_000_000}))
     now_ms = int(time.time() * 1000) - 86_400_000
@@ -355,6 +371,8 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, default=None, help="sample the workers with py-spy during each "
                         "timed burst; raw samples here, the top functions printed")
     parser.add_argument("--keep", type=Path, default=None, help="leave the stack's state and the workers' logs here")
+    parser.add_argument("--no-security-comparison", action="store_true", help="skip the burst on a stack with "
+                        "TLS and authentication off")
     args = parser.parse_args()
     def say(line: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
@@ -396,6 +414,15 @@ def main() -> None:
                     caught_up(settings, ("ingest_crossings", "dedup_shards"), timeout_s=1800)
                 paced = measured(settings, records, started, captures=True)
                 say(f"paced at {args.paced_rate:.0f}/s: {paced}")
+    insecure: dict[str, Any] = {}
+    if not args.no_security_comparison:
+        with kept_or_temporary(None) as tmp, own_stack(tmp, secure=False, port_base=BENCH_PORT_BASE + 1000) as stack:
+            from streams.cli.events import migrate_now
+
+            migrate_now(stack.settings)
+            insecure = burst(stack, crossings(502, args.events, faces=False), args.processes,
+                             Path(tmp) / "worker-insecure.log", captures=False)
+            say(f"burst, {args.processes} processes, TLS and authentication off: {insecure}")
 
     print(f"\nLintas pipeline, this machine ({os.cpu_count()} cores), one run; worker processes: 1 and "
           f"{args.processes}")
@@ -421,6 +448,10 @@ def main() -> None:
                      "target": "≥ 70 %" if enrolled >= 1_000_000 else "-"})
         rows.append({"figure": f"  worker RSS ({args.processes} processes), {enrolled:,} enrolled",
                      "measured": f"{rss:,.0f} MB", "target": "reported"})
+    if insecure:
+        rows.append({"figure": f"  same burst, {args.processes} processes, TLS + SASL + ACLs off (LINTAS_SECURE=0)",
+                     "measured": f"{insecure['rows_s']:,.0f}/s (on: {many['rows_s']:,.0f}/s, "
+                                 f"{many['rows_s'] / insecure['rows_s'] - 1:+.0%})", "target": "reported"})
     if paced:
         rows.append({"figure": f"produce → row p99, paced {args.paced_rate:,.0f}/s with captures",
                      "measured": f"{paced['row_p99_ms']:,.0f} ms (p50 {paced['row_p50_ms']:,.0f})",

@@ -60,7 +60,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         with own_stack(tmp) as stack:
             settings = stack.settings
-            migrate(clickhouse_client(settings))  # the record of processing the loads write to
+            migrate(clickhouse_client(settings, migrate=True))  # the record of processing the loads write to
             csv = Path(tmp) / "list.csv"
             with csv.open("w") as f:
                 f.write("issuing_state,number,reason,valid_from,valid_until,source\n")

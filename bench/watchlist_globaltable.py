@@ -23,7 +23,8 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from bench import REPO, own_stack, print_table
-from streams.topics import TopicSpec
+from streams.clients import kafka_config
+from streams.topics import Role, TopicSpec
 from streams.watchlist import Replica
 
 CHANGELOG = "lintas-bench-gt-gt-list-changelog"  # the changelog faust names for bench.globaltable_app's table
@@ -39,9 +40,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         with own_stack(tmp) as stack:
             settings = stack.settings
-            admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+            admin = AdminClient(kafka_config(settings, Role.ADMIN))
             admin.create_topics([NewTopic(CHANGELOG, 1, 1, config={"cleanup.policy": "compact"})])[CHANGELOG].result()
-            producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 50})
+            producer = Producer({**kafka_config(settings, Role.ADMIN), "linger.ms": 50})
             for i in range(args.entries):
                 while True:
                     try:

@@ -7,7 +7,8 @@ Kafka (KRaft), a Confluent-compatible schema registry and ClickHouse, each bound
     <state_dir>/kafka/      cluster ids, node configs and data
     <state_dir>/registry/   registry storage
     <state_dir>/clickhouse/ ClickHouse data and users file
-    <state_dir>/secrets/    generated local passwords (0600)
+    <state_dir>/secrets/    generated local passwords and posts' signing keys (0600)
+    <state_dir>/tls/        the local CA and the servers' certificate (keys 0600)
     <state_dir>/logs/       one log per server
     <state_dir>/run/        one PID file per server
 """
@@ -24,9 +25,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from infra.clickhouse import LocalClickHouse
-from infra.kafka import KafkaCluster, create_topics, wait_for_brokers
+from infra.kafka import (
+    KafkaCluster,
+    create_topics,
+    known_posts,
+    provision,
+    rewrite_configs,
+    wait_for_brokers,
+    write_kcat_config,
+)
 from infra.process import ManagedProcess, port_is_bound, rss_bytes
 from infra.registry import SchemaRegistry
+from infra.tls import ensure_certificates
 from schemas.errors import StackError
 from streams.settings import Settings
 
@@ -116,6 +126,8 @@ class Stack:
         self._check_ports()
         self._install(say)
         timeout = self.settings.start_timeout_s
+        if self.settings.secure and ensure_certificates(self.settings):
+            say(f"tls: local CA and server certificate made in {self.settings.tls_dir}")
 
         self.kafka.prepare()
         brokers = self.kafka.processes()
@@ -124,10 +136,14 @@ class Stack:
         for proc in brokers:
             proc.await_ready(timeout)
         self._stack_file.write_text(json.dumps({"kafka_brokers": self.settings.kafka_brokers}) + "\n")
-        wait_for_brokers(self.settings.kafka_bootstrap, len(brokers), timeout)
-        created = create_topics(self.settings.kafka_bootstrap, replication=3 if self.kafka.n >= 3 else 1)
+        wait_for_brokers(self.settings, len(brokers), timeout)
+        created = create_topics(self.settings, replication=3 if self.kafka.n >= 3 else 1)
         say(f"kafka: {len(brokers)} broker(s) healthy at {self.settings.kafka_bootstrap}"
             + (f"; created topics {', '.join(created)}" if created else "; topics present"))
+        if self.settings.secure:
+            users, added, removed = provision(self.settings, known_posts())
+            say(f"kafka: SASL_SSL; {users} principals, ACLs as declared ({added} added, {removed} removed); "
+                f"kcat as ops: kcat -F {write_kcat_config(self.settings)}")
 
         self.registry.prepare()
         self._start(self.registry.process(), say)
@@ -231,6 +247,44 @@ class Stack:
             except FileNotFoundError:
                 out.append("(no log yet)")
         return "\n".join(out)
+
+    def rotate(self, say: Say = print, *, admin: bool = False) -> None:
+        """New passwords for every local principal and user; the running servers take them without a restart.
+
+        The worker, if running, is restarted to connect with its new ones. ``admin``: the Kafka admin's (and
+        the controller's) too, which the brokers read at start: they are restarted.
+        """
+        if not self.settings.secure:
+            raise StackError("stack", "security is off (LINTAS_SECURE=0): there are no credentials to rotate")
+        users, _, _ = provision(self.settings, known_posts(), rotate=True)
+        write_kcat_config(self.settings)
+        say(f"kafka: {users} principals re-keyed")
+        self.registry.rotate()
+        say("registry: users re-keyed")
+        self.clickhouse.rotate()
+        say("clickhouse: users re-keyed")
+        if admin:
+            from streams.settings import ensure_credential
+            from streams.topics import Role, principal
+
+            for user in (principal(Role.ADMIN), "controller"):
+                ensure_credential(self.settings, "kafka", user, rotate=True)
+            rewrite_configs(self.kafka)
+            brokers = self.kafka.processes()
+            signalled = [(proc, proc.signal_stop()) for proc in brokers]
+            for proc, pid in signalled:
+                if pid is not None:
+                    proc.wait_stopped(pid)
+            for proc in brokers:
+                proc.launch(self.settings.start_timeout_s)
+            for proc in brokers:
+                proc.await_ready(self.settings.start_timeout_s)
+            wait_for_brokers(self.settings, len(brokers), self.settings.start_timeout_s)
+            say("kafka: admin re-keyed, brokers restarted")
+        worker = self.worker()
+        if worker.pid() is not None:
+            worker.stop()
+            self.start_worker(say)
 
     def reset(self, say: Say = print) -> None:
         """Stop everything and delete all server state, keeping installed distributions."""

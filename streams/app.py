@@ -35,6 +35,7 @@ from agents.cases import CaseState
 from agents.links import LinkState
 from agents.overstay import StayState
 from agents.trafficking.state import KeyState
+from streams import clients
 from streams.faust_consumer import App
 from streams.gallery_store import read_partition
 from streams.handlers import Handlers, Outlets, Services, handlers, services
@@ -50,6 +51,7 @@ from streams.topics import (
     REVIEW_DECISIONS,
     STAY_STATE_TABLE,
     TRAFFICKING_STATE_TABLE,
+    Role,
     TopicSpec,
     agent_group,
     changelog_of,
@@ -140,6 +142,11 @@ def start(configured: Settings | None = None) -> Worker:
     global _built
     if _built is None:
         s = configured or settings
+        if s.secure:  # Faust's own clients (the officers' decision agents) connect as the worker too
+            sec = clients.aiokafka_security(s, Role.WORKER)
+            app.conf.broker_credentials = faust.SASLCredentials(
+                username=sec["sasl_plain_username"], password=sec["sasl_plain_password"],
+                ssl_context=sec["ssl_context"], mechanism=sec["sasl_mechanism"])
         svc = services(s)
         senders: dict[str, Sender] = {}
 

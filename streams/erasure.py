@@ -49,6 +49,7 @@ from streams.topics import (
     DEDUP_SHARDS,
     IDENTITY_VAULT,
     TRAFFICKING_FACTS,
+    Role,
 )
 
 log = logging.getLogger("lintas.erasure")
@@ -70,7 +71,7 @@ class ErasureIncomplete(LintasError):
 def _producer(settings: Settings) -> Producer:
     # murmur2: the partitioner Faust's producer (aiokafka) and Java clients use, so a tombstone or an ERASE
     # fact keyed like the original lands on the original's partition
-    return clients.producer(settings, **clients.SAME_PARTITION_AS_FAUST)
+    return clients.producer(settings, Role.WORKER, **clients.SAME_PARTITION_AS_FAUST)
 
 
 def _rows(client: Any, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -155,7 +156,7 @@ def erase(settings: Settings, person_text: str, basis: str | None = None, proof_
         for alert_id in own_alerts:
             producer.produce(ALERTS.name, key=alert_id.encode(), value=None)
         if named:  # others' alerts, again without the person
-            schema_id = SchemaIds(clients.registry(settings)).id_for(
+            schema_id = SchemaIds(clients.registry(settings, Role.WORKER)).id_for(
                 ALERTS.name, ALERT)
             for alert in named:
                 record = {**alert, "subjects": [s for s in alert["subjects"] if s not in refs.pseudonyms]}

@@ -59,6 +59,7 @@ from agents.links import apply as apply_link
 from agents.overstay import StayState, apply_batch, load_stay_rules, row_for_table
 from agents.pseudonymise import Tokeniser
 from agents.sealing import SqliteSubjectKeys, SubjectSealer, person_key
+from agents.signing import verify
 from agents.trafficking.config import load_rules
 from agents.trafficking.engine import Alert, latest
 from agents.trafficking.facts import Fact, decision_facts, link_facts
@@ -72,6 +73,7 @@ from schemas.wire import RegistryUnavailable, SchemaIds, avro_bytes, decode, enc
 from streams import clients
 from streams.runtime import Record
 from streams.settings import Settings
+from streams.signing import PostKeys
 from streams.sink import ClickHouseSink
 from streams.topics import (
     AGENTS,
@@ -89,6 +91,7 @@ from streams.topics import (
     LANDING_EVENTS_DLQ,
     REVIEW_DECISIONS_DLQ,
     TRAFFICKING_FACTS,
+    Role,
 )
 from streams.watchlist import LIST_CLASSES, Replica
 
@@ -177,6 +180,7 @@ class Services:
     vaulted: Recent
     templates: TemplatePolicy
     watchlists: Lists
+    post_keys: Callable[[str], bytes | None]  # each post's signing key (streams/signing.py)
     waited: dict[str, float] = field(default_factory=dict)  # seconds each agent waited on ClickHouse and the registry
     lanes: dict[str, ThreadPoolExecutor] = field(default_factory=dict)  # each batch agent's own I/O thread
 
@@ -224,12 +228,12 @@ def services(settings: Settings) -> Services:
     keyring = FileKeyring(settings.keyring_path)
     subject_keys = SqliteSubjectKeys(settings.subject_keys_path)
     return Services(
-        settings=settings, ids=SchemaIds(clients.registry(settings)), keyring=keyring,
+        settings=settings, ids=SchemaIds(clients.registry(settings, Role.WORKER)), keyring=keyring,
         keys=Purposes.from_provider(keyring), sink=ClickHouseSink(settings),
         executor=ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse-sink"),
         subject_keys=subject_keys, sealer=SubjectSealer(subject_keys), vaulted=Recent(),
         templates=TemplatePolicy(settings.dedup_dimension, settings.dedup_quality_floor),
-        watchlists=Replica(settings),
+        watchlists=Replica(settings), post_keys=PostKeys(settings.post_keys_dir),
     )
 
 
@@ -350,8 +354,16 @@ class Ingest:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
         now = datetime.now(UTC)
-        return now, [ingest(e.value, source_of(e), self.kind, self.svc.ids, self.svc.keys, now, self.svc.templates)
-                     for e in events]
+        results: list[Accepted | DeadLetter] = []
+        for e in events:
+            try:
+                signer = verify(e.headers, e.value, self.svc.post_keys)
+            except InvalidMessage as err:  # unsigned or forged: never decoded
+                results.append(DeadLetter.from_error(source_of(e), err, e.value))
+                continue
+            results.append(ingest(e.value, source_of(e), self.kind, self.svc.ids, self.svc.keys, now,
+                                  self.svc.templates, signed_by=signer))
+        return now, results
 
     async def _to_operations(self, accepted: list[Accepted]) -> tuple[list[Any], list[Any]]:
         """Identities to the vault and captures to the gallery (both sealed per person), facts to the rules."""

@@ -16,7 +16,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from schemas.errors import LintasError
 from streams import clients
 from streams.settings import Settings
-from streams.topics import AGENTS, agent_group
+from streams.topics import AGENTS, Role, agent_group
 
 
 class NotCaughtUp(LintasError):
@@ -30,7 +30,7 @@ def lag(settings: Settings, agents: Iterable[str] = tuple(AGENTS)) -> dict[str, 
     out = {}
     for agent in agents:
         topic = AGENTS[agent]
-        consumer = Consumer(clients.kafka_config(settings, **{"group.id": agent_group(agent),
+        consumer = Consumer(clients.kafka_config(settings, Role.OPS, **{"group.id": agent_group(agent),
                                                               "enable.auto.commit": False}))
         try:
             parts = [TopicPartition(topic.name, p) for p in range(topic.partitions)]

@@ -22,7 +22,7 @@ from streams import clients
 from streams.clients import clickhouse_client
 from streams.gallery_store import read_partition
 from streams.settings import Settings
-from streams.topics import AUDIT_PROCESSING, IDENTITY_VAULT
+from streams.topics import AUDIT_PROCESSING, IDENTITY_VAULT, Role
 
 AGGREGATE_CLASSES = ("QUASI_IDENTIFIER", "CRIME_RECORD")
 
@@ -54,7 +54,7 @@ REGIONAL_TABLES = (
 
 def audit(settings: Settings, records: list[Processing]) -> None:
     """Record processing done outside the worker: audit topic, then the processing_log table."""
-    producer = clients.producer(settings)
+    producer = clients.producer(settings, Role.WORKER)
     for r in records:
         producer.produce(AUDIT_PROCESSING.name, value=r.to_json())
     if producer.flush(30):

@@ -7,6 +7,10 @@ idempotent confluent-kafka producer (``acks=all``) in the order accepted, keyed
 by post so one post's events stay in one partition, in order. When the broker or
 the registry is unreachable the events wait in the spool; nothing accepted is
 lost, and a resend is harmless downstream because the event id is the same.
+
+Every event leaves signed by its post (agents/signing.py). A post's own process
+(``LINTAS_POST_ID``) connects as that post and accepts only its own events; the
+local stack's gateway sends for every post, each signed with that post's key.
 """
 
 from __future__ import annotations
@@ -20,14 +24,15 @@ from typing import Any
 from confluent_kafka import KafkaError, Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
+from agents.signing import Headers, signed_headers
 from schemas.contracts import EVENT_CONTRACTS
 from schemas.errors import LintasError
 from schemas.validation import FieldError, ValidationError, parse_json_line
 from schemas.wire import SchemaIds, encode_payload, frame
-from streams import clients
+from streams import clients, signing
 from streams.settings import Settings
 from streams.spool import Spool
-from streams.topics import CROSSING_EVENTS, LANDING_EVENTS
+from streams.topics import CROSSING_EVENTS, LANDING_EVENTS, Role
 
 log = logging.getLogger("lintas.producer")
 
@@ -36,6 +41,7 @@ EVENT_TYPES: dict[str, tuple[str, str, Callable[[dict[str, Any]], str]]] = {
     "crossing": ("CrossingEvent", CROSSING_EVENTS.name, lambda r: r["post"]["post_id"]),
     "landing": ("LandingEvent", LANDING_EVENTS.name, lambda r: r["site"]["site_id"]),
 }
+SENDER_FIELD = {"crossing": "post.post_id", "landing": "site.site_id"}
 ACCEPT_BATCH = 1000
 
 
@@ -47,7 +53,7 @@ class DeliveryError(LintasError):
 
 def producer_config(settings: Settings) -> dict[str, Any]:
     """Librdkafka settings for a post: idempotent, acks=all, and patient when the link is down."""
-    return clients.kafka_config(settings, **{
+    return clients.kafka_config(settings, Role.POST, **{
         **clients.RELIABLE,
         "message.timeout.ms": 0,  # never give up on an event: the spool and this queue wait for the link
         "linger.ms": 20,
@@ -76,9 +82,13 @@ class ProduceReport:
 
 
 def accept_lines(lines: Iterable[str], event_type: str, spool: Spool, report: ProduceReport,
-                 on_bad: Callable[[int, list[FieldError]], None] | None = None) -> None:
-    """Validate each JSON line and durably accept the good ones; bad lines are reported, never sent."""
-    contract = EVENT_CONTRACTS[EVENT_TYPES[event_type][0]]
+                 on_bad: Callable[[int, list[FieldError]], None] | None = None, post_id: str | None = None) -> None:
+    """Validate each JSON line and durably accept the good ones; bad lines are reported, never sent.
+
+    ``post_id``: this process is that post, and a line that names another post is bad.
+    """
+    contract_name, _, sender_of = EVENT_TYPES[event_type]
+    contract = EVENT_CONTRACTS[contract_name]
 
     def valid_records() -> Iterator[dict[str, Any]]:
         for number, line in enumerate(lines, start=1):
@@ -86,7 +96,11 @@ def accept_lines(lines: Iterable[str], event_type: str, spool: Spool, report: Pr
                 continue
             report.lines += 1
             try:
-                yield parse_json_line(line, contract)
+                record = parse_json_line(line, contract)
+                if post_id is not None and sender_of(record) != post_id:
+                    raise ValidationError([FieldError(SENDER_FIELD[event_type], "not_this_post",
+                                                      "names another post than the one sending")])
+                yield record
             except ValidationError as err:
                 report.bad.append((number, err.errors))
                 if on_bad:
@@ -118,8 +132,9 @@ class Forwarder:
         self.settings = settings
         self.spool = spool
         self.window = window
-        self.ids = SchemaIds(registry or clients.registry(settings))
+        self.ids = SchemaIds(registry or clients.registry(settings, Role.POST))
         self.producer = Producer(producer_config(settings))
+        self._keys: dict[str, bytes] = {}
         self._last_seq = 0
         self._in_flight = 0
         self._acked: list[int] = []
@@ -161,7 +176,10 @@ class Forwarder:
                     time.sleep(1.0)
                     continue
                 for event in batch:
-                    self._produce(event.topic, event.key, frame(ids[event.contract], event.payload), event.seq)
+                    value = frame(ids[event.contract], event.payload)
+                    post = event.key.decode()
+                    self._produce(event.topic, event.key, value, event.seq,
+                                  signed_headers(post, self._key(post), value))
                     self._last_seq = event.seq
             self.producer.poll(0.05 if batch else 0.2)
             if not batch and self._in_flight == 0 and idle_stop:
@@ -173,10 +191,21 @@ class Forwarder:
                 self._flush_acks()
                 return False
 
-    def _produce(self, topic: str, key: bytes, value: bytes, seq: int) -> None:
+    def _key(self, post: str) -> bytes:
+        key = self._keys.get(post)
+        if key is None:
+            own = self.settings.post_id
+            if own is not None and post != own:  # a spool left by another post's process: not ours to sign
+                raise DeliveryError(f"the spool holds another post's events; this process is post {own}")
+            key = self._keys[post] = (signing.ensure_post_key(self.settings, post) if own is None
+                                      else signing.post_key(self.settings, post))
+        return key
+
+    def _produce(self, topic: str, key: bytes, value: bytes, seq: int, headers: Headers) -> None:
         while True:
             try:
-                self.producer.produce(topic, key=key, value=value, on_delivery=self._on_delivery(seq))
+                self.producer.produce(topic, key=key, value=value, headers=list(headers),
+                                      on_delivery=self._on_delivery(seq))
                 self._in_flight += 1
                 return
             except BufferError:

@@ -19,7 +19,7 @@ from schemas.errors import InvalidMessage
 from schemas.wire import SchemaIds, encode_payload, frame
 from streams import clients
 from streams.settings import Settings
-from streams.topics import REVIEW_DECISIONS
+from streams.topics import REVIEW_DECISIONS, Role
 
 # severity first, then the oldest: what an officer should look at next
 _SEVERITY_ORDER = "multiIf(severity = 'HIGH', 0, severity = 'MEDIUM', 1, 2)"
@@ -42,9 +42,9 @@ def send_decision(settings: Settings, *, target_kind: str, target_id: str, actio
     record = {"decision_id": decision_id, "target_kind": target_kind, "target_id": target_id, "action": action,
               "reason_code": reason_code, "pathway": pathway, "officer_id": officer_id, "officer_role": officer_role,
               "post_id": post_id, "case_version": int(case_version), "decided_at": datetime.now(UTC)}
-    ids = SchemaIds(clients.registry(settings))
+    ids = SchemaIds(clients.registry(settings, Role.REVIEW))
     schema_id = ids.id_for(REVIEW_DECISIONS.name, REVIEW_DECISION)
-    producer = clients.producer(settings, **clients.SAME_PARTITION_AS_FAUST)
+    producer = clients.producer(settings, Role.REVIEW, **clients.SAME_PARTITION_AS_FAUST)
     producer.produce(REVIEW_DECISIONS.name, key=target_id.encode(),
                      value=frame(schema_id, encode_payload(REVIEW_DECISION, record)))
     if producer.flush(30):

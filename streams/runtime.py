@@ -49,6 +49,7 @@ from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException
 from schemas.errors import LintasError
 from streams import clients
 from streams.settings import Settings
+from streams.topics import Role
 
 log = logging.getLogger("lintas.runtime")
 T = TypeVar("T")
@@ -64,12 +65,14 @@ class Record:
     timestamp: float  # seconds since the epoch (the record's CreateTime)
     key: bytes | None
     value: bytes | None
+    headers: tuple[tuple[str, str | bytes | None], ...] = ()
 
     @classmethod
     def of(cls, msg: Message) -> Record:
         """A consumed confluent-kafka message."""
         _, ms = msg.timestamp()
-        return cls(msg.topic() or "", msg.partition() or 0, msg.offset() or 0, ms / 1000.0, msg.key(), msg.value())
+        return cls(msg.topic() or "", msg.partition() or 0, msg.offset() or 0, ms / 1000.0, msg.key(), msg.value(),
+                   tuple(msg.headers() or ()))  # type: ignore[arg-type]  # a list of pairs when consumed
 
 
 class DeliveryFailed(LintasError):
@@ -91,7 +94,7 @@ class Sender:
     def __init__(self, settings: Settings, name: str, producer: Producer | None = None) -> None:
         """A producer for agent ``name`` (``producer``: a test's stand-in)."""
         self.name = name
-        self._producer = producer or clients.producer(settings, **{
+        self._producer = producer or clients.producer(settings, Role.WORKER, **{
             **clients.SAME_PARTITION_AS_FAUST, "client.id": f"lintas-{name}", "linger.ms": 5,
             "compression.type": "lz4", "batch.num.messages": 10_000, "queue.buffering.max.messages": 1_000_000,
             "queue.buffering.max.kbytes": 512 * 1024, "message.timeout.ms": int(settings.sink_max_retry_seconds * 1000),
@@ -272,7 +275,8 @@ class BatchAgent:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume, handle, write state, commit, until ``stop`` is set (then leave the group cleanly)."""
-        consumer = Consumer(clients.kafka_config(self.settings, **consumer_config(self.settings, self.group)))
+        config = consumer_config(self.settings, self.group)
+        consumer = Consumer(clients.kafka_config(self.settings, Role.WORKER, **config))
         self._consumer = consumer
         consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
                            on_lost=self._on_lost)

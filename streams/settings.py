@@ -25,11 +25,11 @@ class SecretMissing(LintasError):
 
     code = "secret_missing"
 
-    def __init__(self, field: str, path: Path) -> None:
+    def __init__(self, field: str, path: Path, env: str | None = None) -> None:
         """Name the setting and the file looked at, never a value."""
         self.field, self.path = field, path
-        super().__init__(f"{field}: not set; set LINTAS_{field.upper()} or run `lintas stack up` to generate "
-                         f"the local stack's secrets into {path.parent}")
+        super().__init__(f"{field}: not set; set {env or 'LINTAS_' + field.upper()} or run `lintas stack up` to "
+                         f"generate the local stack's secrets into {path.parent}")
 
 
 class Settings(BaseSettings):
@@ -61,7 +61,32 @@ class Settings(BaseSettings):
         """Where ``lintas produce`` keeps its outbox."""
         return self.spool or self.state_dir / "spool"
 
+    # Security: TLS and authentication on every server and client (README "Security")
+    secure: bool = Field(default=True, description="TLS and authentication everywhere: Kafka SASL_SSL (SCRAM) with "
+                                                   "ACLs, the registry over https with basic auth, ClickHouse over "
+                                                   "https. Off only to measure what they cost.")
+    tls_ca: Path | None = Field(default=None, description="CA certificate the clients trust; default the local "
+                                                          "stack's own, <state_dir>/tls/ca.pem.")
+
+    @property
+    def tls_dir(self) -> Path:
+        """Where the local stack keeps its CA and server certificate (keys mode 0600)."""
+        return self.state_dir / "tls"
+
+    @property
+    def tls_ca_file(self) -> Path:
+        """The CA certificate clients verify servers against."""
+        return self.tls_ca or self.tls_dir / "ca.pem"
+
     # Kafka
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"
+    kafka_admin_sasl_mechanism: str = Field(default="PLAIN", description="The local admin is declared in the "
+                                                                         "brokers' own config (PLAIN over TLS) so "
+                                                                         "its password never passes an argv.")
+    kafka_username: str | None = Field(default=None, description="Production: this process's Kafka principal "
+                                                                 "(with LINTAS_KAFKA_PASSWORD). Locally each command "
+                                                                 "uses its role's generated credential.")
+    kafka_password: SecretStr | None = None
     kafka_host: str = "127.0.0.1"
     kafka_port: int = Field(default=9092, description="Port of broker 1; broker n uses port + 10*(n-1).")
     kafka_controller_port: int = 9093
@@ -75,6 +100,10 @@ class Settings(BaseSettings):
         default=None,
         description="Use an external Confluent-compatible registry instead of the local one.",
     )
+    schema_registry_username: str | None = Field(default=None, description="Production: this process's registry "
+                                                                          "user (with LINTAS_SCHEMA_REGISTRY_PASSWORD);"
+                                                                          " locally, its role's generated one.")
+    schema_registry_password: SecretStr | None = None
 
     # ClickHouse (chDB served over the ClickHouse HTTP interface locally)
     clickhouse_host: str = "127.0.0.1"
@@ -84,6 +113,21 @@ class Settings(BaseSettings):
     clickhouse_password: SecretStr | None = None
     clickhouse_readonly_user: str = "grafana"
     clickhouse_readonly_password: SecretStr | None = None
+    clickhouse_migrate_user: str = Field(default="lintas_migrate", description="Runs migrations (DDL); the "
+                                                                              "pipeline's user cannot.")
+    clickhouse_migrate_password: SecretStr | None = None
+
+    # Border posts sign what they send (streams/signing.py): one key per post or landing site
+    post_id: str | None = Field(default=None, description="This process is that post: `lintas produce` sends its "
+                                                          "events only, as its own Kafka principal, signed with "
+                                                          "its key. Unset locally: one gateway for every post.")
+    post_keys: Path | None = Field(default=None, description="Posts' signing keys, one file per post (mode "
+                                                             "0600); default <state_dir>/secrets/posts/.")
+
+    @property
+    def post_keys_dir(self) -> Path:
+        """Where each post's signing key is (the worker reads every post's; a post only its own)."""
+        return self.post_keys or self.secrets_dir / "posts"
 
     # Pseudonymisation keys per purpose (agents/keys.py): a key file, created on first use
     keyring: Path | None = Field(
@@ -209,12 +253,38 @@ class Settings(BaseSettings):
         """Base URL of the Confluent-compatible registry API."""
         if self.schema_registry_external_url:
             return self.schema_registry_external_url
-        return f"http://{self.schema_registry_host}:{self.schema_registry_port}"
+        return f"{self._scheme}://{self.schema_registry_host}:{self.schema_registry_port}"
 
     @property
     def clickhouse_url(self) -> str:
-        """HTTP URL of ClickHouse."""
-        return f"http://{self.clickhouse_host}:{self.clickhouse_port}"
+        """HTTP(S) URL of ClickHouse."""
+        return f"{self._scheme}://{self.clickhouse_host}:{self.clickhouse_port}"
+
+    @property
+    def _scheme(self) -> str:
+        return "https" if self.secure else "http"
+
+    def credential(self, service: str, user: str) -> str:
+        """The password of ``user`` at ``service`` (kafka, registry).
+
+        The environment's for this process's own configured user, else the file the local stack generated,
+        ``<secrets_dir>/<service>/<user>``.
+        """
+        configured = {"kafka": (self.kafka_username, self.kafka_password),
+                      "registry": (self.schema_registry_username, self.schema_registry_password)}.get(service)
+        if configured and configured[0] == user and configured[1] is not None:
+            return configured[1].get_secret_value()
+        path = self.credential_path(service, user)
+        try:
+            return path.read_text().strip()
+        except FileNotFoundError:
+            env = {"kafka": "LINTAS_KAFKA_USERNAME/_PASSWORD",
+                   "registry": "LINTAS_SCHEMA_REGISTRY_USERNAME/_PASSWORD"}.get(service)
+            raise SecretMissing(f"{service} password of {user}", path, env) from None
+
+    def credential_path(self, service: str, user: str) -> Path:
+        """The file a generated credential lives in."""
+        return self.secrets_dir / service / user
 
     def secret(self, field: str) -> str:
         """A secret's value: from the environment, else from ``<secrets_dir>/<field>`` (reads only, writes nothing).
@@ -246,6 +316,7 @@ class Settings(BaseSettings):
             "LINTAS_KAFKA_BROKERS": str(self.kafka_brokers),
             "LINTAS_SCHEMA_REGISTRY_PORT": str(self.schema_registry_port),
             "LINTAS_CLICKHOUSE_PORT": str(self.clickhouse_port),
+            "LINTAS_SECURE": "1" if self.secure else "0",
         }
 
     @property
@@ -271,6 +342,33 @@ def ensure_secret(settings: Settings, field: str) -> str:
             with os.fdopen(fd, "w") as f:
                 f.write(secrets.token_urlsafe(32) + "\n")
     return settings.secret(field)
+
+
+def ensure_credential(settings: Settings, service: str, user: str, *, rotate: bool = False) -> str:
+    """A local credential, generated once into ``<secrets_dir>/<service>/<user>`` (0600); a new one if ``rotate``."""
+    path = settings.credential_path(service, user)
+    if rotate or not path.is_file():
+        write_secret_file(path, secrets.token_urlsafe(32), replace=rotate)
+    return settings.credential(service, user)
+
+
+def write_secret_file(path: Path, value: str, *, replace: bool = False) -> None:
+    """Write a secret with mode 0600 in a 0700 directory; keep an existing file unless ``replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value + "\n")
+    if replace:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)  # atomic and refuses to overwrite: another process may have made it first
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
 
 
 @functools.cache

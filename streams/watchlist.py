@@ -43,7 +43,7 @@ from schemas.errors import LintasError
 from streams import clients
 from streams.privacy_ops import audit
 from streams.settings import Settings
-from streams.topics import WATCHLISTS, TopicSpec
+from streams.topics import WATCHLIST_TRANSACTIONS, WATCHLISTS, Role, TopicSpec
 
 log = logging.getLogger("lintas.watchlist")
 LIST_CLASSES = ("CRIME_RECORD", "PSEUDONYMOUS")  # a listing is crime-record data about the document's holder
@@ -123,8 +123,8 @@ def removal_rows(path: Path | None, document: str | None, name: str) -> list[Lis
 
 
 def _transaction(settings: Settings, topic: TopicSpec, records: list[tuple[bytes, bytes | None]], name: str) -> None:
-    producer = clients.producer(settings, **{
-        "transactional.id": f"lintas-watchlist-{name}", "transaction.timeout.ms": 600_000, "linger.ms": 50,
+    producer = clients.producer(settings, Role.WATCHLIST, **{
+        "transactional.id": f"{WATCHLIST_TRANSACTIONS}{name}", "transaction.timeout.ms": 600_000, "linger.ms": 50,
         "batch.num.messages": 10_000, "queue.buffering.max.messages": 2_000_000})
     try:
         producer.init_transactions(60)
@@ -146,15 +146,15 @@ def _transaction(settings: Settings, topic: TopicSpec, records: list[tuple[bytes
                             "this load is visible; run it again") from err
 
 
-def _consumer(settings: Settings) -> Consumer:
+def _consumer(settings: Settings, role: Role) -> Consumer:
     # No group membership (assign, never subscribe) and no commits: every reader reads every list whole.
-    return clients.consumer(settings, "lintas-watchlist-reader", **{
+    return clients.consumer(settings, role, "lintas-watchlist-reader", **{
         "enable.partition.eof": True, "isolation.level": "read_committed", "fetch.max.bytes": 52_428_800})
 
 
 def live_keys(settings: Settings, topic: TopicSpec) -> set[str]:
     """The document tokens listed now in one list topic."""
-    replica = Replica(settings, {"list": topic})
+    replica = Replica(settings, {"list": topic}, role=Role.WATCHLIST)
     replica.start()
     replica.wait(timeout_s=120)
     replica.stop()
@@ -164,9 +164,10 @@ def live_keys(settings: Settings, topic: TopicSpec) -> set[str]:
 class Replica:
     """Every worker's own copy of the lists: ``token → entry bytes`` per list, kept current by a reader thread."""
 
-    def __init__(self, settings: Settings, topics: dict[str, TopicSpec] | None = None) -> None:
+    def __init__(self, settings: Settings, topics: dict[str, TopicSpec] | None = None,
+                 role: Role = Role.WORKER) -> None:
         """Nothing is read until :meth:`start`."""
-        self.settings = settings
+        self.settings, self.role = settings, role
         self.topics = topics if topics is not None else dict(WATCHLISTS)
         self.tables: dict[str, dict[bytes, bytes]] = {name: {} for name in self.topics}
         self.ready = threading.Event()
@@ -213,7 +214,7 @@ class Replica:
 
     def _run(self) -> None:
         names = {t.name: name for name, t in self.topics.items()}
-        consumer = _consumer(self.settings)
+        consumer = _consumer(self.settings, self.role)
         consumer.assign([TopicPartition(t.name, p, OFFSET_BEGINNING) for t in self.topics.values()
                          for p in range(t.partitions)])
         warned = time.monotonic()

@@ -23,7 +23,7 @@ def _cmd_produce(args: argparse.Namespace) -> int:
         for err in errors:
             print(f"line {line}: {err.field or '(record)'}: {err.reason} [{err.code}]", file=sys.stderr)
 
-    accept_lines(read_lines(args.file), args.type, spool, report, on_bad=on_bad)
+    accept_lines(read_lines(args.file), args.type, spool, report, on_bad=on_bad, post_id=settings.post_id)
     forwarder = Forwarder(settings, spool)
     forwarder.pump(timeout_s=args.wait)
     forwarder.close()
@@ -110,13 +110,17 @@ def send_simulation(settings: Settings, sim: Any, events: int, landings: int, ra
 
 
 def migrate_now(settings: Settings) -> list[str]:
-    """Create the database if missing and apply pending migrations; the names applied."""
+    """Create the database if missing and apply pending migrations, as the migration user; the names applied.
+
+    The only place the pipeline's commands change the schema: everything else runs as the pipeline's user,
+    which cannot.
+    """
     from streams.clients import clickhouse_client
     from streams.migrate import migrate
 
-    with clickhouse_client(settings, database="default") as client:
+    with clickhouse_client(settings, migrate=True, database="default") as client:
         client.command(f"CREATE DATABASE IF NOT EXISTS {settings.clickhouse_database}")
-    with clickhouse_client(settings) as client:
+    with clickhouse_client(settings, migrate=True) as client:
         return migrate(client)
 
 

@@ -33,6 +33,8 @@ def _cmd_stack(args: argparse.Namespace) -> int:
         stack.down()
     elif args.action == "reset":
         stack.reset()
+    elif args.action == "rotate":
+        stack.rotate(admin=args.admin)
     elif args.action == "logs":
         print(stack.logs(args.server, args.lines))
     else:
@@ -49,6 +51,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     import time
     from datetime import UTC, datetime
 
+    from infra.kafka import write_kcat_config
     from infra.stack import Stack
     from streams.clients import clickhouse_client
     from streams.simulator import Simulator, write_truth
@@ -77,14 +80,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         time.sleep(1)
     print(f"{delivered:,} events delivered to Kafka ({pending} waiting)\n")
     print(regional_summary(client))
+    kcat = (f"kcat -F {write_kcat_config(settings)} -L   # as the ops principal" if settings.secure
+            else f"kcat -b {settings.kafka_bootstrap} -L")
     print(f"""
 Everything above was read from ClickHouse with the read-only dashboard user.
 Query more:
-  curl -s -u {settings.clickhouse_readonly_user}:$(cat {settings.secrets_dir / 'clickhouse_readonly_password'}) \\
+  curl -s --cacert {settings.tls_ca_file} \\
+       -u {settings.clickhouse_readonly_user}:$(cat {settings.secrets_dir / 'clickhouse_readonly_password'}) \\
        '{settings.clickhouse_url}/?database={settings.clickhouse_database}' \\
        --data-binary '{QUERY_HINT}'
   .venv/bin/lintas kafka consumer-groups --describe --all-groups   # each agent's lag per partition
-  kcat -b {settings.kafka_bootstrap} -L
+  {kcat}
   .venv/bin/lintas dashboards render --screenshot   # the analysts' Grafana panels, drawn locally
   .venv/bin/lintas review list         # cases for officers' review, the most severe and oldest first
   .venv/bin/lintas officers add NAME --role supervisor --posts ID-BTH && .venv/bin/lintas console
@@ -112,6 +118,7 @@ def _demo_watchlist(settings: Settings, sim: Any, seed: int) -> None:
 
 def _cmd_kafka(args: argparse.Namespace) -> int:
     from infra.kafka import KafkaCluster
+    from streams.topics import Role
 
     settings = settings_of(args)
     tool_args = list(args.args)
@@ -119,7 +126,7 @@ def _cmd_kafka(args: argparse.Namespace) -> int:
         tool_args = tool_args[1:]
     if args.tool != "storage" and not any(a.startswith("--bootstrap-server") for a in tool_args):
         tool_args = ["--bootstrap-server", settings.kafka_bootstrap, *tool_args]
-    cmd = KafkaCluster(settings).cli_command(args.tool, tool_args)
+    cmd = KafkaCluster(settings).cli_command(args.tool, tool_args, role=Role(args.role))
     os.execvp(cmd[0], cmd)  # noqa: S606 - replaces this process with Kafka's own tool
     return 0  # pragma: no cover
 
@@ -133,6 +140,8 @@ def register(sub: Any) -> None:
     stack_sub.add_parser("down", help="stop every server")
     stack_sub.add_parser("status", help="servers, PIDs, ports, health and memory")
     stack_sub.add_parser("reset", help="stop and delete all server state (keeps installed jars)")
+    rotate = stack_sub.add_parser("rotate", help="new passwords for every local principal and user (secrets/)")
+    rotate.add_argument("--admin", action="store_true", help="the Kafka admin's too (restarts the brokers)")
     logs = stack_sub.add_parser("logs", help="the last lines of the servers' logs")
     logs.add_argument("server", nargs="?", help="e.g. kafka-1, registry, clickhouse")
     logs.add_argument("-n", "--lines", type=int, default=40)
@@ -144,10 +153,13 @@ def register(sub: Any) -> None:
     demo.add_argument("--seed", type=int, default=7)
     demo.set_defaults(func=_cmd_demo)
     from infra.kafka import CLI_TOOLS
+    from streams.topics import Role
     kafka = sub.add_parser(
         "kafka", help="run one of Kafka's own CLI tools against the local cluster",
         description="e.g. `lintas kafka topics --list`, `lintas kafka consumer-groups --describe --all-groups`",
     )
+    kafka.add_argument("--as", dest="role", choices=[Role.OPS.value, Role.ADMIN.value], default=Role.OPS.value,
+                       help="the principal to connect as: ops (read-mostly, the default) or admin")
     kafka.add_argument("tool", choices=sorted(CLI_TOOLS))
     kafka.add_argument("args", nargs=argparse.REMAINDER)
     kafka.set_defaults(func=_cmd_kafka)

@@ -40,7 +40,7 @@ def migrated_stack(tmp_path_factory: pytest.TempPathFactory, name: str, port_bas
         from streams.clients import clickhouse_client
         from streams.migrate import migrate
 
-        migrate(clickhouse_client(stack.settings))
+        migrate(clickhouse_client(stack.settings, migrate=True))
         yield stack
     finally:
         stack.down(say=lambda _: None)

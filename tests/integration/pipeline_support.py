@@ -15,12 +15,14 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from streams.clients import clickhouse_client
+from agents.signing import signed_headers
+from streams.clients import clickhouse_client, kafka_config
 from streams.producer import Forwarder, accept_records
 from streams.settings import Settings
+from streams.signing import ensure_post_key
 from streams.simulator import Simulator
 from streams.spool import Spool
-from streams.topics import CROSSING_EVENTS, agent_group
+from streams.topics import CROSSING_EVENTS, Role, agent_group
 from tests.conftest import REPO, settings_env
 from tests.integration.test_producer import _event_ids
 
@@ -67,10 +69,12 @@ def produce(settings: Settings, records: list[dict[str, Any]], spool_path: Path)
     forwarder.close()
 
 
-def load_ids(client: Any, ids: list[str]) -> str:
+def load_ids(settings: Settings, ids: list[str]) -> str:
     table = f"expected_{uuid.uuid4().hex[:8]}"
-    client.command(f"CREATE TABLE {table} (event_id UUID) ENGINE = MergeTree ORDER BY event_id")  # survives restarts
-    client.insert(table, [(i,) for i in ids], column_names=["event_id"])
+    # a scratch table (survives restarts): DDL, so the migration user's; the rows go in as the pipeline's
+    clickhouse_client(settings, migrate=True).command(
+        f"CREATE TABLE {table} (event_id UUID) ENGINE = MergeTree ORDER BY event_id")
+    clickhouse_client(settings).insert(table, [(i,) for i in ids], column_names=["event_id"])
     return table
 
 
@@ -104,7 +108,7 @@ def missing(settings: Settings, expected: str) -> str:
     where = [(p, o) for _, _, p, o in _event_ids(settings, missing)]
     dead = client.query("SELECT count() FROM dead_letters WHERE source_topic = {t:String}",
                         parameters={"t": CROSSING_EVENTS.name}).result_rows[0][0]
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": agent_group("ingest_crossings")})
+    consumer = Consumer({**kafka_config(settings, Role.ADMIN), "group.id": agent_group("ingest_crossings")})
     parts = [TopicPartition(CROSSING_EVENTS.name, p) for p, _ in where]
     committed = {tp.partition: tp.offset for tp in consumer.committed(parts, timeout=10)} if parts else {}
     consumer.close()
@@ -125,3 +129,8 @@ def until(check: Any, timeout_s: float, log: Path) -> Any:
         time.sleep(0.5)
     assert result, f"not reached in {timeout_s}s; worker log tail:\n" + log.read_text()[-3000:]
     return result
+
+
+def signed(settings: Settings, post: str, value: bytes) -> list[tuple[str, str | bytes | None]]:
+    """The headers of an event sent by ``post`` (signed with its key, as ``lintas produce`` does)."""
+    return signed_headers(post, ensure_post_key(settings, post), value)

@@ -32,9 +32,9 @@ from infra.stack import Stack
 from schemas.contracts import REVIEW_DECISION
 from schemas.wire import SchemaIds, decode
 from streams import clients
-from streams.clients import clickhouse_client
+from streams.clients import clickhouse_client, kafka_config
 from streams.settings import Settings
-from streams.topics import IDENTITY_VAULT, REVIEW_DECISIONS
+from streams.topics import IDENTITY_VAULT, REVIEW_DECISIONS, Role
 from tests.conftest import REPO, settings_env
 
 pytestmark = pytest.mark.integration
@@ -110,7 +110,7 @@ def _vault(settings: Settings, token: str, identity: dict[str, Any]) -> None:
         entries = sealed_entries({token: identity}, SubjectSealer(store))
     finally:
         store.close()
-    producer = clients.producer(settings, **clients.SAME_PARTITION_AS_FAUST)
+    producer = clients.producer(settings, Role.ADMIN, **clients.SAME_PARTITION_AS_FAUST)
     for key, value in entries:
         producer.produce(IDENTITY_VAULT.name, key=key.encode(), value=value)
     assert producer.flush(30) == 0
@@ -156,8 +156,8 @@ def _seed(settings: Settings) -> tuple[str, str, str, int]:
     from agents.cases import case_id, case_key
     from streams.migrate import migrate
 
+    migrate(clickhouse_client(settings, migrate=True))
     client = clickhouse_client(settings)
-    migrate(client)
     number = f"X{uuid.uuid4().hex[:7].upper()}"
     person, other = _operations_token(settings, number), _operations_token(settings, number + "9")
     now = datetime.now(UTC).replace(microsecond=0)
@@ -256,9 +256,9 @@ def _sign_in(page: Page, world: World, username: str = "rita", typed: str = RIGH
 
 def _decisions(settings: Settings, case: str) -> list[dict[str, Any]]:
     """Every ReviewDecision on review.decisions for the case, decoded with the registry's writer schemas."""
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"probe-{uuid.uuid4().hex}",
+    consumer = Consumer({**kafka_config(settings, Role.ADMIN), "group.id": f"probe-{uuid.uuid4().hex}",
                          "enable.auto.commit": False})
-    ids = SchemaIds(clients.registry(settings))
+    ids = SchemaIds(clients.registry(settings, Role.ADMIN))
     try:
         topic = REVIEW_DECISIONS.name
         parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions

@@ -23,10 +23,11 @@ from agents.dedup import ModelThresholds, ThresholdSet
 from infra.stack import Stack
 from schemas.contracts import ADJUDICATION_DECISION
 from schemas.wire import encode_payload, frame
-from streams.clients import clickhouse_client
+from streams import clients
+from streams.clients import clickhouse_client, kafka_config
 from streams.settings import Settings
 from streams.simulator import Simulator
-from streams.topics import BIOMETRIC_ADJUDICATIONS
+from streams.topics import BIOMETRIC_ADJUDICATIONS, Role
 from tests.integration.conftest import migrated_stack
 from tests.integration.pipeline_support import Worker, produce
 
@@ -94,9 +95,9 @@ def _q(settings: Settings, sql: str) -> Any:
 
 def _wait_decisions(settings: Settings, event_ids: list[str], timeout_s: float, logs: list[Path]) -> dict[str, tuple]:
     table = f"probes_{uuid.uuid4().hex[:8]}"
-    client = clickhouse_client(settings)
-    client.command(f"CREATE TABLE {table} (event_id UUID) ENGINE = MergeTree ORDER BY event_id")
-    client.insert(table, [(i,) for i in event_ids], column_names=["event_id"])
+    clickhouse_client(settings, migrate=True).command(  # a scratch table: DDL, the migration user's
+        f"CREATE TABLE {table} (event_id UUID) ENGINE = MergeTree ORDER BY event_id")
+    clickhouse_client(settings).insert(table, [(i,) for i in event_ids], column_names=["event_id"])
     deadline, got = time.monotonic() + timeout_s, 0
     while time.monotonic() < deadline:
         got = _q(settings, f"SELECT uniqExact(event_id) FROM dedup_decisions WHERE event_id IN {table}")[0][0]
@@ -154,13 +155,12 @@ def test_two_workers_share_the_sharded_gallery_and_officers_adjudicate_links(
     assert len(links) == 50 and {(s, c) for _, _, _, s, c in links} == {("OPEN", "RED")}
     assert {frozenset((a, b)) for _, a, b, _, _ in links} == {frozenset(p) for p in forged_subject.items()}
     links = [(link_id, a, s, c) for link_id, a, _, s, c in links]
-    from confluent_kafka.schema_registry import SchemaRegistryClient
 
     from schemas.wire import SchemaIds
 
-    ids = SchemaIds(SchemaRegistryClient({"url": settings.schema_registry_url}))
+    ids = SchemaIds(clients.registry(settings, Role.ADMIN))
     schema_id = ids.id_for(BIOMETRIC_ADJUDICATIONS.name, ADJUDICATION_DECISION)
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True})
+    producer = Producer({**kafka_config(settings, Role.ADMIN), "enable.idempotence": True})
     now = datetime.now(UTC)
     targets = [(link_id, "CONFIRM" if n < 25 else "REJECT") for n, (link_id, *_) in enumerate(links)]
     targets.append(("L-does-not-exist", "CONFIRM"))

@@ -25,13 +25,13 @@ from confluent_kafka.admin import AdminClient
 
 from infra.kafka import create_topics
 from infra.stack import Stack
-from streams.clients import clickhouse_client
+from streams.clients import clickhouse_client, kafka_config
 from streams.lag import lag
 from streams.producer import Forwarder, send_paced
 from streams.settings import Settings
 from streams.simulator import Simulator
 from streams.spool import Spool
-from streams.topics import AGENTS, APP_ID, agent_group
+from streams.topics import AGENTS, APP_ID, Role, agent_group
 from tests.integration.conftest import migrated_stack, run_lintas
 from tests.integration.pipeline_support import Worker
 
@@ -72,7 +72,7 @@ def _worker(settings: Settings, log: Path, n: int = 0) -> Worker:
 
 def reset_pipeline(settings: Settings) -> None:
     """Empty the pipeline: every topic but the watchlists deleted and created again, its group and tables emptied."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin = AdminClient(kafka_config(settings, Role.ADMIN))
     groups = {g.group_id for g in admin.list_consumer_groups(request_timeout=15).result().valid}
     for group in sorted(groups & set(GROUPS)):
         for _ in range(30):  # the coordinator may still be moving right after the workers stopped
@@ -92,11 +92,11 @@ def reset_pipeline(settings: Settings) -> None:
         time.sleep(0.5)
     for _ in range(20):  # a topic only just deleted can refuse to be created for a moment
         try:
-            create_topics(settings.kafka_bootstrap, replication=1)
+            create_topics(settings, replication=1)
             break
         except Exception:  # noqa: BLE001
             time.sleep(1)
-    with clickhouse_client(settings) as client:
+    with clickhouse_client(settings, migrate=True) as client:  # TRUNCATE is DDL: the pipeline's user cannot
         for table in TABLES:
             client.command(f"TRUNCATE TABLE {table}")
 
@@ -291,7 +291,7 @@ def test_calibrated_thresholds_are_written_versioned_taken_up_by_the_running_wor
         assert quiet.returncode == 0 and "DRIFT" not in quiet.stdout, quiet.stdout + quiet.stderr
 
         # a shifted capture distribution: the monitor and the worker both report it
-        with clickhouse_client(settings) as client:
+        with clickhouse_client(settings, migrate=True) as client:
             for table in ("dedup_decisions", "dedup_searches"):
                 client.command(f"TRUNCATE TABLE {table}")  # the monitor's window: only what comes now
         returning = [r for r in events[:10000] if r["biometric"] and r["biometric"]["quality"] >= 0.3][:3000]

@@ -14,10 +14,12 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from confluent_kafka import Consumer, Producer
 from confluent_kafka import TopicPartition as CkTopicPartition
 
-from infra.kafka import admin_client
+from infra.kafka import write_kcat_config
 from infra.stack import Stack
+from streams import clients
+from streams.clients import aiokafka_security, kafka_config
 from streams.settings import Settings
-from streams.topics import ALL_TOPICS
+from streams.topics import ALL_TOPICS, Role
 from tests.integration.conftest import run_lintas
 
 pytestmark = pytest.mark.integration
@@ -28,7 +30,7 @@ N_MESSAGES = 600
 def _create_topic(settings: Settings, name: str, partitions: int = 3) -> None:
     from confluent_kafka.admin import NewTopic as CkNewTopic
 
-    admin = admin_client(settings.kafka_bootstrap)
+    admin = clients.admin(settings)
     admin.create_topics([CkNewTopic(name, num_partitions=partitions, replication_factor=1)])[name].result(30)
     # Consumers must only subscribe once every partition has a leader.
     deadline = time.monotonic() + 30
@@ -44,7 +46,7 @@ def _create_topic(settings: Settings, name: str, partitions: int = 3) -> None:
 
 def test_kcat_lists_broker_and_declared_topics(stack: Stack, settings: Settings) -> None:
     out = subprocess.run(
-        ["kcat", "-b", settings.kafka_bootstrap, "-L", "-m", "10"],
+        ["kcat", "-F", str(write_kcat_config(settings)), "-L", "-m", "10"],
         capture_output=True, text=True, timeout=60, check=True,
     ).stdout
     assert re.search(rf"broker 1 at 127\.0\.0\.1:{settings.kafka_port}", out), out
@@ -73,7 +75,7 @@ def _consume_as_group(
 
     def member(i: int) -> None:
         consumer = Consumer({
-            "bootstrap.servers": settings.kafka_bootstrap,
+            **kafka_config(settings, Role.ADMIN),
             "group.id": group,
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
@@ -108,7 +110,7 @@ def test_confluent_group_of_two_consumes_every_message_once(settings: Settings, 
     group = f"{unique_topic}-group"
     assignments, values, threads, stop = _consume_as_group(settings, unique_topic, group, N_MESSAGES)
     time.sleep(8)  # let both members join and rebalance (session timeout 6 s)
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True, "acks": "all"})
+    producer = Producer({**kafka_config(settings, Role.ADMIN), "enable.idempotence": True, "acks": "all"})
     for i in range(N_MESSAGES):
         producer.produce(unique_topic, key=str(i).encode(), value=str(i).encode())
     assert producer.flush(30) == 0
@@ -121,7 +123,7 @@ def test_confluent_group_of_two_consumes_every_message_once(settings: Settings, 
     assert assignments[0] | assignments[1] == {0, 1, 2}
 
     # Committed offsets equal the end offsets: what Faust and the ClickHouse sink recover from.
-    probe = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": group})
+    probe = Consumer({**kafka_config(settings, Role.ADMIN), "group.id": group})
     committed = probe.committed([CkTopicPartition(unique_topic, p) for p in range(3)], timeout=10)
     ends = [probe.get_watermark_offsets(CkTopicPartition(unique_topic, p), timeout=10)[1] for p in range(3)]
     probe.close()
@@ -140,7 +142,7 @@ def test_confluent_group_of_two_consumes_every_message_once(settings: Settings, 
 
 
 async def test_aiokafka_group_of_two_consumes_every_message_once(settings: Settings, unique_topic: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, **aiokafka_security(settings, Role.ADMIN))
     await admin.start()
     try:
         await admin.create_topics([NewTopic(unique_topic, num_partitions=3, replication_factor=1)])
@@ -153,7 +155,7 @@ async def test_aiokafka_group_of_two_consumes_every_message_once(settings: Setti
         return AIOKafkaConsumer(
             unique_topic, bootstrap_servers=settings.kafka_bootstrap, group_id=group,
             auto_offset_reset="earliest", enable_auto_commit=False,
-            session_timeout_ms=6000, heartbeat_interval_ms=1000,
+            session_timeout_ms=6000, heartbeat_interval_ms=1000, **aiokafka_security(settings, Role.ADMIN),
         )
 
     members = [consumer(), consumer()]
@@ -175,7 +177,8 @@ async def test_aiokafka_group_of_two_consumes_every_message_once(settings: Setti
         await asyncio.sleep(0.5)
     assert all(m.assignment() for m in members), "the group never gave both members partitions"
 
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True,
+                                **aiokafka_security(settings, Role.ADMIN))
     await producer.start()
     try:
         for i in range(N_MESSAGES):

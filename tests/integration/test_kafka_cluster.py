@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from infra.kafka import admin_client
 from infra.process import port_is_bound
 from infra.stack import Stack
-from streams.topics import ALL_TOPICS
+from streams import clients
+from streams.clients import kafka_config
+from streams.topics import ALL_TOPICS, Role
 from tests.conftest import stack_settings
 from tests.integration.conftest import run_lintas
 
@@ -27,7 +28,7 @@ def test_three_brokers_replicate_and_survive_one_loss(tmp_path: Path) -> None:
     try:
         up = run_lintas(settings, "stack", "up", "--brokers", "3")
         assert up.returncode == 0, up.stdout + up.stderr
-        admin = admin_client(settings.kafka_bootstrap)
+        admin = clients.admin(settings)
         meta = admin.list_topics(timeout=10)
         assert sorted(meta.brokers) == [1, 2, 3]
         for spec in ALL_TOPICS:
@@ -43,13 +44,13 @@ def test_three_brokers_replicate_and_survive_one_loss(tmp_path: Path) -> None:
         # Lose one node (SIGKILL): with min.insync.replicas=2, acks=all writes and reads go on.
         stack.kafka.processes()[2].kill()
         producer = Producer({
-            "bootstrap.servers": settings.kafka_bootstrap, "acks": "all", "enable.idempotence": True,
+            **kafka_config(settings, Role.ADMIN), "acks": "all", "enable.idempotence": True,
         })
         for i in range(300):
             producer.produce(topic, key=str(i).encode(), value=str(i).encode())
         assert producer.flush(60) == 0
         consumer = Consumer({
-            "bootstrap.servers": settings.kafka_bootstrap, "group.id": f"{topic}-g",
+            **kafka_config(settings, Role.ADMIN), "group.id": f"{topic}-g",
             "auto.offset.reset": "earliest", "session.timeout.ms": 6000,
         })
         consumer.subscribe([topic])

@@ -22,7 +22,8 @@ from agents.privacy import policy
 from infra.stack import Stack
 from schemas.contracts import CROSSING_EVENT
 from schemas.wire import encode_payload, frame
-from streams.clients import clickhouse_client
+from streams import clients
+from streams.clients import clickhouse_client, kafka_config
 from streams.topics import (
     ALL_TOPICS,
     AUDIT_PROCESSING,
@@ -30,9 +31,19 @@ from streams.topics import (
     CROSSING_EVENTS,
     CROSSING_EVENTS_DLQ,
     TRAFFICKING_FACTS,
+    Role,
 )
 from tests.integration.conftest import migrated_stack
-from tests.integration.pipeline_support import Worker, load_ids, produce, row_counts, simulate, view_total, wait_for
+from tests.integration.pipeline_support import (
+    Worker,
+    load_ids,
+    produce,
+    row_counts,
+    signed,
+    simulate,
+    view_total,
+    wait_for,
+)
 from tests.integration.test_producer import _consume_all, _consume_messages
 
 pytestmark = pytest.mark.integration
@@ -59,7 +70,7 @@ def test_every_event_exactly_one_row_and_no_raw_identity(pstack: Stack, worker: 
     records = simulate(31, n)
     produce(settings, records, tmp_path / "outbox.sqlite")
     worker.start()
-    expected = load_ids(clickhouse_client(settings), [r["event_id"] for r in records])
+    expected = load_ids(settings, [r["event_id"] for r in records])
     counts = wait_for(settings, expected, n, 180, worker.log)
     assert counts["final"] == n
     assert view_total(settings) == n  # the views count each event once, too
@@ -94,7 +105,7 @@ def test_every_event_exactly_one_row_and_no_raw_identity(pstack: Stack, worker: 
     # random bytes of sealed templates cannot match one by chance.
     long_values = sorted(v.encode() for v in raw_values if len(v) >= 8)
     restricted = {t.name for t in ALL_TOPICS if t.restricted}
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "scan"})
+    consumer = Consumer({**kafka_config(settings, Role.ADMIN), "group.id": "scan"})
     topics = sorted(consumer.list_topics(timeout=10).topics)
     consumer.close()
     scanned = {}
@@ -164,7 +175,7 @@ def test_worker_killed_mid_stream_loses_and_doubles_nothing(pstack: Stack, worke
     settings = pstack.settings
     before = view_total(settings)
     records = simulate(32, 10_000)
-    expected = load_ids(clickhouse_client(settings), [r["event_id"] for r in records])
+    expected = load_ids(settings, [r["event_id"] for r in records])
     worker.start()
     produce(settings, records, tmp_path / "outbox.sqlite")
     deadline = time.monotonic() + 120
@@ -187,7 +198,7 @@ def test_workers_joining_leaving_and_killed_while_20k_events_flow_lose_nothing(p
     """
     settings = pstack.settings
     records = simulate(35, 20_000)
-    expected = load_ids(clickhouse_client(settings), [r["event_id"] for r in records])
+    expected = load_ids(settings, [r["event_id"] for r in records])
     a, b = Worker(settings, tmp_path / "a.log"), Worker(settings, tmp_path / "b.log")
     a.start()
     producer = threading.Thread(target=produce, args=(settings, records, tmp_path / "outbox.sqlite"))
@@ -214,7 +225,7 @@ def test_workers_joining_leaving_and_killed_while_20k_events_flow_lose_nothing(p
 def test_clickhouse_down_30s_mid_stream(pstack: Stack, worker: Worker, tmp_path: Path) -> None:
     settings = pstack.settings
     records = simulate(33, 6_000)
-    expected = load_ids(clickhouse_client(settings), [r["event_id"] for r in records])
+    expected = load_ids(settings, [r["event_id"] for r in records])
     worker.start()
     half = len(records) // 2  # in ClickHouse before the outage: the worker has joined and writes
     produce(settings, records[:half], tmp_path / "a.sqlite")
@@ -239,7 +250,7 @@ def test_poison_messages_go_to_the_dead_letter_topic(pstack: Stack, worker: Work
     produce(settings, good, tmp_path / "outbox.sqlite")
     # 1 % poison: wrong schema id, truncated bytes, invalid field values (valid Avro, bad country code).
     schema_id = int.from_bytes(_consume_all(settings)[0][2][1:5], "big")
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "acks": "all"})
+    producer = Producer({**kafka_config(settings, Role.ADMIN), "acks": "all"})
     expected_codes: list[str] = []
     for i, r in enumerate(records[4_950:]):
         payload = encode_payload(CROSSING_EVENT, r)
@@ -250,12 +261,13 @@ def test_poison_messages_go_to_the_dead_letter_topic(pstack: Stack, worker: Work
         else:
             bad = {**r, "post": {**r["post"], "country": "Indonesia"}}
             value, code = frame(schema_id, encode_payload(CROSSING_EVENT, bad)), "invalid_country"
-        producer.produce(CROSSING_EVENTS.name, key=b"poison", value=value)
+        producer.produce(CROSSING_EVENTS.name, key=b"poison", value=value,
+                         headers=signed(settings, r["post"]["post_id"], value))
         expected_codes.append(code)
     assert producer.flush(30) == 0
 
     worker.start()
-    expected = load_ids(clickhouse_client(settings), [r["event_id"] for r in good])
+    expected = load_ids(settings, [r["event_id"] for r in good])
     wait_for(settings, expected, 4_950, 180, worker.log)
     client = clickhouse_client(settings)
     deadline = time.monotonic() + 60
@@ -270,17 +282,16 @@ def test_poison_messages_go_to_the_dead_letter_topic(pstack: Stack, worker: Work
     assert sorted(code for code, _ in rows) == sorted(expected_codes)
     assert {field for code, field in rows if code == "invalid_country"} == {"post.country"}
     poisoned_ids = [r["event_id"] for r in records[4_950:]]
-    leaked = load_ids(client, poisoned_ids)
+    leaked = load_ids(settings, poisoned_ids)
     assert row_counts(settings, leaked)["distinct"] == 0
 
     letters = _consume_all(settings, CROSSING_EVENTS_DLQ.name)
     assert len(letters) == 50
-    from confluent_kafka.schema_registry import SchemaRegistryClient
 
     from schemas.contracts import DEAD_LETTER
     from schemas.wire import SchemaIds, decode
 
-    ids = SchemaIds(SchemaRegistryClient({"url": settings.schema_registry_url}))
+    ids = SchemaIds(clients.registry(settings, Role.ADMIN))
     envelopes = [decode(v, DEAD_LETTER, ids) for _, _, v in letters]
     assert sorted(e["error_code"] for e in envelopes) == sorted(expected_codes)
     assert all(e["source_topic"] == CROSSING_EVENTS.name and e["payload"] for e in envelopes)

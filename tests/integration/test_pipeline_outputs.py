@@ -20,13 +20,13 @@ from agents.pseudonymise import Tokeniser
 from infra.stack import Stack
 from schemas.contracts import CROSSING_EVENT
 from schemas.wire import encode_payload, frame
-from streams.clients import clickhouse_client
+from streams.clients import clickhouse_client, kafka_config
 from streams.lag import NotCaughtUp, caught_up
 from streams.settings import Settings
-from streams.topics import CROSSING_EVENTS
+from streams.topics import CROSSING_EVENTS, Role
 from tests.conftest import REPO
 from tests.integration.conftest import migrated_stack
-from tests.integration.pipeline_support import Worker, load_ids, produce, simulate, until, wait_for
+from tests.integration.pipeline_support import Worker, load_ids, produce, signed, simulate, until, wait_for
 from tests.integration.test_producer import _consume_messages
 
 pytestmark = pytest.mark.integration
@@ -70,7 +70,7 @@ def _changelog_messages(settings: Settings) -> int:
 
     from streams.topics import TRAFFICKING_FACTS
 
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"probe-{uuid.uuid4().hex[:6]}"})
+    consumer = Consumer({**kafka_config(settings, Role.ADMIN), "group.id": f"probe-{uuid.uuid4().hex[:6]}"})
     try:
         topic = "lintas-pipeline-trafficking_state-changelog"
         total = 0
@@ -380,12 +380,14 @@ def test_every_dashboard_panel_returns_its_shape_and_the_preview_draws_them(
     record(settings, panels, ["sim-clustered/1-d32"], datetime.now(UTC))  # what the accuracy panels compare with
     worker.env["LINTAS_DEDUP_THRESHOLDS"] = str(thresholds)
     produce(settings, records, tmp_path / "outbox.sqlite")
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "acks": "all"})
+    producer = Producer({**kafka_config(settings, Role.ADMIN), "acks": "all"})
     for r in records[:15]:  # a few dead letters for the health dashboard
-        producer.produce(CROSSING_EVENTS.name, key=b"poison", value=frame(987_654, encode_payload(CROSSING_EVENT, r)))
+        value = frame(987_654, encode_payload(CROSSING_EVENT, r))
+        producer.produce(CROSSING_EVENTS.name, key=b"poison", value=value,
+                         headers=signed(settings, r["post"]["post_id"], value))
     assert producer.flush(30) == 0
     worker.start()
-    expected = load_ids(clickhouse_client(settings), [r["event_id"] for r in records])
+    expected = load_ids(settings, [r["event_id"] for r in records])
     wait_for(settings, expected, 10_000, 180, worker.log)
     client = clickhouse_client(settings)
     ids = f"SELECT toString(event_id) FROM {expected}"

@@ -16,18 +16,20 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, TopicPartition
-from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
+from infra.kafka import write_kcat_config
 from infra.stack import Stack
 from schemas.contracts import CROSSING_EVENT
 from schemas.wire import SchemaIds, decode
+from streams import clients
+from streams.clients import kafka_config
 from streams.producer import Forwarder, accept_records
 from streams.settings import Settings
 from streams.simulator import Simulator, to_json_line
 from streams.spool import Spool
-from streams.topics import CROSSING_EVENTS
+from streams.topics import CROSSING_EVENTS, Role
 from tests.conftest import REPO, settings_env
 
 pytestmark = pytest.mark.integration
@@ -43,7 +45,7 @@ def _consume_messages(settings: Settings, topic: str) -> list[tuple[int, int, by
 
     ``headers`` is every header's name and value concatenated (for scans).
     """
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"probe-{uuid.uuid4().hex}",
+    consumer = Consumer({**kafka_config(settings, Role.ADMIN), "group.id": f"probe-{uuid.uuid4().hex}",
                          "enable.auto.commit": False, "enable.partition.eof": True})
     partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
     ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in partitions}
@@ -73,7 +75,7 @@ def _consume_all(settings: Settings, topic: str = CROSSING_EVENTS.name) -> list[
 
 def _event_ids(settings: Settings, wanted: set[str]) -> list[tuple[str, str, int, int]]:
     """(event_id, post_id, partition, offset) of the wanted events found in crossing_events, in offset order."""
-    ids = SchemaIds(SchemaRegistryClient({"url": settings.schema_registry_url}))
+    ids = SchemaIds(clients.registry(settings, Role.ADMIN))
     found = []
     for partition, offset, value in _consume_all(settings):
         record = decode(value, CROSSING_EVENT, ids)
@@ -132,7 +134,7 @@ def test_produce_reports_every_bad_line_and_delivers_the_rest(stack: Stack, sett
     assert {f[0] for f in found} == good
 
     # Interop: what lintas produce wrote reads with confluent-kafka's own AvroDeserializer.
-    registry = SchemaRegistryClient({"url": settings.schema_registry_url})
+    registry = clients.registry(settings, Role.ADMIN)
     deserializer = AvroDeserializer(registry)
     ctx = SerializationContext(CROSSING_EVENTS.name, MessageField.VALUE)
     by_id = {r["event_id"]: r for r in records}
@@ -148,7 +150,7 @@ def test_produce_reports_every_bad_line_and_delivers_the_rest(stack: Stack, sett
 
 
 def test_official_serializer_output_decodes_with_lintas(stack: Stack, settings: Settings) -> None:
-    registry = SchemaRegistryClient({"url": settings.schema_registry_url})
+    registry = clients.registry(settings, Role.ADMIN)
     record = _simulate(seed=22, n=20)[0]
     serializer = AvroSerializer(registry, CROSSING_EVENT.schema_str)
     data = serializer(record, SerializationContext(CROSSING_EVENTS.name, MessageField.VALUE))
@@ -162,7 +164,7 @@ def test_kcat_decodes_avro_through_the_registry(stack: Stack, settings: Settings
     if "avro" not in features.lower():
         pytest.skip("Debian's kcat is built without Avro (no libserdes in Debian): `kcat -V` lists "
                     f"{features.strip().splitlines()[-1]}")
-    out = subprocess.run(["kcat", "-b", settings.kafka_bootstrap, "-C", "-t", CROSSING_EVENTS.name, "-c", "1", "-e",
+    out = subprocess.run(["kcat", "-F", str(write_kcat_config(settings, Role.ADMIN)), "-C", "-t", CROSSING_EVENTS.name, "-c", "1", "-e",
                           "-s", "value=avro", "-r", settings.schema_registry_url],
                          capture_output=True, text=True, timeout=60, check=True).stdout
     assert "event_id" in out

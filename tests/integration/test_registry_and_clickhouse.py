@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError
 from confluent_kafka import Consumer, Producer
-from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from infra.stack import Stack
-from streams.clients import clickhouse_client
+from streams import clients
+from streams.clients import clickhouse_client, kafka_config
 from streams.settings import Settings
+from streams.topics import Role
 from tests.integration.test_kafka import _create_topic
 
 pytestmark = pytest.mark.integration
@@ -30,19 +31,19 @@ PROBE_SCHEMA = json.dumps({
 
 
 def test_avro_round_trip_through_registry_and_kafka(stack: Stack, settings: Settings, unique_topic: str) -> None:
-    registry = SchemaRegistryClient({"url": settings.schema_registry_url})
+    registry = clients.registry(settings, Role.ADMIN)
     serializer = AvroSerializer(registry, PROBE_SCHEMA)
     deserializer = AvroDeserializer(registry)
     _create_topic(settings, unique_topic, partitions=1)
     records = [{"probe_id": f"p{i}", "seq": i, "score": None if i % 2 else i / 3} for i in range(20)]
     ctx = SerializationContext(unique_topic, MessageField.VALUE)
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "acks": "all"})
+    producer = Producer({**kafka_config(settings, Role.ADMIN), "acks": "all"})
     for record in records:
         producer.produce(unique_topic, value=serializer(record, ctx))
     assert producer.flush(30) == 0
 
     consumer = Consumer({
-        "bootstrap.servers": settings.kafka_bootstrap, "group.id": f"{unique_topic}-g",
+        **kafka_config(settings, Role.ADMIN), "group.id": f"{unique_topic}-g",
         "auto.offset.reset": "earliest",
     })
     consumer.subscribe([unique_topic])
@@ -65,8 +66,9 @@ def test_avro_round_trip_through_registry_and_kafka(stack: Stack, settings: Sett
 def test_clickhouse_replacing_merge_tree_100k_native_insert(stack: Stack, settings: Settings) -> None:
     client = clickhouse_client(settings)
     table = "stack_probe_rmt"
-    client.command(f"DROP TABLE IF EXISTS {table}")
-    client.command(
+    admin = clickhouse_client(settings, migrate=True)  # DDL is the migration user's; the rows the pipeline's
+    admin.command(f"DROP TABLE IF EXISTS {table}")
+    admin.command(
         f"CREATE TABLE {table} (event_id UInt64, post LowCardinality(String), value Float64, version UInt32) "
         "ENGINE = ReplacingMergeTree(version) ORDER BY event_id"
     )
@@ -98,9 +100,9 @@ def test_clickhouse_bad_query_has_error_code(stack: Stack, settings: Settings) -
 
 
 def test_clickhouse_readonly_user_reads_but_cannot_write(stack: Stack, settings: Settings) -> None:
-    admin = clickhouse_client(settings)
+    admin = clickhouse_client(settings, migrate=True)
     admin.command("CREATE TABLE IF NOT EXISTS ro_probe (x UInt8) ENGINE = MergeTree ORDER BY x")
-    admin.insert("ro_probe", [(1,), (2,)], column_names=["x"])
+    clickhouse_client(settings).insert("ro_probe", [(1,), (2,)], column_names=["x"])
     ro = clickhouse_client(settings, readonly=True)
     assert ro.query("SELECT sum(x) FROM ro_probe").result_rows == [(3,)]
     for statement in ("INSERT INTO ro_probe VALUES (9)", "DROP TABLE ro_probe", "CREATE TABLE ro2 (x UInt8) ENGINE = Memory"):

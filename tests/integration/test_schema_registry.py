@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 
 import pytest
-from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry import Schema
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from infra.stack import Stack
+from streams import clients
 from streams.settings import Settings
+from streams.topics import Role
 
 pytestmark = pytest.mark.integration
 
@@ -24,7 +26,7 @@ def _schema(*extra: dict) -> str:
 
 
 def test_client_register_lookup_compatibility_and_restart(stack: Stack, settings: Settings) -> None:
-    client = SchemaRegistryClient({"url": settings.schema_registry_url})
+    client = clients.registry(settings, Role.ADMIN)
     subject = "registry-probe-value"
     client.set_compatibility(subject, "FULL_TRANSITIVE")
     assert client.get_compatibility(subject) == "FULL_TRANSITIVE"
@@ -56,7 +58,7 @@ def test_client_register_lookup_compatibility_and_restart(stack: Stack, settings
     proc = stack.registry.process()
     proc.stop()
     proc.start(timeout_s=30)
-    fresh = SchemaRegistryClient({"url": settings.schema_registry_url})
+    fresh = clients.registry(settings, Role.ADMIN)
     assert fresh.get_schema(sid).schema_str == client.get_schema(sid).schema_str
     assert AvroDeserializer(fresh)(payload, ctx) == {"id": "x-1"}
     assert fresh.register_schema(subject, v1) == sid

@@ -21,9 +21,9 @@ import pytest
 from confluent_kafka import Consumer
 
 from infra.stack import Stack
-from streams.clients import clickhouse_client
+from streams.clients import clickhouse_client, kafka_config
 from streams.settings import Settings
-from streams.topics import ALL_TOPICS, WATCHLISTS
+from streams.topics import ALL_TOPICS, WATCHLISTS, Role
 from tests.integration.conftest import migrated_stack, run_lintas
 from tests.integration.pipeline_support import Worker, produce, until
 from tests.integration.test_producer import _consume_messages
@@ -195,7 +195,7 @@ def test_no_list_document_number_reaches_a_topic_or_table_in_clear(wstack: Stack
 
     values = [n.encode() for n in numbers]
     restricted = {t.name for t in ALL_TOPICS if t.restricted}
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "scan"})
+    consumer = Consumer({**kafka_config(settings, Role.ADMIN), "group.id": "scan"})
     topics = sorted(consumer.list_topics(timeout=10).topics)
     consumer.close()
     assert {t.name for t in WATCHLISTS.values()} <= set(topics)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 from agents.ingest import TemplatePolicy
 from agents.keys import FileKeyring, Purposes
 from agents.sealing import SqliteSubjectKeys, SubjectSealer
+from agents.signing import signed_headers
 from agents.vault import Recent
 from schemas.contracts import CROSSING_EVENT
 from schemas.wire import SchemaIds, encode_payload, frame
@@ -44,13 +46,18 @@ def built(tmp_path: Path) -> tuple[Any, MemoryOutlets, MemorySink, SchemaIds]:
     svc = Services(settings=settings, ids=ids, keyring=keyring, keys=Purposes.from_provider(keyring), sink=sink,
                    executor=ThreadPoolExecutor(max_workers=1), subject_keys=subject_keys,
                    sealer=SubjectSealer(subject_keys), vaulted=Recent(), templates=TemplatePolicy(32, 0.0),
-                   watchlists=NoLists())
+                   watchlists=NoLists(), post_keys=lambda post: POST_KEY if post != "NO-KEY" else None)
     out = MemoryOutlets()
     return handlers(svc, out.outlets), out, sink, ids
 
 
-def _event(value: bytes | None, offset: int, topic: str = "crossing_events", key: bytes | None = None) -> Record:
-    return Record(topic, 0, offset, datetime.now(UTC).timestamp(), key, value)
+POST_KEY = bytes(range(32))  # every post's key in these tests (the worker reads each post's own)
+
+
+def _event(value: bytes | None, offset: int, topic: str = "crossing_events", key: bytes | None = None,
+           signer: str | None = None) -> Record:
+    headers = tuple(signed_headers(signer, POST_KEY, value or b"")) if signer else ()
+    return Record(topic, 0, offset, datetime.now(UTC).timestamp(), key, value, headers)
 
 
 async def test_ingest_batch_rows_dead_letters_sends_and_its_record_of_processing(built: Any) -> None:
@@ -58,21 +65,31 @@ async def test_ingest_batch_rows_dead_letters_sends_and_its_record_of_processing
     sim = Simulator(seed=3, dim=32, days=1, end=datetime.now(UTC) - timedelta(hours=1), population=50)
     records = [r for kind, r in sim.events(5, landings=0) if kind == "crossing"]
     schema_id = ids.id_for("crossing_events", CROSSING_EVENT)
-    batch = [_event(frame(schema_id, encode_payload(CROSSING_EVENT, r)), n) for n, r in enumerate(records)]
-    batch.append(_event(b"\x07not avro", len(batch)))  # bad magic byte
+    values = [frame(schema_id, encode_payload(CROSSING_EVENT, r)) for r in records]
+    batch = [_event(v, i, signer=r["post"]["post_id"]) for i, (v, r) in enumerate(zip(values, records, strict=True))]
+    n = len(batch)
+    batch.append(_event(b"\x07not avro", n, signer="ID-BTH"))  # bad magic byte
+    batch.append(_event(values[0], n + 1))  # unsigned
+    batch.append(_event(values[0], n + 2, signer="NO-KEY"))  # a post without a key here
+    batch.append(_event(values[0][:-1] + b"\x00", n + 3, signer=records[0]["post"]["post_id"]))  # altered after
+    batch[-1] = replace(batch[-1], headers=tuple(signed_headers(records[0]["post"]["post_id"], POST_KEY, values[0])))
+    other = next(p for p in ("ID-BTH", "MY-JBC") if p != records[0]["post"]["post_id"])
+    batch.append(_event(values[0], n + 4, signer=other))  # signed by one post, naming another
 
     await worker.crossings.process(batch)
 
     assert len(sink.rows["crossings"]) == len(records)
     assert [r["source_offset"] for r in sink.rows["crossings"]] == list(range(len(records)))
-    [letter] = sink.rows["dead_letters"]
-    assert (letter["error_code"], letter["source_offset"]) == ("bad_magic", len(records))
+    letters = {letter["source_offset"]: (letter["error_code"], letter["error_field"])
+               for letter in sink.rows["dead_letters"]}
+    assert letters == {n: ("bad_magic", ""), n + 1: ("unsigned", "signature"), n + 2: ("unknown_signer", "signature"),
+                       n + 3: ("bad_signature", "signature"), n + 4: ("not_the_signer", "post.post_id")}
     assert out.sent(CROSSING_EVENTS_DLQ.name)[0].headers["lintas.error.code"] == b"bad_magic"
     assert len(out.sent(TRAFFICKING_FACTS.name)) >= len(records) and out.sent(IDENTITY_VAULT.name)
     assert len(out.sent(BIOMETRIC_PROBES.name)) == sum(1 for r in records if r["biometric"])
     logged = {(r["component"], r["destination"]): r["records"] for r in sink.rows["processing_log"]}
     assert logged[("ingest_crossings", "clickhouse:crossings")] == len(records)
-    assert logged[("ingest_crossings", CROSSING_EVENTS_DLQ.name)] == 1
+    assert logged[("ingest_crossings", CROSSING_EVENTS_DLQ.name)] == 5
     raw = {records[0]["traveller"]["document"]["number"], records[0]["traveller"]["surname"]} - {""}
     assert not any(v in str(sink.rows) for v in raw), "no document number or name in any row"
 
@@ -82,7 +99,7 @@ async def test_the_rule_handler_keeps_state_in_its_table_and_sends_alerts(built:
     sim = Simulator(seed=4, dim=32, days=1, end=datetime.now(UTC) - timedelta(hours=1), population=50)
     records = [r for kind, r in sim.events(40, landings=0) if kind == "crossing"]
     schema_id = ids.id_for("crossing_events", CROSSING_EVENT)
-    await worker.crossings.process([_event(frame(schema_id, encode_payload(CROSSING_EVENT, r)), n)
+    await worker.crossings.process([_event(frame(schema_id, encode_payload(CROSSING_EVENT, r)), n, signer=r["post"]["post_id"])
                                     for n, r in enumerate(records)])
     facts = consumed(TRAFFICKING_FACTS.name, out.sent(TRAFFICKING_FACTS.name))
 

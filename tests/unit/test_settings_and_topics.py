@@ -20,7 +20,8 @@ def test_env_prefix_and_secret_hidden(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_registry_url_local_or_external(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert Settings().schema_registry_url == "http://127.0.0.1:8081"
+    assert Settings().schema_registry_url == "https://127.0.0.1:8081"
+    assert Settings(secure=False).schema_registry_url == "http://127.0.0.1:8081"
     monkeypatch.setenv("LINTAS_SCHEMA_REGISTRY_EXTERNAL_URL", "http://registry.example:8081")
     assert Settings().schema_registry_url == "http://registry.example:8081"
 
