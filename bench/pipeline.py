@@ -204,7 +204,7 @@ def floor(settings: Settings, messages: list[tuple[bytes, bytes]]) -> float:
     t0 = time.perf_counter()
     for s in range(0, len(messages), 10_000):
         rows = []
-        for _, value in messages[s:s + 10_000]:
+        for _, value, _ in messages[s:s + 10_000]:
             r = fastavro.schemaless_reader(io.BytesIO(value[5:]), schema, None)
             doc = r["traveller"]["document"] or {}
             rows.append([r["event_id"], r["occurred_at"], r["post"]["post_id"], r["direction"],

@@ -344,9 +344,14 @@ def create_topics(settings: Settings, replication: int, topics: tuple[TopicSpec,
     return created
 
 
-def known_posts() -> list[str]:
-    """Every border post and landing site of the region: each gets a principal and a signing key locally."""
-    return sorted({*POSTS, *(site.site_id for site in LANDING_SITES)})
+def known_posts(settings: Settings) -> list[str]:
+    """Every post the local stack provisions.
+
+    The region's border posts and landing sites, and any other post that has a signing key
+    (``lintas stack add-post``, or the local gateway's first send for it).
+    """
+    keyed = {path.stem for path in settings.post_keys_dir.glob("*.key")}
+    return sorted({*POSTS, *(site.site_id for site in LANDING_SITES), *keyed})
 
 
 def principals(settings: Settings, posts: Iterable[str] = ()) -> dict[str, Role]:

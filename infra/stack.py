@@ -38,7 +38,9 @@ from infra.process import ManagedProcess, port_is_bound, rss_bytes
 from infra.registry import SchemaRegistry
 from infra.tls import ensure_certificates
 from schemas.errors import StackError
-from streams.settings import Settings
+from streams import signing
+from streams.settings import Settings, ensure_credential
+from streams.topics import Role, principal
 
 Say = Callable[[str], None]
 
@@ -141,7 +143,7 @@ class Stack:
         say(f"kafka: {len(brokers)} broker(s) healthy at {self.settings.kafka_bootstrap}"
             + (f"; created topics {', '.join(created)}" if created else "; topics present"))
         if self.settings.secure:
-            users, added, removed = provision(self.settings, known_posts())
+            users, added, removed = provision(self.settings, known_posts(self.settings))
             say(f"kafka: SASL_SSL; {users} principals, ACLs as declared ({added} added, {removed} removed); "
                 f"kcat as ops: kcat -F {write_kcat_config(self.settings)}")
 
@@ -248,6 +250,16 @@ class Stack:
                 out.append("(no log yet)")
         return "\n".join(out)
 
+    def add_posts(self, posts: list[str], say: Say = print) -> None:
+        """A principal, its ACLs and a signing key for each new post (an existing one is left as it is)."""
+        if not self.settings.secure:
+            raise StackError("stack", "security is off (LINTAS_SECURE=0): posts need no principal")
+        for post in posts:
+            signing.ensure_post_key(self.settings, post)
+        users, added, _ = provision(self.settings, known_posts(self.settings))
+        say(f"kafka: {', '.join(principal(Role.POST, p) for p in posts)} may write the input topics ({added} "
+            f"ACLs added); signing keys in {self.settings.post_keys_dir}")
+
     def rotate(self, say: Say = print, *, admin: bool = False) -> None:
         """New passwords for every local principal and user; the running servers take them without a restart.
 
@@ -256,7 +268,7 @@ class Stack:
         """
         if not self.settings.secure:
             raise StackError("stack", "security is off (LINTAS_SECURE=0): there are no credentials to rotate")
-        users, _, _ = provision(self.settings, known_posts(), rotate=True)
+        users, _, _ = provision(self.settings, known_posts(self.settings), rotate=True)
         write_kcat_config(self.settings)
         say(f"kafka: {users} principals re-keyed")
         self.registry.rotate()
@@ -264,9 +276,6 @@ class Stack:
         self.clickhouse.rotate()
         say("clickhouse: users re-keyed")
         if admin:
-            from streams.settings import ensure_credential
-            from streams.topics import Role, principal
-
             for user in (principal(Role.ADMIN), "controller"):
                 ensure_credential(self.settings, "kafka", user, rotate=True)
             rewrite_configs(self.kafka)

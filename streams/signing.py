@@ -8,7 +8,6 @@ reads every post's from the directory its secret store mounts (``LINTAS_POST_KEY
 from __future__ import annotations
 
 import secrets
-import time
 from pathlib import Path
 
 from agents.signing import POST_ID
@@ -40,26 +39,23 @@ def ensure_post_key(settings: Settings, post_id: str) -> bytes:
 
 
 class PostKeys:
-    """Every post's key as the worker reads them: each file once, an unknown post looked for again after a while."""
+    """Every post's key as the worker reads them: each file once.
 
-    def __init__(self, directory: Path, recheck_s: float = 10.0) -> None:
+    A post without one is looked for again each time, never remembered as missing: a post provisioned a
+    moment ago must not be refused because of when its first event came.
+    """
+
+    def __init__(self, directory: Path) -> None:
         """Read keys from ``directory`` on first use."""
-        self.directory, self.recheck_s = directory, recheck_s
+        self.directory = directory
         self._keys: dict[str, bytes] = {}
-        self._missing: dict[str, float] = {}
 
     def __call__(self, post_id: str) -> bytes | None:
-        """The post's key, or None if it has none (a post provisioned since is found after ``recheck_s``)."""
+        """The post's key, or None if it has none."""
         key = self._keys.get(post_id)
-        if key is not None:
-            return key
-        now = time.monotonic()
-        if now - self._missing.get(post_id, -1e9) < self.recheck_s:
-            return None
-        try:
-            key = bytes.fromhex((self.directory / f"{post_id}.key").read_text().strip())
-        except (FileNotFoundError, ValueError):
-            self._missing[post_id] = now
-            return None
-        self._keys[post_id] = key
+        if key is None:
+            try:
+                key = self._keys[post_id] = bytes.fromhex((self.directory / f"{post_id}.key").read_text().strip())
+            except (FileNotFoundError, ValueError):
+                return None
         return key

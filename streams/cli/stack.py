@@ -35,6 +35,8 @@ def _cmd_stack(args: argparse.Namespace) -> int:
         stack.reset()
     elif args.action == "rotate":
         stack.rotate(admin=args.admin)
+    elif args.action == "add-post":
+        stack.add_posts(args.posts)
     elif args.action == "logs":
         print(stack.logs(args.server, args.lines))
     else:
@@ -142,6 +144,8 @@ def register(sub: Any) -> None:
     stack_sub.add_parser("reset", help="stop and delete all server state (keeps installed jars)")
     rotate = stack_sub.add_parser("rotate", help="new passwords for every local principal and user (secrets/)")
     rotate.add_argument("--admin", action="store_true", help="the Kafka admin's too (restarts the brokers)")
+    add_post = stack_sub.add_parser("add-post", help="a Kafka principal (post-<id>) and a signing key for a post")
+    add_post.add_argument("posts", nargs="+", metavar="POST_ID")
     logs = stack_sub.add_parser("logs", help="the last lines of the servers' logs")
     logs.add_argument("server", nargs="?", help="e.g. kafka-1, registry, clickhouse")
     logs.add_argument("-n", "--lines", type=int, default=40)

@@ -35,6 +35,7 @@ from streams.clients import kafka_config
 from streams.lag import lag
 from streams.settings import Settings
 from streams.signing import ensure_post_key
+from streams.simulator import to_json_line
 from streams.topics import ALERTS, CROSSING_EVENTS, CROSSING_EVENTS_DLQ, Role, agent_group, principal
 from tests.integration.conftest import migrated_stack, run_lintas
 from tests.integration.pipeline_support import Worker, simulate, until
@@ -194,6 +195,23 @@ def test_a_crossing_that_claims_another_post_is_dead_lettered_with_the_reason(se
     assert [reason for code, _, reason in letters if code == "not_the_signer"] == [
         "names another post than the one that signed it"]
     assert client.query("SELECT toString(event_id) FROM crossings").result_rows == [(honest["event_id"],)]
+
+
+def test_a_post_s_own_process_sends_only_its_own_events_as_itself(settings: Settings, tmp_path: Path) -> None:
+    added = run_lintas(settings, "stack", "add-post", "ZZ-NEW", timeout=120)
+    assert added.returncode == 0, added.stdout + added.stderr
+    records = simulate(92, 10)[:4]
+    own = [{**r, "post": {**r["post"], "post_id": "ZZ-NEW"}} for r in records[:2]]
+    path = tmp_path / "crossings.jsonl"
+    path.write_text("\n".join(to_json_line(r) for r in [*own, *records[2:]]) + "\n")
+    sent = run_lintas(settings, "produce", str(path), "--type", "crossing", "--spool", str(tmp_path / "out.sqlite"),
+                      "--wait", "60", env={"LINTAS_POST_ID": "ZZ-NEW"}, timeout=120)
+    assert sent.returncode == 1, sent.stdout + sent.stderr  # two lines name other posts: refused, not sent
+    assert sent.stderr.count("post.post_id: names another post than the one sending [not_this_post]") == 2
+    assert "2 accepted, 2 bad; 2 delivered" in sent.stdout, sent.stdout
+    # and it connected as its own principal, post-ZZ-NEW, which `stack add-post` made
+    post = kafka_config(settings.model_copy(update={"post_id": "ZZ-NEW"}), Role.POST)
+    assert post["sasl.username"] == "post-ZZ-NEW" and _produce(post, CROSSING_EVENTS.name, b"\x00") is None
 
 
 # --- Schema registry ---------------------------------------------------------------------------------

@@ -73,9 +73,9 @@ def test_clients_carry_the_role_s_principal_and_the_ca_and_no_credentials_when_s
     assert (tmp_path / "secrets" / "kafka" / "lintas-worker").stat().st_mode & 0o777 == 0o600
     plain = clients.kafka_config(Settings(state_dir=tmp_path, secure=False), Role.WORKER)
     assert "sasl.password" not in plain and "security.protocol" not in plain
-    posted = clients.kafka_config(Settings(state_dir=tmp_path, post_id="ID-BTH"), Role.POST) if (
-        ensure_credential(settings, "kafka", "post-ID-BTH")) else {}
-    assert posted["sasl.username"] == "post-ID-BTH"
+    ensure_credential(settings, "kafka", "post-ID-BTH")
+    post = clients.kafka_config(Settings(state_dir=tmp_path, post_id="ID-BTH"), Role.POST)
+    assert post["sasl.username"] == "post-ID-BTH"
 
 
 def test_brokers_listen_sasl_ssl_with_the_standard_authorizer_and_deny_by_default(tmp_path: Path) -> None:
