@@ -5,9 +5,10 @@ Kafka keeps post A from sending an event that claims post B. Each post (or landi
 site) therefore holds a key of its own and sends, with every record, two headers: who
 signed (``lintas-post``) and the signature over the value's bytes (``lintas-signature``).
 The worker checks both and that the event claims the post that signed it; anything else
-is dead-lettered with the reason. HMAC and not a public-key signature: a verification
-costs about a microsecond, where Ed25519 costs ~60 µs per event on these cores; the
-price is that the worker holds every post's key (a KMS in production).
+is dead-lettered with the reason. HMAC and not a public-key signature: checking one
+1.2 kB event takes 2.4 µs here, an Ed25519 verification 81 µs (``python -m timeit``, see
+the README's security section), a third of a core at the pipeline's rate; the price is
+that the worker holds every post's key (a KMS in production).
 """
 
 from __future__ import annotations
