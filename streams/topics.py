@@ -302,7 +302,8 @@ class Grant:
 
 WATCHLIST_TRANSACTIONS = "lintas-watchlist-"  # each list's loader has the transactional id <this><list>
 WORKER_GROUPS = (APP_ID, "lintas-gallery-loader", "lintas-watchlist-reader")  # APP_ID prefixes every agent's
-OPS_GROUP = "lintas-ops"  # prefix of the groups ops' own consumers may use
+# prefixes of the groups ops' own consumers may use: its own, and the one Kafka's console consumer makes up
+OPS_GROUPS = ("lintas-ops", "console-consumer-")
 
 
 def grants(role: Role, name: str | None = None, topics: tuple[TopicSpec, ...] = ALL_TOPICS) -> list[Grant]:
@@ -328,6 +329,6 @@ def grants(role: Role, name: str | None = None, topics: tuple[TopicSpec, ...] = 
         out.append(Grant(user, "group", "lintas-watchlist-reader", "read"))
     elif role is Role.OPS:
         out += [Grant(user, "topic", "*", op) for op in ("describe", "describe_configs")]
-        out += [Grant(user, "group", "*", "describe"), Grant(user, "group", OPS_GROUP, "read", prefixed=True),
-                Grant(user, "cluster", "kafka-cluster", "describe")]
+        out += [Grant(user, "group", "*", "describe"), Grant(user, "cluster", "kafka-cluster", "describe")]
+        out += [Grant(user, "group", prefix, "read", prefixed=True) for prefix in OPS_GROUPS]
     return sorted(set(out), key=lambda g: (g.resource, g.name, g.operation))

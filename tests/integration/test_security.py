@@ -161,6 +161,14 @@ def test_kcat_and_kafka_s_cli_work_as_ops_and_are_refused_beyond_it(settings: Se
     assert topics.returncode == 0 and ALERTS.name in topics.stdout.split(), topics.stderr
     created = run_lintas(settings, "kafka", "topics", "--create", "--topic", "ops-made", timeout=120)
     assert created.returncode != 0 and "TopicAuthorizationException" in created.stdout + created.stderr
+    consumed = run_lintas(settings, "kafka", "console-consumer", "--topic", ALERTS.name, "--from-beginning",
+                          "--timeout-ms", "5000", timeout=120)
+    # joined its group and read to the end (alerts may be empty here: the tool then stops on its timeout)
+    assert "Processed a total of" in consumed.stderr and "AuthorizationException" not in consumed.stderr, (
+        consumed.stderr)
+    refused = run_lintas(settings, "kafka", "console-consumer", "--topic", CROSSING_EVENTS.name,
+                         "--from-beginning", "--timeout-ms", "5000", timeout=120)
+    assert "TopicAuthorizationException" in refused.stdout + refused.stderr, refused.stderr
 
 
 def test_a_crossing_that_claims_another_post_is_dead_lettered_with_the_reason(settings: Settings,

@@ -33,7 +33,7 @@ def test_ops_reads_no_restricted_topic_and_joins_no_pipeline_group() -> None:
     assert readable == {t.name for t in ALL_TOPICS if not t.restricted}
     assert not {op for _, op in _ops(Role.OPS)} & {"write", "create", "delete", "alter", "alter_configs"}
     assert {(g.name, g.operation, g.prefixed) for g in grants(Role.OPS) if g.resource == "group"} == {
-        ("*", "describe", False), ("lintas-ops", "read", True)}
+        ("*", "describe", False), ("lintas-ops", "read", True), ("console-consumer-", "read", True)}
 
 
 def test_only_the_worker_reads_the_inputs_and_nobody_but_the_admin_alters() -> None:
