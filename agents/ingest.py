@@ -18,6 +18,7 @@ from agents.biometric import Capture, captures, probe_template
 from agents.gallery import TemplateRejected
 from agents.keys import Purposes
 from agents.pseudonymise import Tokeniser, crossing_row, landing_row
+from agents.signing import sender_field, sent_by
 from agents.trafficking.facts import Fact, crossing_facts, landing_facts
 from agents.vault import identities
 from agents.watchlist import Presented, presented
@@ -87,18 +88,11 @@ class EventKind:
     to_facts: Callable[[dict[str, Any], dict[str, Any], Tokeniser], list[Fact]]
     table: str
     source: str
-    sender: tuple[str, str]  # the record that names who sent it (the post or the site), and its id field
     to_check: Callable[[dict[str, Any], str], Presented | None] | None = None  # record, the traveller's token
 
-    def sent_by(self, record: dict[str, Any]) -> str:
-        """The post or landing site the event says it comes from."""
-        part, key = self.sender
-        return str(record[part][key])
 
-
-CROSSINGS = EventKind(CROSSING_EVENT, crossing_row, crossing_facts, "crossings", "crossing", ("post", "post_id"),
-                      presented)
-LANDINGS = EventKind(LANDING_EVENT, landing_row, landing_facts, "landings", "landing", ("site", "site_id"))
+CROSSINGS = EventKind(CROSSING_EVENT, crossing_row, crossing_facts, "crossings", "crossing", presented)
+LANDINGS = EventKind(LANDING_EVENT, landing_row, landing_facts, "landings", "landing")
 
 
 @dataclass(frozen=True)
@@ -148,8 +142,8 @@ def ingest(raw: bytes | None, source: Source, kind: EventKind, schemas: WriterSc
     if problems:
         first = problems[0]
         return DeadLetter(source, first.code, first.field, first.reason, raw or b"")
-    if signed_by is not None and kind.sent_by(record) != signed_by:
-        return DeadLetter(source, "not_the_signer", ".".join(kind.sender),
+    if signed_by is not None and sent_by(kind.contract.name, record) != signed_by:
+        return DeadLetter(source, "not_the_signer", sender_field(kind.contract.name),
                           "names another post than the one that signed it", raw or b"")
     row = kind.to_row(record, keys.analytics)
     row["source_partition"] = source.partition

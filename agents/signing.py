@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import re
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from schemas.errors import InvalidMessage
 
@@ -26,6 +27,20 @@ SIGNER_FIELD = "signature"  # the dead letter's field when the signature itself 
 POST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # also a file name: no path can be smuggled in
 
 Headers = Sequence[tuple[str, str | bytes | None]]
+
+# Where each input contract names who sent the event (the post, or the landing site): it must be the signer.
+SENDERS: dict[str, tuple[str, str]] = {"CrossingEvent": ("post", "post_id"), "LandingEvent": ("site", "site_id")}
+
+
+def sender_field(contract: str) -> str:
+    """The dotted field of a contract's records that names their sender."""
+    return ".".join(SENDERS[contract])
+
+
+def sent_by(contract: str, record: dict[str, Any]) -> str:
+    """The post or landing site a record says it comes from."""
+    part, key = SENDERS[contract]
+    return str(record[part][key])
 
 
 def signature(key: bytes, value: bytes) -> bytes:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import secrets
 import sys
 from pathlib import Path
 
@@ -14,7 +12,7 @@ from infra.serving import http_ok
 from infra.tls import server_pem
 from schemas.errors import StackError
 from streams import clients
-from streams.settings import Settings, ensure_secret, write_secret_file
+from streams.settings import Settings, ensure_secret, write_private
 
 # Each user of the local server: its name's setting, its password's secret and its role (clickhouse_http)
 USERS = (
@@ -48,7 +46,7 @@ class LocalClickHouse:
             raise StackError("clickhouse", f"{', '.join(from_env)} set in the environment (LINTAS_...): rotate "
                                            "those where they are set")
         for _, secret, _ in USERS:
-            write_secret_file(self.settings.secret_path(secret), secrets.token_urlsafe(32), replace=True)
+            ensure_secret(self.settings, secret, rotate=True)
         self._write_users()
 
     def _write_users(self) -> None:
@@ -60,13 +58,8 @@ class LocalClickHouse:
         users = {getattr(self.settings, user): {"password_sha256_hex": _sha256(ensure_secret(self.settings, secret)),
                                                 "role": role, "readonly": role == "readonly"}
                  for user, secret, role in USERS}
-        self.root.mkdir(parents=True, exist_ok=True)
         # replaced at once: the running server reads the new file when its mtime changes, never half of it
-        tmp = self.users_file.with_name(f".{self.users_file.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(users, f, indent=2)
-        os.replace(tmp, self.users_file)
+        write_private(self.users_file, json.dumps(users, indent=2))
 
     def process(self) -> ManagedProcess:
         """The managed server process (https when secure)."""

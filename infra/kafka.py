@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import functools
-import os
 import socket
 import ssl
 import struct
@@ -48,7 +47,7 @@ from infra.tls import server_pem
 from schemas.errors import StackError, StateDirError
 from schemas.geography import LANDING_SITES, POSTS
 from streams import clients, signing
-from streams.settings import Settings, ensure_credential
+from streams.settings import Settings, ensure_credential, write_private
 from streams.topics import ALL_TOPICS, Grant, Role, TopicSpec, grants, principal
 
 DIST = "kafka"
@@ -182,7 +181,7 @@ class KafkaCluster:
             data = ndir / "data"
             meta = data / "meta.properties"
             (ndir).mkdir(parents=True, exist_ok=True)
-            _write_private(ndir / "server.properties", self.server_properties(node))  # holds the jaas passwords
+            write_private(ndir / "server.properties", self.server_properties(node))  # holds the jaas passwords
             (ndir / "log4j.properties").write_text(LOG4J)
             if meta.is_file():
                 if f"cluster.id={cid}" not in meta.read_text():
@@ -354,7 +353,7 @@ def known_posts(settings: Settings) -> list[str]:
     return sorted({*POSTS, *(site.site_id for site in LANDING_SITES), *keyed})
 
 
-def principals(settings: Settings, posts: Iterable[str] = ()) -> dict[str, Role]:
+def principals(posts: Iterable[str] = ()) -> dict[str, Role]:
     """Every Kafka user of the local stack but the admin, and its role: one per role, one per post."""
     users: dict[str, Role] = {principal(role): role for role in Role if role is not Role.ADMIN}
     users.update({principal(Role.POST, post): Role.POST for post in posts})
@@ -368,7 +367,7 @@ def provision(settings: Settings, posts: Iterable[str] = (), *, rotate: bool = F
     nobody declares any more is removed. Posts also get their signing key. Returns (users, created, removed).
     """
     admin = clients.admin(settings)
-    users = principals(settings, posts)
+    users = principals(posts)
     upserts: list[UserScramCredentialAlteration] = [
         UserScramCredentialUpsertion(user, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192),
                                      ensure_credential(settings, "kafka", user, rotate=rotate).encode())
@@ -395,7 +394,7 @@ def provision(settings: Settings, posts: Iterable[str] = (), *, rotate: bool = F
 def rewrite_configs(cluster: KafkaCluster) -> None:
     """Write every node's config again (after the admin's password changed: the brokers read it at start)."""
     for node in range(1, cluster.n + 1):
-        _write_private(cluster.node_dir(node) / "server.properties", cluster.server_properties(node))
+        write_private(cluster.node_dir(node) / "server.properties", cluster.server_properties(node))
 
 
 RESOURCES = {"topic": ResourceType.TOPIC, "group": ResourceType.GROUP,
@@ -427,7 +426,7 @@ def write_client_properties(settings: Settings, role: Role) -> Path:
         f"ssl.truststore.location={settings.tls_ca_file.resolve()}",
     ]
     path = settings.secrets_dir / "kafka" / f"{role.value}.properties"
-    _write_private(path, "\n".join(lines) + "\n")
+    write_private(path, "\n".join(lines) + "\n")
     return path
 
 
@@ -437,16 +436,8 @@ def write_kcat_config(settings: Settings, role: Role = Role.OPS) -> Path:
     keys = ("bootstrap.servers", "security.protocol", "sasl.mechanism", "sasl.username", "sasl.password",
             "ssl.ca.location")
     path = settings.secrets_dir / "kafka" / f"{role.value}.kcat.conf"
-    _write_private(path, "".join(f"{k}={conf[k]}\n" for k in keys if k in conf))
+    write_private(path, "".join(f"{k}={conf[k]}\n" for k in keys if k in conf))
     return path
-
-
-def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
 
 
 LOG4J = """log4j.rootLogger=INFO, file

@@ -18,13 +18,13 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, cast
 
 from infra.serving import ReloadedFile
+from streams.settings import write_private
 
 log = logging.getLogger("lintas.schema_registry")
 
@@ -76,11 +76,7 @@ def write_users_file(path: Path, users: dict[str, tuple[str, Access]]) -> None:
     """
     entries = {user: {"password_hash": hash_password(password), "access": access}
                for user, (password, access) in users.items()}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(entries, f, indent=2)
-    os.replace(tmp, path)
+    write_private(path, json.dumps(entries, indent=2))
 
 
 @dataclass

@@ -38,7 +38,6 @@ from infra.process import ManagedProcess, port_is_bound, rss_bytes
 from infra.registry import SchemaRegistry
 from infra.tls import ensure_certificates
 from schemas.errors import StackError
-from streams import signing
 from streams.settings import Settings, ensure_credential
 from streams.topics import Role, principal
 
@@ -133,10 +132,7 @@ class Stack:
 
         self.kafka.prepare()
         brokers = self.kafka.processes()
-        for proc in brokers:
-            self._announce(proc, proc.launch(timeout), say)
-        for proc in brokers:
-            proc.await_ready(timeout)
+        self._start_brokers(brokers, say)
         self._stack_file.write_text(json.dumps({"kafka_brokers": self.settings.kafka_brokers}) + "\n")
         wait_for_brokers(self.settings, len(brokers), timeout)
         created = create_topics(self.settings, replication=3 if self.kafka.n >= 3 else 1)
@@ -186,6 +182,22 @@ class Stack:
                 if took is not None:
                     say(f"{name}: installed from Maven Central ({took:.1f}s)")
 
+    def _start_brokers(self, brokers: list[ManagedProcess], say: Say) -> None:
+        """Launch every node, then wait for each: a KRaft node is healthy only once its quorum is."""
+        for proc in brokers:
+            self._announce(proc, proc.launch(self.settings.start_timeout_s), say)
+        for proc in brokers:
+            proc.await_ready(self.settings.start_timeout_s)
+
+    @staticmethod
+    def _stop_brokers(brokers: list[ManagedProcess], say: Say) -> None:
+        # KRaft nodes stop together: a node left without a controller quorum hangs in controlled shutdown.
+        signalled = [(proc, proc.signal_stop()) for proc in brokers]
+        for proc, pid in signalled:
+            if pid is not None:
+                proc.wait_stopped(pid)
+                say(f"{proc.name}: stopped")
+
     def _start(self, proc: ManagedProcess, say: Say) -> None:
         started = proc.launch(self.settings.start_timeout_s)
         proc.await_ready(self.settings.start_timeout_s)
@@ -208,12 +220,7 @@ class Stack:
         for proc in reversed([p for p in servers if p not in brokers]):
             if proc.stop():
                 say(f"{proc.name}: stopped")
-        # KRaft nodes stop together: a node left without a controller quorum hangs in controlled shutdown.
-        signalled = [(proc, proc.signal_stop()) for proc in brokers]
-        for proc, pid in signalled:
-            if pid is not None:
-                proc.wait_stopped(pid)
-                say(f"{proc.name}: stopped")
+        self._stop_brokers(brokers, say)
         bound = [
             f"{proc.name}:{port}" for proc in self._known_servers() for port in proc.ports
             if port_is_bound(proc.host, port)
@@ -254,9 +261,7 @@ class Stack:
         """A principal, its ACLs and a signing key for each new post (an existing one is left as it is)."""
         if not self.settings.secure:
             raise StackError("stack", "security is off (LINTAS_SECURE=0): posts need no principal")
-        for post in posts:
-            signing.ensure_post_key(self.settings, post)
-        users, added, _ = provision(self.settings, known_posts(self.settings))
+        users, added, _ = provision(self.settings, sorted({*known_posts(self.settings), *posts}))
         say(f"kafka: {', '.join(principal(Role.POST, p) for p in posts)} may write the input topics ({added} "
             f"ACLs added); signing keys in {self.settings.post_keys_dir}")
 
@@ -280,14 +285,8 @@ class Stack:
                 ensure_credential(self.settings, "kafka", user, rotate=True)
             rewrite_configs(self.kafka)
             brokers = self.kafka.processes()
-            signalled = [(proc, proc.signal_stop()) for proc in brokers]
-            for proc, pid in signalled:
-                if pid is not None:
-                    proc.wait_stopped(pid)
-            for proc in brokers:
-                proc.launch(self.settings.start_timeout_s)
-            for proc in brokers:
-                proc.await_ready(self.settings.start_timeout_s)
+            self._stop_brokers(brokers, lambda _: None)
+            self._start_brokers(brokers, lambda _: None)
             wait_for_brokers(self.settings, len(brokers), self.settings.start_timeout_s)
             say("kafka: admin re-keyed, brokers restarted")
         worker = self.worker()

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from streams.settings import Settings
+from streams.settings import Settings, write_private
 
 VALID_DAYS = 825  # the longest a browser-style client accepts for a server certificate
 
@@ -51,8 +51,8 @@ def ensure_certificates(settings: Settings) -> bool:
                                              decipher_only=False), critical=True)
                 .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
                 .sign(key, hashes.SHA256()))
-        _write(ca_key, _key_pem(key))
-        _write(ca_cert, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
+        write_private(ca_key, _key_pem(key))
+        write_private(ca_cert, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
     ca = x509.load_pem_x509_certificate(ca_cert.read_bytes())
     signer = serialization.load_pem_private_key(ca_key.read_bytes(), password=None)
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -73,7 +73,7 @@ def ensure_certificates(settings: Settings) -> bool:
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.public_key()),  # type: ignore[arg-type]
                            critical=False)
             .sign(signer, hashes.SHA256()))  # type: ignore[arg-type]
-    _write(bundle, _key_pem(key) + cert.public_bytes(serialization.Encoding.PEM) + ca_cert.read_bytes())
+    write_private(bundle, _key_pem(key) + cert.public_bytes(serialization.Encoding.PEM) + ca_cert.read_bytes())
     return True
 
 
@@ -82,10 +82,3 @@ def _key_pem(key: rsa.RSAPrivateKey) -> bytes:
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
 
-
-def _write(path: Path, data: bytes, mode: int = 0o600) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)

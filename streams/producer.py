@@ -24,7 +24,7 @@ from typing import Any
 from confluent_kafka import KafkaError, Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from agents.signing import Headers, signed_headers
+from agents.signing import Headers, sender_field, sent_by, signed_headers
 from schemas.contracts import EVENT_CONTRACTS
 from schemas.errors import LintasError
 from schemas.validation import FieldError, ValidationError, parse_json_line
@@ -36,12 +36,11 @@ from streams.topics import CROSSING_EVENTS, LANDING_EVENTS, Role
 
 log = logging.getLogger("lintas.producer")
 
-# --type of `lintas produce` → (contract, topic, how to find the key: the post or site id).
-EVENT_TYPES: dict[str, tuple[str, str, Callable[[dict[str, Any]], str]]] = {
-    "crossing": ("CrossingEvent", CROSSING_EVENTS.name, lambda r: r["post"]["post_id"]),
-    "landing": ("LandingEvent", LANDING_EVENTS.name, lambda r: r["site"]["site_id"]),
+# --type of `lintas produce` → (contract, topic); each event is keyed by its sender, the post or site id.
+EVENT_TYPES: dict[str, tuple[str, str]] = {
+    "crossing": ("CrossingEvent", CROSSING_EVENTS.name),
+    "landing": ("LandingEvent", LANDING_EVENTS.name),
 }
-SENDER_FIELD = {"crossing": "post.post_id", "landing": "site.site_id"}
 ACCEPT_BATCH = 1000
 
 
@@ -87,7 +86,7 @@ def accept_lines(lines: Iterable[str], event_type: str, spool: Spool, report: Pr
 
     ``post_id``: this process is that post, and a line that names another post is bad.
     """
-    contract_name, _, sender_of = EVENT_TYPES[event_type]
+    contract_name, _ = EVENT_TYPES[event_type]
     contract = EVENT_CONTRACTS[contract_name]
 
     def valid_records() -> Iterator[dict[str, Any]]:
@@ -97,8 +96,8 @@ def accept_lines(lines: Iterable[str], event_type: str, spool: Spool, report: Pr
             report.lines += 1
             try:
                 record = parse_json_line(line, contract)
-                if post_id is not None and sender_of(record) != post_id:
-                    raise ValidationError([FieldError(SENDER_FIELD[event_type], "not_this_post",
+                if post_id is not None and sent_by(contract_name, record) != post_id:
+                    raise ValidationError([FieldError(sender_field(contract_name), "not_this_post",
                                                       "names another post than the one sending")])
                 yield record
             except ValidationError as err:
@@ -111,12 +110,12 @@ def accept_lines(lines: Iterable[str], event_type: str, spool: Spool, report: Pr
 
 def accept_records(records: Iterable[dict[str, Any]], event_type: str, spool: Spool) -> int:
     """Accept already-valid records (the simulator's) in batches; returns the count."""
-    contract_name, topic, key_of = EVENT_TYPES[event_type]
+    contract_name, topic = EVENT_TYPES[event_type]
     contract = EVENT_CONTRACTS[contract_name]
     total = 0
     batch: list[tuple[str, bytes, str, bytes]] = []
-    for record in records:
-        batch.append((topic, key_of(record).encode(), contract.name, encode_payload(contract, record)))
+    for record in records:  # keyed by its post: one post's events stay in order in one partition
+        batch.append((topic, sent_by(contract_name, record).encode(), contract.name, encode_payload(contract, record)))
         if len(batch) >= ACCEPT_BATCH:
             total += spool.accept(batch)
             batch.clear()

@@ -325,22 +325,14 @@ class Settings(BaseSettings):
         return self.state_dir / "secrets"
 
 
-def ensure_secret(settings: Settings, field: str) -> str:
-    """The secret's value; for the local stack, generated once into the secrets dir (mode 0600) if missing.
+def ensure_secret(settings: Settings, field: str, *, rotate: bool = False) -> str:
+    """The secret's value; for the local stack, generated into the secrets dir (mode 0600) if missing.
 
-    The one place a secret is written (the stack's, the review console's signing key); reading settings
-    never writes.
+    ``rotate``: a new one in its place. The one place a secret is written (the stack's, the review
+    console's signing key); reading settings never writes.
     """
-    if getattr(settings, field) is None and not settings.secret_path(field).is_file():
-        settings.secrets_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(settings.secrets_dir, 0o700)
-        try:
-            fd = os.open(settings.secret_path(field), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass  # another process generated it first
-        else:
-            with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_urlsafe(32) + "\n")
+    if getattr(settings, field) is None and (rotate or not settings.secret_path(field).is_file()):
+        write_secret_file(settings.secret_path(field), secrets.token_urlsafe(32), replace=rotate)
     return settings.secret(field)
 
 
@@ -356,19 +348,33 @@ def write_secret_file(path: Path, value: str, *, replace: bool = False) -> None:
     """Write a secret with mode 0600 in a 0700 directory; keep an existing file unless ``replace``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(path.parent, 0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(value + "\n")
     if replace:
-        os.replace(tmp, path)
+        write_private(path, value + "\n")
         return
+    tmp = _temporary(path, value + "\n", 0o600)
     try:
         os.link(tmp, path)  # atomic and refuses to overwrite: another process may have made it first
     except FileExistsError:
         pass
     finally:
         tmp.unlink()
+
+
+def write_private(path: Path, data: str | bytes, mode: int = 0o600) -> None:
+    """Replace ``path`` at once with ``data`` (mode 0600 unless said).
+
+    A reader never sees half of it, and the file is never, even for a moment, readable by others.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(_temporary(path, data, mode), path)
+
+
+def _temporary(path: Path, data: str | bytes, mode: int) -> Path:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+    return tmp
 
 
 @functools.cache
