@@ -14,7 +14,7 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 from schemas.errors import LintasError
 from streams import clients
 from streams.settings import Settings
-from streams.topics import BIOMETRIC_GALLERY, Role
+from streams.topics import BIOMETRIC_GALLERY, GALLERY_LOADER_GROUP, Role
 
 
 class GalleryUnavailable(LintasError):
@@ -26,7 +26,7 @@ class GalleryUnavailable(LintasError):
 def read_partition(settings: Settings, topic: str, partition: int,
                    timeout_s: float = 300.0) -> list[tuple[bytes | None, bytes | None]]:
     """Every (key, value) of one partition, oldest first, tombstones included (value ``None``)."""
-    consumer = clients.consumer(settings, Role.WORKER, "lintas-gallery-loader", **{
+    consumer = clients.consumer(settings, Role.WORKER, GALLERY_LOADER_GROUP, **{
         "enable.partition.eof": True, "fetch.max.bytes": 64 * 1024 * 1024,
         "max.partition.fetch.bytes": 16 * 1024 * 1024,
     })

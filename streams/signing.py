@@ -18,14 +18,23 @@ def key_path(settings: Settings, post_id: str) -> Path:
     """The file of one post's key."""
     if not POST_ID.match(post_id):
         raise ValueError("post id: letters, digits, '.', '_' or '-' only (it names the post's key file)")
-    return settings.post_keys_dir / f"{post_id}.key"
+    return _key_file(settings.post_keys_dir, post_id)
+
+
+def _key_file(directory: Path, post_id: str) -> Path:
+    return directory / f"{post_id}.key"
+
+
+def _read_key(path: Path) -> bytes:
+    """A key file's 32 bytes (hex); FileNotFoundError if it has none, ValueError if it is not a key."""
+    return bytes.fromhex(path.read_text().strip())
 
 
 def post_key(settings: Settings, post_id: str) -> bytes:
     """A post's own key, which must exist (a post's process never makes one: the stack's admin does)."""
     path = key_path(settings, post_id)
     try:
-        return bytes.fromhex(path.read_text().strip())
+        return _read_key(path)
     except FileNotFoundError:
         raise SecretMissing(f"signing key of post {post_id}", path, "LINTAS_POST_KEYS") from None
 
@@ -35,7 +44,7 @@ def ensure_post_key(settings: Settings, post_id: str) -> bytes:
     path = key_path(settings, post_id)
     if not path.is_file():
         write_secret_file(path, secrets.token_hex(32))
-    return bytes.fromhex(path.read_text().strip())
+    return _read_key(path)
 
 
 class PostKeys:
@@ -55,7 +64,7 @@ class PostKeys:
         key = self._keys.get(post_id)
         if key is None:
             try:
-                key = self._keys[post_id] = bytes.fromhex((self.directory / f"{post_id}.key").read_text().strip())
+                key = self._keys[post_id] = _read_key(_key_file(self.directory, post_id))
             except (FileNotFoundError, ValueError):
                 return None
         return key

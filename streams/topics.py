@@ -301,7 +301,9 @@ class Grant:
 
 
 WATCHLIST_TRANSACTIONS = "lintas-watchlist-"  # each list's loader has the transactional id <this><list>
-WORKER_GROUPS = (APP_ID, "lintas-gallery-loader", "lintas-watchlist-reader")  # APP_ID prefixes every agent's
+GALLERY_LOADER_GROUP = "lintas-gallery-loader"  # reads a gallery shard back (assign, no commits)
+WATCHLIST_READER_GROUP = "lintas-watchlist-reader"  # reads every list whole (assign, no commits)
+WORKER_GROUPS = (APP_ID, GALLERY_LOADER_GROUP, WATCHLIST_READER_GROUP)  # APP_ID prefixes every agent's
 # prefixes of the groups ops' own consumers may use: its own, and the one Kafka's console consumer makes up
 OPS_GROUPS = ("lintas-ops", "console-consumer-")
 
@@ -326,7 +328,7 @@ def grants(role: Role, name: str | None = None, topics: tuple[TopicSpec, ...] = 
     elif role is Role.WATCHLIST:
         out += [Grant(user, "transactional_id", WATCHLIST_TRANSACTIONS, op, prefixed=True)
                 for op in ("write", "describe")]
-        out.append(Grant(user, "group", "lintas-watchlist-reader", "read"))
+        out.append(Grant(user, "group", WATCHLIST_READER_GROUP, "read"))
     elif role is Role.OPS:
         out += [Grant(user, "topic", "*", op) for op in ("describe", "describe_configs")]
         out += [Grant(user, "group", "*", "describe"), Grant(user, "cluster", "kafka-cluster", "describe")]

@@ -43,7 +43,7 @@ from schemas.errors import LintasError
 from streams import clients
 from streams.privacy_ops import audit
 from streams.settings import Settings
-from streams.topics import WATCHLIST_TRANSACTIONS, WATCHLISTS, Role, TopicSpec
+from streams.topics import WATCHLIST_READER_GROUP, WATCHLIST_TRANSACTIONS, WATCHLISTS, Role, TopicSpec
 
 log = logging.getLogger("lintas.watchlist")
 LIST_CLASSES = ("CRIME_RECORD", "PSEUDONYMOUS")  # a listing is crime-record data about the document's holder
@@ -148,7 +148,7 @@ def _transaction(settings: Settings, topic: TopicSpec, records: list[tuple[bytes
 
 def _consumer(settings: Settings, role: Role) -> Consumer:
     # No group membership (assign, never subscribe) and no commits: every reader reads every list whole.
-    return clients.consumer(settings, role, "lintas-watchlist-reader", **{
+    return clients.consumer(settings, role, WATCHLIST_READER_GROUP, **{
         "enable.partition.eof": True, "isolation.level": "read_committed", "fetch.max.bytes": 52_428_800})
 
 
