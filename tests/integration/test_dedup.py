@@ -67,9 +67,14 @@ def workers(dstack: Stack, tmp_path: Path) -> Iterator[list[Worker]]:
 
 
 class People:
-    """Synthetic people: a face each, one document each; captures are the face plus noise."""
+    """Synthetic people: a face each, one document each; captures are the face plus noise.
 
-    def __init__(self, n: int, seed: int) -> None:
+    ``series`` starts every document number: tests share the stack's gallery, so each draws its own
+    documents (a number another test used would be that identity's second face, first or not by event time).
+    """
+
+    def __init__(self, n: int, seed: int, series: str) -> None:
+        self.series = series
         self.rng = np.random.default_rng(seed)
         faces = self.rng.standard_normal((n, DIM)).astype(np.float32)
         self.faces = faces / np.linalg.norm(faces, axis=1, keepdims=True)
@@ -82,7 +87,7 @@ class People:
     def capture(self, person: int, document: str | None = None, minutes: int = 0) -> dict[str, Any]:
         r = self.base[person]
         face = 0.85 * self.faces[person] + 0.53 * self.rng.standard_normal(DIM).astype(np.float32) / np.sqrt(DIM)
-        doc = {**r["traveller"]["document"], "number": document or f"X{person:08d}"}
+        doc = {**r["traveller"]["document"], "number": document or f"{self.series}{person:08d}"}
         return {**r, "event_id": str(uuid.uuid4()), "occurred_at": r["occurred_at"] + timedelta(minutes=minutes),
                 "traveller": {**r["traveller"], "document": doc},
                 "biometric": {**r["biometric"], "template": face.astype("<f4").tobytes(), "dimension": DIM,
@@ -114,7 +119,7 @@ def _wait_decisions(settings: Settings, event_ids: list[str], timeout_s: float, 
 def test_two_workers_share_the_sharded_gallery_and_officers_adjudicate_links(
         dstack: Stack, workers: list[Worker], tmp_path: Path) -> None:
     settings = dstack.settings
-    people = People(1000, seed=71)
+    people = People(1000, seed=71, series="X")
     first = [people.capture(i) for i in range(1000)]
     bad = people.capture(0)
     bad["biometric"] = {**bad["biometric"], "template": np.full(DIM, np.nan, "<f4").tobytes()}
@@ -192,7 +197,7 @@ def test_two_workers_share_the_sharded_gallery_and_officers_adjudicate_links(
 def test_restart_after_20k_enrolments_loses_and_doubles_nobody(dstack: Stack, tmp_path: Path) -> None:
     settings = dstack.settings
     n = 20_000
-    people = People(n, seed=72)
+    people = People(n, seed=72, series="Y")
     first = [people.capture(i) for i in range(n)]
     worker = _worker(settings, tmp_path / "worker.log", 0)
     try:
