@@ -1,0 +1,22 @@
+"""The broker-free benchmarks still run against today's handlers (a bench that broke silently measures nothing)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from bench import handlers as handlers_bench
+
+
+def test_the_handlers_bench_measures_every_handler_on_signed_crossings() -> None:
+    rows = asyncio.run(handlers_bench.run(300, faces=True, profile=None))
+    assert [r["handler"] for r in rows] == ["ingest", "dedup shards", "rules"]
+    assert rows[0]["records"] == 300 and all(r["records"] > 0 and r["µs CPU / crossing"] > 0 for r in rows)
+
+
+def test_the_handlers_bench_refuses_to_report_when_its_crossings_are_dead_lettered(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(handlers_bench, "signed_headers", lambda post, key, value: [])  # unsigned: all refused
+    with pytest.raises(SystemExit, match="300 of 300 crossings were dead-lettered"):
+        asyncio.run(handlers_bench.run(300, faces=False, profile=None))
