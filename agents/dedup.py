@@ -154,7 +154,7 @@ def _model(model: str, version: str, body: dict[str, Any]) -> ModelThresholds:
 
 
 # -- one identity's captures ------------------------------------------------------------------------------------
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, slots=True)  # a gallery holds millions: no __dict__ each
 class Seen:
     """One capture presented under the identity: who, where, when, how good, its unit template (and sealed copy)."""
 
@@ -177,7 +177,7 @@ def _rank(s: Seen) -> tuple[float, int, str]:
     return -s.quality, -s.occurred_ms, s.probe_id  # best quality first, then the most recent
 
 
-@dataclass
+@dataclass(slots=True)
 class SubjectState:
     """One subject under the identity: its id and its samples (best first, at most ``samples``)."""
 
@@ -251,7 +251,7 @@ def resolve(base: Sequence[SubjectState], window: Sequence[Seen], t: ModelThresh
     return verdicts, subjects
 
 
-@dataclass
+@dataclass(slots=True)
 class IdentityState:
     """Everything one shard keeps about one identity and model: the state before the window, and the window.
 

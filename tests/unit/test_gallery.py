@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agents.gallery import ExactIndex, SampleIndex, SketchIndex, TemplateRejected, check_template
+from agents.gallery import ExactIndex, Rows, SampleIndex, SketchIndex, TemplateRejected, check_template
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -116,3 +116,14 @@ def test_the_sketch_spends_its_bits_in_the_templates_principal_subspace() -> Non
     assert hits[0] > hits[1] + 0.05, hits  # fewer candidates needed where the noise is left out
     with pytest.raises(ValueError):
         fitted.fit(captures)
+
+
+def test_rows_keep_every_row_in_order_as_they_grow_and_leave_at_most_a_quarter_empty() -> None:
+    rows, rng = Rows(8), np.random.default_rng(2)
+    added = []
+    for n in (1, 1023, 1, 5000, 37, 20_000):
+        batch = rng.standard_normal((n, 8)).astype(np.float32)
+        rows.add(batch)
+        added.append(batch)
+        assert rows._data.shape[0] <= max(1024, int(1.25 * len(rows)) + 1024)  # what a gallery of 1M wastes
+    assert np.array_equal(rows.view, np.concatenate(added)) and len(rows) == sum(len(b) for b in added)
