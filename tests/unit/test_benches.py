@@ -20,3 +20,12 @@ def test_the_handlers_bench_refuses_to_report_when_its_crossings_are_dead_letter
     monkeypatch.setattr(handlers_bench, "signed_headers", lambda post, key, value: [])  # unsigned: all refused
     with pytest.raises(SystemExit, match="300 of 300 crossings were dead-lettered"):
         asyncio.run(handlers_bench.run(300, faces=False, profile=None))
+
+
+def test_the_gallery_memory_bench_accounts_for_each_identity_s_templates() -> None:
+    from bench import gallery_memory
+
+    parts = gallery_memory.breakdown(300)
+    # 512 float32 = 2,048 B: the index's copy and the opened template each hold at least that per identity
+    assert parts["1:N index matrix (templates)"] >= 2048 and parts["opened templates"] >= 2048
+    assert parts["sealed copies and ids (decoded commands)"] >= 2048

@@ -1,0 +1,114 @@
+"""What one enrolled identity costs a worker in memory, and where it goes: one gallery shard, no broker.
+
+.venv/bin/python -m bench.gallery_memory [--identities 100000 ...] [--breakdown 20000]
+
+Each identity enrols with one 512-d capture through the shard's own path
+(``capture_commands`` sealed as ingest seals them, then ``shard_step``), in batches of
+2,000 as the dedup agent reads them. Reported per identity: the growth of the process's
+resident memory (what a worker's RSS shows), and, on a smaller run under ``tracemalloc``
+(which inflates RSS, so it is measured apart), the Python allocations by what holds them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import inspect
+import tracemalloc
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+
+from agents.biometric import Capture, DedupConfig, Shard, capture_commands, read, shard_step
+from agents.dedup import ModelThresholds, ThresholdSet
+from agents.gallery import Rows
+from agents.pseudonymise import Tokeniser
+from agents.sealing import SqliteSubjectKeys, SubjectSealer
+from bench import print_table
+
+DIM, MODEL, BATCH = 512, "bench-memory/1", 2000
+NOW = datetime(2026, 11, 20, tzinfo=UTC)
+# the functions whose allocations an identity keeps, by what they are (the rest: Python objects)
+HOLDERS = {"1:N index matrix (templates)": Rows, "opened templates": SubjectSealer.open,
+           "sealed copies and ids (decoded commands)": read}
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+
+def enrol(n: int, seed: int = 1) -> Shard:
+    """A shard of ``n`` identities, one capture each."""
+    t = ModelThresholds(MODEL, "bench", verify=0.5, mismatch=0.2, yellow=0.6, red=0.7, pair_floor=0.55)
+    cfg = DedupConfig(ThresholdSet("bench", {MODEL: t}, ThresholdSet.load().default),
+                      SubjectSealer(SqliteSubjectKeys(":memory:")), Tokeniser(b"bench-memory-key" * 2, "bench"),
+                      shards=1, dimension=DIM)
+    rng, shard = np.random.default_rng(seed), Shard(0)
+    for start in range(0, n, BATCH):
+        probes = []
+        for i in range(start, min(n, start + BATCH)):
+            probe = f"00000000-0000-4000-8000-{i:012d}"
+            v = rng.standard_normal(DIM).astype(np.float32)
+            probes.append((Capture(probe, probe, "crossing", "ID-BTH", NOW + timedelta(seconds=i), f"doc-{i}",
+                                   {"quality": 0.9, "model": MODEL}, "biometric"), v / np.linalg.norm(v)))
+        commands = capture_commands(probes, cfg.sealer, 1)
+        shard_step(shard, [(start + k, c) for k, (_, c) in enumerate(commands)], cfg, NOW)
+    return shard
+
+
+def rss_per_identity(n: int) -> float:
+    """Bytes of resident memory per identity enrolled."""
+    gc.collect()
+    before = _rss()
+    shard = enrol(n)
+    gc.collect()
+    grown = _rss() - before
+    assert len(shard) == n
+    return grown / n
+
+
+def breakdown(n: int) -> dict[str, float]:
+    """Bytes per identity of the allocations still held, by what holds them."""
+    tracemalloc.start(1)
+    shard = enrol(n)
+    snapshot = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    spans, rest = {what: _span(fn) for what, fn in HOLDERS.items()}, "Python objects (states, keys, dicts)"
+    held: dict[str, float] = defaultdict(float)
+    for stat in snapshot.statistics("traceback"):
+        frame = stat.traceback[0]
+        what = next((w for w, (file, first, last) in spans.items()
+                     if frame.filename == file and first <= frame.lineno <= last), rest)
+        held[what] += stat.size / n
+    assert len(shard) == n
+    return dict(held)
+
+
+def _span(fn: Any) -> tuple[str, int, int]:
+    """The file and line range of a function or class."""
+    lines, first = inspect.getsourcelines(fn)
+    return inspect.getsourcefile(fn) or "", first, first + len(lines) - 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--identities", type=int, nargs="+", default=[100_000])
+    parser.add_argument("--breakdown", type=int, default=20_000, help="identities in the tracemalloc run")
+    args = parser.parse_args()
+    rows = [{"identities in one shard": n, "RSS per identity (B)": rss_per_identity(n)} for n in args.identities]
+    print(f"\nGallery memory, one shard, {DIM}-d float32 templates, one capture per identity")
+    print_table(rows, {"RSS per identity (B)": "{:,.0f}"})
+    parts = breakdown(args.breakdown)
+    total = sum(parts.values())
+    print(f"\nWhere it goes ({args.breakdown:,} identities, tracemalloc: Python's allocations only)")
+    print_table([{"held by": k, "B per identity": v, "share": v / total} for k, v in
+                 sorted(parts.items(), key=lambda kv: -kv[1])] + [{"held by": "total", "B per identity": total,
+                                                                     "share": 1.0}],
+                {"B per identity": "{:,.0f}", "share": "{:.0%}"})
+
+
+if __name__ == "__main__":
+    main()
