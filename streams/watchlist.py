@@ -223,8 +223,8 @@ class Replica:
                 for msg in consumer.consume(10_000, timeout=0.2):
                     self._apply(msg, names)
                 if not self.ready.is_set() and time.monotonic() - warned > 10:
-                    log.warning("still reading watchlists; not at their end: %s (does the topic exist? "
-                                "`lintas stack up` creates it)", self.waiting())
+                    log.warning("still reading watchlists; not at their end: %s (does the topic exist, and may the "
+                                "%s role read it? `lintas stack up` creates both)", self.waiting(), self.role.value)
                     warned = time.monotonic()
         finally:
             consumer.close()
