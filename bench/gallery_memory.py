@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import gc
 import inspect
+import os
 import tracemalloc
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
@@ -27,17 +28,13 @@ from agents.gallery import Rows
 from agents.pseudonymise import Tokeniser
 from agents.sealing import SqliteSubjectKeys, SubjectSealer
 from bench import print_table
+from infra.process import rss_bytes
 
 DIM, MODEL, BATCH = 512, "bench-memory/1", 2000
 NOW = datetime(2026, 11, 20, tzinfo=UTC)
 # the functions whose allocations an identity keeps, by what they are (the rest: Python objects)
 HOLDERS = {"1:N index matrix (templates)": Rows, "opened templates": SubjectSealer.open,
            "sealed copies and ids (decoded commands)": read}
-
-
-def _rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * 4096
 
 
 def enrol(n: int, seed: int = 1) -> Shard:
@@ -62,10 +59,10 @@ def enrol(n: int, seed: int = 1) -> Shard:
 def rss_per_identity(n: int) -> float:
     """Bytes of resident memory per identity enrolled."""
     gc.collect()
-    before = _rss()
+    before = rss_bytes(os.getpid()) or 0
     shard = enrol(n)
     gc.collect()
-    grown = _rss() - before
+    grown = (rss_bytes(os.getpid()) or 0) - before
     assert len(shard) == n
     return grown / n
 

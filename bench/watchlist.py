@@ -18,6 +18,7 @@ shared) so the local demo's lists stay as they are:
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import tempfile
@@ -30,6 +31,7 @@ from agents.keys import FileKeyring, tokeniser
 from agents.pseudonymise import Tokeniser, person_token
 from agents.watchlist import Presented, check, presented
 from bench import best_of, own_stack, print_table
+from infra.process import rss_bytes
 from streams.clients import clickhouse_client
 from streams.migrate import migrate
 from streams.simulator import Simulator
@@ -38,8 +40,7 @@ from streams.watchlist import Replica, load
 
 def rss_mb() -> float:
     """This process's resident memory."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * 4096 / 2**20
+    return (rss_bytes(os.getpid()) or 0) / 2**20
 
 
 def main() -> None:
