@@ -57,7 +57,6 @@ import hmac
 import json
 import logging
 import re
-import ssl
 import sys
 import threading
 import time
@@ -67,7 +66,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, Literal, cast
 from urllib.parse import parse_qsl, urlsplit
@@ -76,7 +75,7 @@ import lz4.frame
 import zstandard
 from chdb import session as chdb_session
 
-from infra.serving import ReloadedFile, is_allowed_host, serve_until_signalled, start_tls
+from infra.serving import LoopbackServer, ReloadedFile, is_allowed_host, serve_until_signalled, start_tls
 from streams.sql import split_statements
 
 log = logging.getLogger("lintas.clickhouse_http")
@@ -697,11 +696,10 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-class Server(ThreadingHTTPServer):
+class Server(LoopbackServer):
     """The threaded HTTP server holding the engine and the users."""
 
-    daemon_threads = True
-    allow_reuse_address = True
+    logger = log
 
     def __init__(self, address: tuple[str, int], engine: Engine, users: Users) -> None:
         """Bind the address; the engine and users are shared by every request."""
@@ -714,14 +712,6 @@ class Server(ThreadingHTTPServer):
             self.version = res.bytes().decode().strip()
         except Exception:  # noqa: BLE001, S110 - the version only decorates error messages
             pass
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that fails the TLS handshake (plain http to https) or hangs up: a log line, not a traceback."""
-        exc = sys.exc_info()[1]
-        if isinstance(exc, ssl.SSLError | ConnectionError | TimeoutError):
-            log.info("connection from %s dropped: %s", client_address[0], type(exc).__name__)
-            return
-        super().handle_error(request, client_address)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,7 +32,7 @@ import re
 import sqlite3
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -41,7 +41,7 @@ import avro.errors
 import avro.schema
 
 from infra.registry_auth import Access, Users, allows
-from infra.serving import is_allowed_host, serve_until_signalled, start_tls
+from infra.serving import LoopbackServer, is_allowed_host, serve_until_signalled, start_tls
 from schemas.compatibility import LEVELS, incompatibilities
 
 log = logging.getLogger("lintas.schema_registry")
@@ -455,11 +455,10 @@ class Handler(BaseHTTPRequestHandler):
         return self._compatibility({**a, "v": "latest"}, b, q)
 
 
-class Server(ThreadingHTTPServer):
+class Server(LoopbackServer):
     """The registry's HTTP server."""
 
-    daemon_threads = True
-    allow_reuse_address = True
+    logger = log
 
     def __init__(self, address: tuple[str, int], store: Store, users: Users | None = None) -> None:
         """Bind and keep the store; with ``users``, every request must authenticate."""

@@ -12,7 +12,7 @@ import urllib.request
 from collections.abc import Callable
 from http.server import ThreadingHTTPServer
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -37,6 +37,25 @@ def serve_until_signalled(server: ThreadingHTTPServer, close: Callable[[], None]
         server.server_close()
         close()
         log.info("stopped")
+
+
+class LoopbackServer(ThreadingHTTPServer):
+    """What the stack's HTTP servers share: threads that end with the process, a port reusable at once.
+
+    A client that fails the TLS handshake (plain http to https) or hangs up is logged in a line, not a traceback.
+    """
+
+    daemon_threads = True
+    allow_reuse_address = True
+    logger = logging.getLogger("lintas.serving")
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A dropped connection: one log line; anything else: the standard traceback."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ssl.SSLError | ConnectionError | TimeoutError):
+            self.logger.info("connection from %s dropped: %s", client_address[0], type(exc).__name__)
+            return
+        super().handle_error(request, client_address)
 
 
 def serve_tls(server: ThreadingHTTPServer, cert_chain: Path) -> None:

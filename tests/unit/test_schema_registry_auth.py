@@ -13,6 +13,7 @@ import socket
 import ssl
 import stat
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -255,3 +256,15 @@ def test_server_refuses_a_bad_users_file(tmp_path: Path, capsys: pytest.CaptureF
     bad.write_text(json.dumps({"u": {"password_hash": "plain", "access": "read"}}))
     assert main(["--data-dir", str(tmp_path), "--port", str(_free_port()), "--users-file", str(bad)]) == 2
     assert "cannot read users file" in capsys.readouterr().err
+
+
+def test_plain_http_to_the_https_registry_is_refused_and_logged_in_one_line(
+        running: Running, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> None:
+    plain = running.url.replace("https://", "http://")
+    with caplog.at_level("INFO", logger="lintas.schema_registry"), pytest.raises((urllib.error.URLError, OSError)):
+        urllib.request.urlopen(f"{plain}/subjects", timeout=5)  # noqa: S310 - loopback
+    deadline = time.monotonic() + 5
+    while "dropped" not in caplog.text and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "connection from 127.0.0.1 dropped: SSLError" in caplog.text
+    assert "Traceback" not in capsys.readouterr().err  # socketserver's default prints one per such client
