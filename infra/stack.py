@@ -261,7 +261,7 @@ class Stack:
         """A principal, its ACLs and a signing key for each new post (an existing one is left as it is)."""
         if not self.settings.secure:
             raise StackError("stack", "security is off (LINTAS_SECURE=0): posts need no principal")
-        users, added, _ = provision(self.settings, sorted({*known_posts(self.settings), *posts}))
+        _, added, _ = provision(self.settings, sorted({*known_posts(self.settings), *posts}))
         say(f"kafka: {', '.join(principal(Role.POST, p) for p in posts)} may write the input topics ({added} "
             f"ACLs added); signing keys in {self.settings.post_keys_dir}")
 
