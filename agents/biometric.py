@@ -1,6 +1,6 @@
 """Dedup on the stream: captures → identity shards → decisions, samples, and link evidence (pure functions).
 
-The Faust agents in :mod:`streams.app` only loop, call these and send:
+The Faust agents in :mod:`streams.worker.app` only loop, call these and send:
 
 1. ingest turns each biometric capture into a CAPTURE command for the shard of the
    identity presented (``model|identity`` → one partition of ``biometric.probes``), so

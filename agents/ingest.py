@@ -1,6 +1,6 @@
 """Ingest: raw Kafka bytes → a pseudonymised analytics row, or a dead letter with the reason.
 
-Pure functions; the Faust agent in :mod:`streams.app` only loops, calls
+Pure functions; the Faust agent in :mod:`streams.worker.app` only loops, calls
 :func:`ingest` and sends. Every row carries its source partition and offset and
 the event id, so a replay replaces rather than doubles.
 """

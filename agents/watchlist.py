@@ -7,7 +7,7 @@ topic keyed by the *operations token* of the document (issuing state and number,
 same keyed HMAC the pipeline gives the document at a crossing), so a list entry and a
 crossing meet as equal tokens and no list's document number travels in clear.
 
-Pure functions here; :mod:`streams.watchlist` reads list files and publishes them, and
+Pure functions here; :mod:`streams.ops.watchlist` reads list files and publishes them, and
 keeps every worker's copy of the lists current; the ingest agent calls :func:`check`
 on each batch of crossings. A hit is an alert for an officer to verify against the
 list's source (the alert schema and ``alerts`` table of the trafficking rules, family
@@ -42,6 +42,7 @@ _NUMBER = re.compile(r"^[A-Z0-9][A-Z0-9 /-]{0,29}$")  # after normalise(): ICAO 
 _CODE = re.compile(r"^[A-Z][A-Z0-9_]{1,31}$")
 _SOURCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._/:-]{0,63}$")
 EXPIRED_RULE = "document.expired"
+LIST_CLASSES = ("CRIME_RECORD", "PSEUDONYMOUS")  # a listing is crime-record data about the document's holder
 
 
 @dataclass(frozen=True)

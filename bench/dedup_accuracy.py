@@ -2,8 +2,8 @@
 
     .venv/bin/python -m bench.dedup_accuracy [--crossings 30000] [--settings clustered moderate hard]
 
-For each face-model setting (:mod:`streams.faces`): simulate a calibration seed and run
-the real dedup steps over it (:class:`agents.dedup_network.LocalNetwork`, the code the
+For each face-model setting (:mod:`streams.sim.faces`): simulate a calibration seed and run
+the real dedup steps over it (:class:`streams.sim.dedup_network.LocalNetwork`, the code the
 stream runs) with the uncalibrated defaults; calibrate (:func:`agents.calibration.calibrate`);
 run the calibration seed again with those thresholds and calibrate once more (the
 gallery the thresholds see is then one the thresholds made); then simulate an
@@ -43,11 +43,11 @@ import numpy as np
 from agents.biometric import Capture, DedupConfig, captures, probe_template
 from agents.calibration import GallerySubject, Scores, Targets, calibrate, gallery_scores, upper_quantile
 from agents.dedup import ModelThresholds, ThresholdSet
-from agents.dedup_network import LocalNetwork
 from agents.pseudonymise import Tokeniser
 from agents.sealing import SqliteSubjectKeys, SubjectSealer
-from streams.faces import face_model
-from streams.simulator import Simulator
+from streams.sim.dedup_network import LocalNetwork
+from streams.sim.faces import face_model
+from streams.sim.simulator import Simulator
 
 END = datetime(2026, 11, 30, tzinfo=UTC)
 RATES = {"multiple_identity": 20, "document_reuse": 10}

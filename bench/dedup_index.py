@@ -11,7 +11,7 @@ search's mated hits the method keeps ("recall vs exact").
 Distributions: ``isotropic`` (identities uniform on the sphere, noisy captures),
 ``clustered`` (identities on a 64-dimensional subspace around 200 population
 centres, closer to real face embeddings: impostor scores run high), and the
-simulator's second face family (:mod:`streams.faces`) at its ``moderate`` and
+simulator's second face family (:mod:`streams.sim.faces`) at its ``moderate`` and
 ``hard`` settings (rank 48 and 20, capture noise tied to quality).
 """
 
@@ -27,7 +27,7 @@ import numpy as np
 from sklearn.neighbors import NearestNeighbors
 
 from agents.gallery import ExactIndex, SketchIndex
-from streams.faces import SubspaceFaces, face_model
+from streams.sim.faces import SubspaceFaces, face_model
 
 DIM = 512
 

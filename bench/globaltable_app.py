@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from streams.faust_consumer import App
+from streams.worker.faust_consumer import App
 
 BROKER = os.environ.get("BENCH_BROKER", "127.0.0.1:9092")
 app = App("lintas-bench-gt", broker=f"kafka://{BROKER}", store="memory://", web_enabled=False,

@@ -1,7 +1,7 @@
 """CPU per event of each agent's handler, without Kafka or ClickHouse: what one core can do per agent.
 
-The real handlers (:func:`streams.handlers.handlers`) over in-memory senders, sink and
-tables (:mod:`streams.testing`), fed what the agent before them sent: simulated
+The real handlers (:func:`streams.worker.handlers.handlers`) over in-memory senders, sink and
+tables (:mod:`streams.worker.testing`), fed what the agent before them sent: simulated
 crossings (Avro, Confluent-framed) → ingest → its captures → dedup shards (each command
 they send on, SEARCH and FORGET included, until none is left) → its facts and ingest's →
 rules (state tables written once per key per batch, as the agent does). Single thread,
@@ -31,12 +31,12 @@ from agents.vault import Recent
 from bench import print_table
 from schemas.contracts import CROSSING_EVENT
 from schemas.wire import SchemaIds, encode_payload, frame
-from streams.handlers import Services, handlers
-from streams.runtime import Record
 from streams.settings import Settings
-from streams.simulator import Simulator
-from streams.testing import MemoryOutlets, MemoryRegistry, MemorySink, NoLists, records
+from streams.sim.simulator import Simulator
 from streams.topics import BIOMETRIC_PROBES, CROSSING_EVENTS, TRAFFICKING_FACTS
+from streams.worker.handlers import Services, handlers
+from streams.worker.runtime import Record
+from streams.worker.testing import MemoryOutlets, MemoryRegistry, MemorySink, NoLists, records
 
 POST_KEY = bytes(range(32))  # every post's key here: each record is signed as its post signs it
 

@@ -62,11 +62,11 @@ from schemas.contracts import CROSSING_EVENT
 from schemas.wire import SchemaIds, encode_payload, frame
 from streams import clients
 from streams.clients import clickhouse_client
-from streams.faces import ClusteredFaces
-from streams.lag import caught_up
+from streams.ops.lag import caught_up
+from streams.post_keys import ensure_post_key
 from streams.settings import Settings
-from streams.signing import ensure_post_key
-from streams.simulator import Simulator
+from streams.sim.faces import ClusteredFaces
+from streams.sim.simulator import Simulator
 from streams.topics import AGENTS, BIOMETRIC_GALLERY, CROSSING_EVENTS, DEDUP_SHARDS, Role, agent_group
 
 

@@ -28,7 +28,7 @@ from agents.trafficking.facts import crossing_facts
 from agents.vault import identities, sealed_entries
 from bench import best_of, print_table
 from schemas.contracts import CROSSING_EVENT
-from streams.simulator import Simulator
+from streams.sim.simulator import Simulator
 
 
 def main() -> None:

@@ -14,10 +14,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from infra.stack import Stack
-from streams.producer import Forwarder, ProduceReport, accept_lines, read_lines
+from streams.post.producer import Forwarder, ProduceReport, accept_lines, read_lines
+from streams.post.spool import Spool
 from streams.settings import load_settings
-from streams.simulator import Simulator, write_files
-from streams.spool import Spool
+from streams.sim.simulator import Simulator, write_files
 
 
 def main() -> None:

@@ -32,7 +32,7 @@ from agents.trafficking.config import load_rules
 from agents.trafficking.engine import latest
 from bench import print_table
 from bench.trafficking import evaluate_all, scenario_label
-from streams.simulator import Mix, Simulator, Truth, simulated_facts
+from streams.sim.simulator import Mix, Simulator, Truth, simulated_facts
 
 LAND_POSTS = ("ID-ETK", "MY-TBD", "ID-ARU", "MY-BRH", "ID-NNK", "MY-TWU")
 HIGH_PATTERNS = ("minor_unrelated_adult", "multiple_identity", "document_reuse", "scam_route", "boat_landing")
@@ -155,7 +155,7 @@ def dashboard_precision(decisions: list[dict]) -> tuple[list[tuple[str, ...]], l
 
     from streams.sql import split_statements
 
-    migrations = Path(__file__).resolve().parent.parent / "streams" / "migrations"
+    migrations = Path(__file__).resolve().parent.parent / "streams" / "ops" / "migrations"
     with chs.Session() as db:
         db.query("CREATE DATABASE IF NOT EXISTS bench; USE bench")
         for name in ("0004_alerts.sql", "0008_cases.sql"):

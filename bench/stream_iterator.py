@@ -1,6 +1,6 @@
 """Per-event cost of faust's two stream iterators: the Cython one it ships, and the Python one Lintas runs.
 
-Lintas' streams (``streams.faust_consumer.SafeStream``) always take faust's pure-Python
+Lintas' streams (``streams.worker.faust_consumer.SafeStream``) always take faust's pure-Python
 iterator, because the Cython one drops a message it skips in a rebalance without
 telling the consumer. This measures what that choice costs: events through a
 stream over an in-memory channel (no broker), the same for both classes.
@@ -20,7 +20,7 @@ from faust.types import TP
 from faust.types.tuples import ConsumerMessage
 
 from bench import print_table
-from streams.faust_consumer import App, SafeStream
+from streams.worker.faust_consumer import App, SafeStream
 
 
 async def _run(stream_class: type[faust.Stream], n: int) -> float:

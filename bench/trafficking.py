@@ -32,7 +32,7 @@ from agents.trafficking.engine import Alert, latest
 from agents.trafficking.facts import Fact
 from agents.trafficking.state import KeyState
 from bench import print_table
-from streams.simulator import Simulator, Truth, simulated_facts
+from streams.sim.simulator import Simulator, Truth, simulated_facts
 
 # The planted scenarios (and variants) each rule is meant to find; recall is measured against these.
 TARGETS: dict[str, tuple[str, ...]] = {

@@ -6,7 +6,7 @@ shared) so the local demo's lists stay as they are:
 1. a CSV list of N synthetic document numbers (and the documents of some simulated
    crossings, so the check has hits to find) through ``lintas watchlist load``'s code:
    validate, tokenise, one Kafka transaction;
-2. a worker's :class:`streams.watchlist.Replica` reading the list from Kafka to its end
+2. a worker's :class:`streams.watchlist_replica.Replica` reading the list from Kafka to its end
    (what every worker start costs), and the memory that copy takes;
 3. live updates: one more entry loaded while the replica runs, time until it matches;
 4. the check as the ingest agent runs it, per batch of crossings: the document token
@@ -33,9 +33,10 @@ from agents.watchlist import Presented, check, presented
 from bench import best_of, own_stack, print_table
 from infra.process import rss_bytes
 from streams.clients import clickhouse_client
-from streams.migrate import migrate
-from streams.simulator import Simulator
-from streams.watchlist import Replica, load
+from streams.ops.migrate import migrate
+from streams.ops.watchlist import load
+from streams.sim.simulator import Simulator
+from streams.watchlist_replica import Replica
 
 
 def rss_mb() -> float:

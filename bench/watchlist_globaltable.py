@@ -3,7 +3,7 @@
 The same entries in one compacted topic, read to the end by (a) a Faust worker with a
 GlobalTable over that topic as its changelog (faust-streaming 0.15, Lintas' App, one
 partition, recovery buffer 1 as faust's docstring asks for several workers; agents
-and timers wait until recovery ends) and (b) :class:`streams.watchlist.Replica`.
+and timers wait until recovery ends) and (b) :class:`streams.watchlist_replica.Replica`.
 Own Kafka on ports 24xxx.
 
     python -m bench.watchlist_globaltable --entries 1000000
@@ -25,7 +25,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from bench import REPO, own_stack, print_table
 from streams.clients import kafka_config
 from streams.topics import Role, TopicSpec
-from streams.watchlist import Replica
+from streams.watchlist_replica import Replica
 
 CHANGELOG = "lintas-bench-gt-gt-list-changelog"  # the changelog faust names for bench.globaltable_app's table
 
@@ -59,8 +59,8 @@ def main() -> None:
             replica.start()
             replica.wait(args.timeout)
             secs = time.perf_counter() - t0
-            rows.append({"copy": "streams.watchlist.Replica", "entries": replica.sizes()["list"], "seconds": secs,
-                         "entries/s": replica.sizes()["list"] / secs, "note": "ingest waits for it"})
+            rows.append({"copy": "streams.watchlist_replica.Replica", "entries": replica.sizes()["list"],
+                         "seconds": secs, "entries/s": replica.sizes()["list"] / secs, "note": "ingest waits for it"})
             replica.stop()
 
             env = {**os.environ, "BENCH_BROKER": settings.kafka_bootstrap, "PYTHONPATH": str(REPO)}

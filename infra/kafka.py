@@ -46,7 +46,7 @@ from infra.process import ManagedProcess
 from infra.tls import server_pem
 from schemas.errors import StackError, StateDirError
 from schemas.geography import LANDING_SITES, POSTS
-from streams import clients, signing
+from streams import clients, post_keys
 from streams.settings import Settings, ensure_credential, write_private
 from streams.topics import ALL_TOPICS, Grant, Role, TopicSpec, grants, principal
 
@@ -376,7 +376,7 @@ def provision(settings: Settings, posts: Iterable[str] = (), *, rotate: bool = F
     for user, future in admin.alter_user_scram_credentials(upserts).items():
         _result(future, f"could not set the credential of {user}")
     for post in posts:
-        signing.ensure_post_key(settings, post)
+        post_keys.ensure_post_key(settings, post)
     declared = {binding for user, role in users.items() for binding in map(_binding, grants(role, user))}
     any_acl = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, None, None,  # type: ignore[arg-type]
                                AclOperation.ANY, AclPermissionType.ANY)

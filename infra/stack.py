@@ -80,7 +80,7 @@ class Stack:
 
     def worker(self) -> ManagedProcess:
         """The pipeline worker (`lintas worker`) as a background process of the stack."""
-        from streams.migrate import MIGRATIONS
+        from streams.ops.migrate import MIGRATIONS
 
         versions = len(list(MIGRATIONS.glob("*.sql")))
 

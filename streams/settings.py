@@ -117,7 +117,7 @@ class Settings(BaseSettings):
                                                                               "pipeline's user cannot.")
     clickhouse_migrate_password: SecretStr | None = None
 
-    # Border posts sign what they send (streams/signing.py): one key per post or landing site
+    # Border posts sign what they send (streams/post_keys.py): one key per post or landing site
     post_id: str | None = Field(default=None, description="This process is that post: `lintas produce` sends its "
                                                           "events only, as its own Kafka principal, signed with "
                                                           "its key. Unset locally: one gateway for every post.")
@@ -191,7 +191,7 @@ class Settings(BaseSettings):
         """Where ``lintas trafficking train`` writes the model and the worker looks for it."""
         return self.trafficking_model or self.state_dir / "models" / "trafficking-anomaly.joblib"
 
-    # Officers' review (agents/cases.py, streams/review.py, the review console)
+    # Officers' review (agents/cases.py, streams/ops/review.py, the review console)
     review_policy: Path | None = Field(
         default=None, description="Case policy (indicator weights, case threshold, budget); default "
                                   "agents/review_policy.toml.",

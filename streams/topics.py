@@ -243,7 +243,7 @@ CHANGELOGS: tuple[TopicSpec, ...] = (
 
 
 
-# The worker's batch agents (streams/app.py): each reads one topic in a consumer group of its own,
+# The worker's batch agents (streams/worker/app.py): each reads one topic in a consumer group of its own,
 # ``<app id>-<agent>``, so each commits only what it has done. The officers' decision agents are Faust
 # agents in the app's own group (``APP_ID``).
 AGENTS: dict[str, TopicSpec] = {

@@ -49,25 +49,25 @@ def _cmd_dashboards(args: argparse.Namespace) -> int:
 
 def _cmd_dedup(args: argparse.Namespace) -> int:
     from agents.calibration import Targets
-    from streams import dedup_ops
+    from streams.ops import dedup
 
     settings = settings_of(args)
     if args.action == "thresholds":
-        thresholds = dedup_ops.current(settings)
+        thresholds = dedup.current(settings)
         source = settings.dedup_thresholds_path if settings.dedup_thresholds_path.is_file() else "packaged defaults"
         print(f"dedup thresholds {thresholds.version} ({source})")
         _thresholds_table([thresholds.default, *thresholds.models.values()])
         return 0
     if args.action == "calibrate":
         targets = Targets(fpir=args.fpir, fmr=args.fmr, another_face_rate=args.another_face_rate)
-        thresholds, notes = dedup_ops.calibrate_gallery(settings, targets, args.model or None, args.gallery_size)
+        thresholds, notes = dedup.calibrate_gallery(settings, targets, args.model or None, args.gallery_size)
         print(f"wrote dedup thresholds {thresholds.version} to {settings.dedup_thresholds_path}; running workers "
               "take them up at their next batch")
         _thresholds_table(list(thresholds.models.values()))
         for note in notes:
             print(note)
         return 0
-    rows = dedup_ops.monitor(settings, args.days)
+    rows = dedup.monitor(settings, args.days)
     if not rows:
         print(f"no dedup decisions in the last {args.days:g} days")
         return 0
@@ -122,7 +122,7 @@ def train_anomaly_model(settings: Settings, crossings: int, days: float, populat
     from agents.anomaly import FEATURES, save, train, training_rows
     from agents.pseudonymise import Tokeniser
     from agents.trafficking.config import load_rules
-    from streams.simulator import Simulator, simulated_facts
+    from streams.sim.simulator import Simulator, simulated_facts
 
     rules = load_rules(settings.trafficking_rules)
     # Tokens only need to be consistent within the training run: a throwaway key, never the pipeline's.

@@ -12,8 +12,8 @@ from streams.settings import Settings, load_settings
 
 
 def _cmd_produce(args: argparse.Namespace) -> int:
-    from streams.producer import Forwarder, ProduceReport, accept_lines, read_lines
-    from streams.spool import Spool
+    from streams.post.producer import Forwarder, ProduceReport, accept_lines, read_lines
+    from streams.post.spool import Spool
 
     settings = settings_of(args)
     spool = Spool(args.spool or settings.spool_dir / "outbox.sqlite")
@@ -35,8 +35,8 @@ def _cmd_produce(args: argparse.Namespace) -> int:
 
 
 def _cmd_forward(args: argparse.Namespace) -> int:
-    from streams.producer import Forwarder
-    from streams.spool import Spool
+    from streams.post.producer import Forwarder
+    from streams.post.spool import Spool
 
     settings = settings_of(args)
     spool = Spool(args.spool or settings.spool_dir / "outbox.sqlite")
@@ -51,8 +51,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     import time
     from datetime import UTC, datetime
 
-    from streams.faces import face_model
-    from streams.simulator import Simulator, write_files, write_truth
+    from streams.sim.faces import face_model
+    from streams.sim.simulator import Simulator, write_files, write_truth
 
     settings = settings_of(args)
     if args.duration is not None:
@@ -82,8 +82,8 @@ def send_simulation(settings: Settings, sim: Any, events: int, landings: int, ra
     """Stream a simulation through the spool to Kafka, paced at ``rate`` events/s; (delivered, pending)."""
     import time
 
-    from streams.producer import Forwarder, accept_records
-    from streams.spool import Spool
+    from streams.post.producer import Forwarder, accept_records
+    from streams.post.spool import Spool
 
     spool = Spool(spool_path)
     forwarder = Forwarder(settings, spool)
@@ -116,7 +116,7 @@ def migrate_now(settings: Settings) -> list[str]:
     which cannot.
     """
     from streams.clients import clickhouse_client
-    from streams.migrate import migrate
+    from streams.ops.migrate import migrate
 
     with clickhouse_client(settings, migrate=True, database="default") as client:
         client.command(f"CREATE DATABASE IF NOT EXISTS {settings.clickhouse_database}")
@@ -136,7 +136,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         import logging
         import os
 
-        from streams.supervise import supervise_all
+        from streams.worker.supervise import supervise_all
 
         logging.basicConfig(level=logging.INFO, format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s")
         n = args.processes or settings.worker_processes or os.cpu_count() or 1
@@ -154,7 +154,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     applied = migrate_now(settings)
     if applied:
         print("applied migrations: " + ", ".join(applied))
-    from streams.app import app, start
+    from streams.worker.app import app, start
 
     start(settings)  # keyring, key store, rules, stay rules, model and thresholds: a bad one fails here, in one line
     (settings.state_dir / "worker-data").mkdir(parents=True, exist_ok=True)  # faust makes only its own folder
@@ -186,7 +186,7 @@ def register(sub: Any) -> None:
                      help="template dimension (default: the dedup setting)")
     sim.add_argument("--population", type=int, default=5000, help="returning travellers")
     sim.add_argument("--faces", choices=["clustered", "moderate", "hard"], default="clustered",
-                     help="template model of the captures (streams/faces.py)")
+                     help="template model of the captures (streams/sim/faces.py)")
     sim.add_argument("--returning", type=float, default=None,
                      help="share of trips by someone of the population (default: every trip)")
     sim.add_argument("--rate", type=float, default=None, help="events per second (default: as fast as possible)")

@@ -12,7 +12,7 @@ from streams.cli.common import settings_of
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from streams.privacy_ops import regional_export
+    from streams.ops.privacy import regional_export
 
     settings = settings_of(args)
     out = args.out or settings.state_dir / "exports" / f"regional-{args.destination}-{args.start}-{args.end}.json"
@@ -46,7 +46,7 @@ def _cmd_keys(args: argparse.Namespace) -> int:
 def _cmd_erase(args: argparse.Namespace) -> int:
     import sys
 
-    from streams.erasure import erase
+    from streams.ops.erasure import erase
 
     person = sys.stdin.readline().strip() if args.person == "-" else args.person
     proof = erase(settings_of(args), person, args.basis, args.proof_dir)
@@ -63,7 +63,7 @@ def _cmd_erase(args: argparse.Namespace) -> int:
 def _cmd_identity(args: argparse.Namespace) -> int:
     import json
 
-    from streams.privacy_ops import resolve_identity
+    from streams.ops.privacy import resolve_identity
 
     print(json.dumps(resolve_identity(settings_of(args), args.token, args.case), indent=2, sort_keys=True))
     return 0
@@ -72,7 +72,7 @@ def _cmd_identity(args: argparse.Namespace) -> int:
 def _cmd_breach_report(args: argparse.Namespace) -> int:
     import json
 
-    from streams.breach import breach_report, render
+    from streams.ops.breach import breach_report, render
 
     report = breach_report(settings_of(args), args.start, args.end)
     print(render(report))
@@ -84,7 +84,8 @@ def _cmd_breach_report(args: argparse.Namespace) -> int:
 
 def _cmd_watchlist(args: argparse.Namespace) -> int:
     from agents.watchlist import ListFileError
-    from streams import watchlist
+    from streams.ops import watchlist
+    from streams.watchlist_replica import Replica
 
     settings = settings_of(args)
     if args.action != "show" and not args.list:
@@ -100,7 +101,7 @@ def _cmd_watchlist(args: argparse.Namespace) -> int:
             document = sys.stdin.readline().strip() if args.document == "-" else args.document
             done = watchlist.remove(settings, args.list, watchlist.removal_rows(args.file, document, args.list))
         else:
-            replica = watchlist.Replica(settings)
+            replica = Replica(settings)
             replica.start()
             replica.wait(timeout_s=300)
             replica.stop()

@@ -15,7 +15,7 @@ REFERRAL_NOTE = "A referral is to protection, assistance or investigation; it ne
 
 def _cmd_list(args: argparse.Namespace) -> int:
     from streams.clients import clickhouse_client
-    from streams.review import queue
+    from streams.ops.review import queue
 
     statuses = args.status.split(",") if args.status else ("OPEN", "IN_REVIEW")
     with clickhouse_client(settings_of(args), readonly=True) as client:
@@ -30,7 +30,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 def _cmd_show(args: argparse.Namespace) -> int:
     from streams.clients import clickhouse_client
-    from streams.review import case_detail
+    from streams.ops.review import case_detail
 
     with clickhouse_client(settings_of(args), readonly=True) as client:
         detail = case_detail(client, args.case_id, None)
@@ -41,7 +41,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 
 def _cmd_decide(args: argparse.Namespace) -> int:
-    from streams.review import send_decision
+    from streams.ops.review import send_decision
 
     target = "LINK" if args.action in ("CONFIRM_LINK", "REJECT_LINK") else "CASE"
     decision_id = send_decision(settings_of(args), target_kind=target, target_id=args.target_id, action=args.action,

@@ -56,8 +56,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from infra.kafka import write_kcat_config
     from infra.stack import Stack
     from streams.clients import clickhouse_client
-    from streams.simulator import Simulator, write_truth
-    from streams.summary import regional_summary
+    from streams.ops.summary import regional_summary
+    from streams.sim.simulator import Simulator, write_truth
 
     settings = settings_of(args)
     stack = Stack(settings)
@@ -106,7 +106,7 @@ def _demo_watchlist(settings: Settings, sim: Any, seed: int) -> None:
     """A lost/stolen list of 1 in 500 simulated travellers' documents, loaded (whole) before the traffic."""
     import random
 
-    from streams.watchlist import load
+    from streams.ops.watchlist import load
 
     people = random.Random(seed).sample(sim.people, max(1, len(sim.people) // 500))  # noqa: S311 (simulation)
     path = settings.state_dir / "simulations" / f"demo-seed-{seed}" / "watchlist_lost_stolen.csv"

@@ -2,9 +2,9 @@
 
 A reviewer sees only the cases of their posts; any other case is "not found" (404), exactly like a
 case that does not exist, so a case id says nothing about another post's work. Decisions are sent as
-``ReviewDecision`` records (:func:`streams.review.send_decision`); the case agent applies them. The
+``ReviewDecision`` records (:func:`streams.ops.review.send_decision`); the case agent applies them. The
 identity behind a token is shown once, on the response to a disclose form that states a purpose, and
-the disclosure is audited (:func:`streams.privacy_ops.resolve_identity`); it is never stored or logged.
+the disclosure is audited (:func:`streams.ops.privacy.resolve_identity`); it is never stored or logged.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from werkzeug.wrappers import Response
 from agents.cases import DISMISS_REASONS, PATHWAYS, SEVERITY_RANK, allowed_actions
 from agents.sealing import KeyDestroyed
 from schemas.errors import InvalidMessage, LintasError
-from streams import privacy_ops, review
 from streams.console.accounts import Login, Officer
 from streams.console.app import Services
+from streams.ops import privacy, review
 
 log = logging.getLogger("lintas.console")
 pages = Blueprint("console", __name__)
@@ -234,8 +234,8 @@ def disclose(case_id: str) -> tuple[str, int]:
         return _case_page(detail, error=f"purpose: say why you need the identity (at least {PURPOSE_MIN} "
                                         "characters)", status=400)
     try:
-        identity = privacy_ops.resolve_identity(_services().settings, token, case_id, purpose=purpose)
-    except (privacy_ops.NotInVault, KeyDestroyed):
+        identity = privacy.resolve_identity(_services().settings, token, case_id, purpose=purpose)
+    except (privacy.NotInVault, KeyDestroyed):
         return _case_page(detail, error="No identity can be disclosed for this person: never vaulted, or erased.")
     except LintasError as err:
         log.warning("disclosure failed for case %s: %s", case_id, err.code)

@@ -38,7 +38,7 @@ def migrated_stack(tmp_path_factory: pytest.TempPathFactory, name: str, port_bas
     stack.up(say=lambda line: print(line, file=sys.stderr))
     try:
         from streams.clients import clickhouse_client
-        from streams.migrate import migrate
+        from streams.ops.migrate import migrate
 
         migrate(clickhouse_client(stack.settings, migrate=True))
         yield stack

@@ -17,11 +17,11 @@ from confluent_kafka import Consumer, TopicPartition
 
 from agents.signing import signed_headers
 from streams.clients import clickhouse_client, kafka_config
-from streams.producer import Forwarder, accept_records
+from streams.post.producer import Forwarder, accept_records
+from streams.post.spool import Spool
+from streams.post_keys import ensure_post_key
 from streams.settings import Settings
-from streams.signing import ensure_post_key
-from streams.simulator import Simulator
-from streams.spool import Spool
+from streams.sim.simulator import Simulator
 from streams.topics import CROSSING_EVENTS, Role, agent_group
 from tests.conftest import REPO, settings_env
 from tests.integration.test_producer import _event_ids

@@ -154,7 +154,7 @@ def _insert(client: Any, table: str, rows: list[dict[str, Any]]) -> None:
 def _seed(settings: Settings) -> tuple[str, str, str, int]:
     """Two cases (ID-BTM, ID-ENT), their alerts and crossings, and the ID-BTM traveller's vaulted identity."""
     from agents.cases import case_id, case_key
-    from streams.migrate import migrate
+    from streams.ops.migrate import migrate
 
     migrate(clickhouse_client(settings, migrate=True))
     client = clickhouse_client(settings)

@@ -26,7 +26,7 @@ from schemas.wire import encode_payload, frame
 from streams import clients
 from streams.clients import clickhouse_client, kafka_config
 from streams.settings import Settings
-from streams.simulator import Simulator
+from streams.sim.simulator import Simulator
 from streams.topics import BIOMETRIC_ADJUDICATIONS, Role
 from tests.integration.conftest import migrated_stack
 from tests.integration.pipeline_support import Worker, produce

@@ -26,11 +26,11 @@ from confluent_kafka.admin import AdminClient
 from infra.kafka import create_topics
 from infra.stack import Stack
 from streams.clients import clickhouse_client, kafka_config
-from streams.lag import lag
-from streams.producer import Forwarder, send_paced
+from streams.ops.lag import lag
+from streams.post.producer import Forwarder, send_paced
+from streams.post.spool import Spool
 from streams.settings import Settings
-from streams.simulator import Simulator
-from streams.spool import Spool
+from streams.sim.simulator import Simulator
 from streams.topics import AGENTS, APP_ID, Role, agent_group
 from tests.integration.conftest import migrated_stack, run_lintas
 from tests.integration.pipeline_support import Worker

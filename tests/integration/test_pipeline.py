@@ -135,7 +135,7 @@ def test_every_event_exactly_one_row_and_no_raw_identity(pstack: Stack, worker: 
 
     # Regional export from this ClickHouse: cells, none below k, no token; a refused destination gets nothing.
     from agents.export import ExportRefused, smallest_cell
-    from streams.privacy_ops import regional_export
+    from streams.ops.privacy import regional_export
 
     day = min(r["occurred_at"] for r in records).date()
     out = tmp_path / "export-mys.json"
@@ -152,7 +152,7 @@ def test_every_event_exactly_one_row_and_no_raw_identity(pstack: Stack, worker: 
 
     # Breach report for the day: exactly the people the simulation sent, per data class.
     from agents.pseudonymise import age_band
-    from streams.breach import breach_report, render
+    from streams.ops.breach import breach_report, render
 
     def who(r: dict[str, Any]) -> tuple[str, ...]:
         doc = r["traveller"]["document"]
@@ -193,7 +193,7 @@ def test_worker_killed_mid_stream_loses_and_doubles_nothing(pstack: Stack, worke
 def test_workers_joining_leaving_and_killed_while_20k_events_flow_lose_nothing(pstack: Stack, tmp_path: Path) -> None:
     """Rebalances under load: every few seconds a second worker joins, leaves, or either is killed.
 
-    Without :mod:`streams.faust_consumer`, faust committed offsets of events no stream had processed
+    Without :mod:`streams.worker.faust_consumer`, faust committed offsets of events no stream had processed
     (76 consecutive crossings lost in one run of this test).
     """
     settings = pstack.settings

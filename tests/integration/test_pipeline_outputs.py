@@ -21,7 +21,7 @@ from infra.stack import Stack
 from schemas.contracts import CROSSING_EVENT
 from schemas.wire import encode_payload, frame
 from streams.clients import clickhouse_client, kafka_config
-from streams.lag import NotCaughtUp, caught_up
+from streams.ops.lag import NotCaughtUp, caught_up
 from streams.settings import Settings
 from streams.topics import CROSSING_EVENTS, Role
 from tests.conftest import REPO
@@ -169,8 +169,8 @@ def test_erase_leaves_no_row_or_readable_copy_of_the_person_and_the_others_untou
     from agents.pseudonymise import document_token
     from agents.sealing import KeyDestroyed, SealError, SqliteSubjectKeys, SubjectSealer
     from agents.vault import open_entry
-    from streams.erasure import ErasureHeld, erase
-    from streams.privacy_ops import NotInVault, resolve_identity
+    from streams.ops.erasure import ErasureHeld, erase
+    from streams.ops.privacy import NotInVault, resolve_identity
     from streams.topics import ALERTS, BIOMETRIC_GALLERY, IDENTITY_VAULT
 
     settings = ostack.settings
@@ -289,7 +289,7 @@ def test_review_decisions_arrive_by_topic_survive_a_kill_and_a_replay_changes_no
         ostack: Stack, worker: Worker, tmp_path: Path) -> None:
     """An escort with five travellers, one a minor: two cases; officers decide through review.decisions."""
     from agents.cases import case_id
-    from streams.review import send_decision
+    from streams.ops.review import send_decision
 
     settings = ostack.settings
     client = clickhouse_client(settings)
@@ -370,7 +370,7 @@ def test_every_dashboard_panel_returns_its_shape_and_the_preview_draws_them(
     for r in [r for r in records if r["direction"] == "ENTRY"][::50][:60]:
         r["refused"], r["refusal_reason"] = True, "INSUFFICIENT_MEANS"
     # 32-value faces are no real model: thresholds that let a few links through, so the link panels have rows
-    from streams.dedup_ops import record
+    from streams.ops.dedup import record
 
     thresholds = tmp_path / "thresholds.json"
     panels = ThresholdSet.load().with_model(ModelThresholds(

@@ -25,10 +25,10 @@ from schemas.contracts import CROSSING_EVENT
 from schemas.wire import SchemaIds, decode
 from streams import clients
 from streams.clients import kafka_config
-from streams.producer import Forwarder, accept_records
+from streams.post.producer import Forwarder, accept_records
+from streams.post.spool import Spool
 from streams.settings import Settings
-from streams.simulator import Simulator, to_json_line
-from streams.spool import Spool
+from streams.sim.simulator import Simulator, to_json_line
 from streams.topics import CROSSING_EVENTS, Role
 from tests.conftest import REPO, settings_env
 

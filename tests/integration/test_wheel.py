@@ -16,15 +16,15 @@ from tests.conftest import REPO
 # Everything the worker and the CLI read at start, loaded from the installed package (cwd outside the checkout).
 LOADS = r"""
 import json, pathlib
-import agents.trafficking.config, agents.overstay, agents.privacy, agents.dedup, streams.migrate, dashboards.render
+import agents.trafficking.config, agents.overstay, agents.privacy, agents.dedup, streams.ops.migrate, dashboards.render
 import schemas.contracts
 rules = agents.trafficking.config.load_rules(None)
 stays = agents.overstay.load_stay_rules(None)
 policy = agents.privacy.policy()
 thresholds = agents.dedup.ThresholdSet.load(None)
-migrations = sorted(p.name for p in streams.migrate.MIGRATIONS.glob("*.sql"))
+migrations = sorted(p.name for p in streams.ops.migrate.MIGRATIONS.glob("*.sql"))
 boards = sorted(p.name for p in dashboards.render.JSON_DIR.glob("*.json"))
-files = {m.__name__: m.__file__ for m in (agents.trafficking.config, streams.migrate, schemas.contracts)}
+files = {m.__name__: m.__file__ for m in (agents.trafficking.config, streams.ops.migrate, schemas.contracts)}
 print(json.dumps({"rules": len(rules.rules), "stays": len(stays.rules), "policy": policy.version,
                   "thresholds": thresholds.version, "migrations": migrations, "dashboards": boards,
                   "contracts": len(schemas.contracts.EVENT_CONTRACTS), "files": files}))
@@ -75,6 +75,6 @@ def test_the_wheel_installs_and_runs_outside_the_checkout(tmp_path: Path) -> Non
     got = json.loads(loaded.stdout.strip().splitlines()[-1])
     assert all(Path(f).is_relative_to(site) for f in got["files"].values()), got["files"]
     assert got["rules"] > 10 and got["stays"] > 5 and got["contracts"] >= 6
-    assert got["migrations"] == sorted(p.name for p in (REPO / "streams" / "migrations").glob("*.sql"))
+    assert got["migrations"] == sorted(p.name for p in (REPO / "streams" / "ops" / "migrations").glob("*.sql"))
     assert got["dashboards"] == sorted(p.name for p in (REPO / "dashboards" / "json").glob("*.json"))
     assert got["policy"] and got["thresholds"]

@@ -82,7 +82,7 @@ def test_a_request_that_waited_while_the_server_shut_down_gets_a_transient_error
     from clickhouse_connect.driver.exceptions import DatabaseError
 
     from infra.clickhouse_http import ERROR_STATUS, Engine
-    from streams.sink import transient
+    from streams.worker.sink import transient
 
     engine = Engine(tmp_path / "data")
     engine.close()

@@ -1,4 +1,4 @@
-"""The review console without servers: Flask's test client, ClickHouse and Kafka stubbed at streams.review."""
+"""The review console without servers: Flask's test client, ClickHouse and Kafka stubbed at streams.ops.review."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from flask.testing import FlaskClient
 
 from agents.cases import case_id
 from schemas.errors import InvalidMessage
-from streams import privacy_ops, review
 from streams.console.accounts import OfficerStore
 from streams.console.app import REFERRAL_NOTICE, create_app
+from streams.ops import privacy, review
 from streams.settings import Settings
 
 RIGHT = "correct horse battery"  # synthetic
@@ -55,7 +55,7 @@ class Clock:
 
 @pytest.fixture
 def calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
-    """streams.review and resolve_identity stubbed; what the console asked of them."""
+    """streams.ops.review and resolve_identity stubbed; what the console asked of them."""
     seen: dict[str, list[Any]] = {"queue": [], "decisions": [], "disclosures": []}
 
     def queue(client: Any, posts: Any, statuses: Any = ("OPEN", "IN_REVIEW"), limit: int = 200) -> list[dict]:
@@ -90,7 +90,7 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
     monkeypatch.setattr(review, "queue", queue)
     monkeypatch.setattr(review, "case_detail", case_detail)
     monkeypatch.setattr(review, "send_decision", send_decision)
-    monkeypatch.setattr(privacy_ops, "resolve_identity", resolve_identity)
+    monkeypatch.setattr(privacy, "resolve_identity", resolve_identity)
     return seen
 
 

@@ -24,11 +24,11 @@ from agents.biometric import (
     subject_id,
 )
 from agents.dedup import ModelThresholds, ThresholdSet, identity_key
-from agents.dedup_network import LocalNetwork
 from agents.links import AdjudicationRejected, LinkState, adjudicate, apply, link_row
 from agents.pseudonymise import Tokeniser
 from agents.sealing import KeyDestroyed, SealError, SqliteSubjectKeys, SubjectSealer, person_key
 from schemas.wire import avro_bytes
+from streams.sim.dedup_network import LocalNetwork
 
 DIM = 64
 NOW = datetime(2026, 11, 20, 8, tzinfo=UTC)

@@ -1,4 +1,4 @@
-"""The consumer's commit never passes an offset no stream processed (streams.faust_consumer), without a broker."""
+"""The consumer's commit never passes an offset no stream processed (streams.worker.faust_consumer), without a broker."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from faust.types import TP
 from faust.types.tuples import ConsumerMessage
 from intervaltree import IntervalTree
 
-from streams.faust_consumer import App, SafeConsumer, SafeStream, _NeverRead
+from streams.worker.faust_consumer import App, SafeConsumer, SafeStream, _NeverRead
 
 TOPIC = TP("crossing.events", 0)
 
@@ -139,7 +139,7 @@ async def test_recovery_never_seeks_to_an_offset_aiokafka_refuses() -> None:
 
 async def test_a_commit_waiting_on_a_message_no_stream_holds_warns_once_and_reads_it_again(
         monkeypatch: Any, caplog: Any) -> None:
-    import streams.faust_consumer as module
+    import streams.worker.faust_consumer as module
 
     consumer = _consumer(SafeConsumer, 100)
     sought = _seeking(consumer)
@@ -154,7 +154,7 @@ async def test_a_commit_waiting_on_a_message_no_stream_holds_warns_once_and_read
 
 
 async def test_a_commit_waiting_on_a_message_a_stream_still_holds_only_waits(monkeypatch: Any) -> None:
-    import streams.faust_consumer as module
+    import streams.worker.faust_consumer as module
 
     consumer = _consumer(SafeConsumer, 100)
     sought = _seeking(consumer)
@@ -194,7 +194,7 @@ async def test_a_message_a_stream_skips_in_a_rebalance_reaches_the_consumer_to_b
 
 
 def test_another_faust_version_or_a_missing_private_member_fails_with_a_clear_error(monkeypatch) -> None:
-    from streams import faust_consumer
+    from streams.worker import faust_consumer
 
     faust_consumer.check_faust()  # the installed, pinned version
     with pytest.raises(faust_consumer.FaustIncompatible, match="faust-streaming 0.16.0 is installed"):
@@ -205,7 +205,7 @@ def test_another_faust_version_or_a_missing_private_member_fails_with_a_clear_er
 
 
 def test_a_consumer_without_the_attributes_relied_on_is_refused() -> None:
-    from streams import faust_consumer
+    from streams.worker import faust_consumer
 
     class Bare:
         pass

@@ -17,12 +17,8 @@ from agents.signing import signed_headers
 from agents.vault import Recent
 from schemas.contracts import CROSSING_EVENT
 from schemas.wire import SchemaIds, encode_payload, frame
-from streams.handlers import Services, handlers
-from streams.runtime import Record
 from streams.settings import Settings
-from streams.simulator import Simulator
-from streams.testing import MemoryOutlets, MemoryRegistry, MemorySink, NoLists
-from streams.testing import records as consumed
+from streams.sim.simulator import Simulator
 from streams.topics import (
     ALERTS,
     BIOMETRIC_PROBES,
@@ -34,6 +30,10 @@ from streams.topics import (
     TRAFFICKING_STATE_TABLE,
     changelog_of,
 )
+from streams.worker.handlers import Services, handlers
+from streams.worker.runtime import Record
+from streams.worker.testing import MemoryOutlets, MemoryRegistry, MemorySink, NoLists
+from streams.worker.testing import records as consumed
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 
 from agents.keys import FileKeyring, KeyRefused, Purposes, live_tokenisers, tokeniser
 from agents.pseudonymise import document_token
-from streams.simulator import Simulator
+from streams.sim.simulator import Simulator
 
 
 def _documents(n: int = 2000) -> list[tuple[str, str]]:

@@ -58,7 +58,7 @@ def test_the_layer_check_sees_a_lazy_import_back_up(tmp_path: Path) -> None:
 
 
 # Runs in a fresh interpreter: records every file opened for writing or outside the installed code, every
-# directory made, every socket and database connection, while `import streams.app` runs.
+# directory made, every socket and database connection, while `import streams.worker.app` runs.
 PROBE = r"""
 import json, sys
 seen = []
@@ -73,7 +73,7 @@ def hook(event, args):
     elif event == "socket.bind" and args[1][1] != 0:  # port 0: a library probing IPv6 support, not a server
         seen.append([event, str(args[1])])
 sys.addaudithook(hook)
-import streams.app
+import streams.worker.app
 print(json.dumps(seen))
 """
 

@@ -155,7 +155,7 @@ def test_erase_deletes_the_travellers_stays_only() -> None:
 def test_rows_fit_the_stays_table() -> None:
     stays, _, _ = run([crossing("ENTRY", 0), crossing("EXIT", 40)])
     row = row_for_table(next(iter(stays.values())), T0)
-    migration = (Path(__file__).resolve().parents[2] / "streams" / "migrations" / "0006_stays.sql").read_text()
+    migration = (Path(__file__).resolve().parents[2] / "streams" / "ops" / "migrations" / "0006_stays.sql").read_text()
     columns = migration.split("CREATE TABLE IF NOT EXISTS stays\n(", 1)[1].split("\n)\n", 1)[0]
     assert set(row) == {line.split()[0] for line in columns.strip().splitlines()}
     assert row["entry_at"] == T0 and row["last_permitted_day"].isoformat() == "2026-03-30"

@@ -16,8 +16,8 @@ from agents.privacy import POLICY_FILE, PolicyError, load_policy, parse_policy, 
 from agents.pseudonymise import Tokeniser, crossing_row, landing_row
 from agents.trafficking.facts import crossing_facts, landing_facts
 from schemas.contracts import CROSSING_EVENT, EVENT_CONTRACTS, LANDING_EVENT, Contract
-from streams.migrate import MIGRATIONS
-from streams.simulator import Simulator
+from streams.ops.migrate import MIGRATIONS
+from streams.sim.simulator import Simulator
 from streams.topics import ALL_TOPICS
 
 TOK = Tokeniser(b"unit-test-key-not-a-secret-00002", "test")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from streams.runtime import BatchAgent, Record
 from streams.settings import Settings
-from streams.testing import MemorySender
+from streams.worker.runtime import BatchAgent, Record
+from streams.worker.testing import MemorySender
 
 
 class Handler:

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError, ProgrammingError
 
-from streams import sink
 from streams.settings import Settings
+from streams.worker import sink
 
 
 @pytest.mark.parametrize(("exc", "expected"), [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from streams.supervise import next_delay, supervise, supervise_all
+from streams.worker.supervise import next_delay, supervise, supervise_all
 
 
 class FakeClock:

@@ -10,7 +10,7 @@ import pytest
 
 from schemas.contracts import CROSSING_EVENT, LANDING_EVENT
 from schemas.validation import ValidationError, parse_json_line
-from streams.simulator import Simulator, to_json_line
+from streams.sim.simulator import Simulator, to_json_line
 
 NOW = datetime(2026, 11, 20, 12, tzinfo=UTC)
 

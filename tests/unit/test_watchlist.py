@@ -185,7 +185,7 @@ def test_the_replica_applies_updates_and_tombstones_and_is_ready_at_the_end_of_e
     from confluent_kafka import KafkaError
 
     from streams.settings import Settings
-    from streams.watchlist import Replica
+    from streams.watchlist_replica import Replica
 
     replica = Replica(Settings())
     names = {spec.name: name for name, spec in replica.topics.items()}

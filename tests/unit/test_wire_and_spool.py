@@ -11,8 +11,8 @@ import pytest
 
 from schemas.contracts import CROSSING_EVENT
 from schemas.wire import DecodeError, decode, encode_payload, frame, unframe
-from streams.simulator import Simulator
-from streams.spool import Spool
+from streams.post.spool import Spool
+from streams.sim.simulator import Simulator
 
 
 class FakeIds:

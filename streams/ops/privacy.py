@@ -20,7 +20,7 @@ from agents.vault import open_entry
 from schemas.errors import LintasError
 from streams import clients
 from streams.clients import clickhouse_client
-from streams.gallery_store import read_partition
+from streams.compacted import read_partition
 from streams.settings import Settings
 from streams.topics import AUDIT_PROCESSING, IDENTITY_VAULT, Role
 

@@ -35,7 +35,7 @@ from schemas.errors import LintasError
 from schemas.wire import SchemaIds, avro_bytes, encode_payload, frame
 from streams import clients
 from streams.clients import clickhouse_client
-from streams.privacy_ops import audit
+from streams.ops.privacy import audit
 from streams.settings import Settings
 from streams.sql import scalar
 from streams.topics import (

@@ -1,4 +1,4 @@
-"""Versioned ClickHouse schema migrations: ``streams/migrations/NNNN_name.sql``, applied once, in order.
+"""Versioned ClickHouse schema migrations: ``streams/ops/migrations/NNNN_name.sql``, applied once, in order.
 
 Applied versions are recorded in ``schema_migrations`` with a checksum; an
 applied migration whose file changed is refused rather than silently re-run.

@@ -8,7 +8,7 @@ per record (measured on this machine with throwaway scripts before this module w
 records on its way through, so the worker spent most of its core inside the client.
 librdkafka queues a record for ~2 µs. The busy agents (ingest, dedup shards, links, rules,
 cases: :data:`streams.topics.AGENTS`) therefore run here, each on its own confluent-kafka
-consumer; the Faust app still hosts them (:mod:`streams.app`) and runs the low-volume
+consumer; the Faust app still hosts them (:mod:`streams.worker.app`) and runs the low-volume
 agents (officers' decisions on links and cases) as Faust agents.
 
 Each :class:`BatchAgent` is one member of its own consumer group (``<app id>-<agent>``):
@@ -16,7 +16,7 @@ Each :class:`BatchAgent` is one member of its own consumer group (``<app id>-<ag
 1. ``consume`` up to ``size`` records, or what came within ``within`` seconds;
 2. ``handler.process(records)`` returns once the batch's rows are in ClickHouse and its
    sends are acknowledged by Kafka;
-3. the agent's changelog-backed tables (:mod:`streams.state`) write what the batch changed,
+3. the agent's changelog-backed tables (:mod:`streams.worker.state`) write what the batch changed,
    and Kafka acknowledges it;
 4. then, and only then, the batch's offsets are committed (synchronously).
 
@@ -154,7 +154,7 @@ class Handler(Protocol):
 
 
 class Table(Protocol):
-    """A changelog-backed table an agent writes (:class:`streams.state.ChangelogTable`)."""
+    """A changelog-backed table an agent writes (:class:`streams.worker.state.ChangelogTable`)."""
 
     def write(self) -> int:
         """Queue what changed since the last write to the changelog; the number of records."""

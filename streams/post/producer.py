@@ -29,9 +29,9 @@ from schemas.contracts import EVENT_CONTRACTS
 from schemas.errors import LintasError
 from schemas.validation import FieldError, ValidationError, parse_json_line
 from schemas.wire import SchemaIds, encode_payload, frame
-from streams import clients, signing
+from streams import clients, post_keys
+from streams.post.spool import Spool
 from streams.settings import Settings
-from streams.spool import Spool
 from streams.topics import CROSSING_EVENTS, LANDING_EVENTS, Role
 
 log = logging.getLogger("lintas.producer")
@@ -196,8 +196,8 @@ class Forwarder:
             own = self.settings.post_id
             if own is not None and post != own:  # a spool left by another post's process: not ours to sign
                 raise DeliveryError(f"the spool holds another post's events; this process is post {own}")
-            key = self._keys[post] = (signing.ensure_post_key(self.settings, post) if own is None
-                                      else signing.post_key(self.settings, post))
+            key = self._keys[post] = (post_keys.ensure_post_key(self.settings, post) if own is None
+                                      else post_keys.post_key(self.settings, post))
         return key
 
     def _produce(self, topic: str, key: bytes, value: bytes, seq: int, headers: Headers) -> None:

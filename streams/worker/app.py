@@ -1,7 +1,7 @@
 """The one Faust app of Lintas: every agent, the topic it reads and the tables it keeps, declared once.
 
 Importing this module opens nothing and touches no file: it declares the app and its
-agents. The handlers and the services they share (:mod:`streams.handlers`) are built
+agents. The handlers and the services they share (:mod:`streams.worker.handlers`) are built
 when the worker starts (:func:`start`), from the one settings object. Agents only loop
 over batches and hand them to their handler, which returns once its rows are in
 ClickHouse and its sends in Kafka, so committed offsets never run ahead of them; a
@@ -9,13 +9,13 @@ replay after a crash rewrites the same event ids, which ReplacingMergeTree and t
 views' distinct counts absorb.
 
 The busy agents (:data:`BATCH_AGENTS`: ingest, dedup shards, links, rules, cases) run on
-librdkafka batch consumers hosted by this app (:mod:`streams.runtime` says why: Faust's
+librdkafka batch consumers hosted by this app (:mod:`streams.worker.runtime` says why: Faust's
 own consumer and producer cost ~150 µs a record); officers' decisions, a handful a
 minute, are Faust agents. ``lintas worker --processes N`` runs N such workers: each
 agent's group spreads its topic's partitions over them, and what a partition's agent
 keeps (gallery shards, rule, stay, link and case state) moves with the partition.
 
-Run with ``lintas worker`` (or ``faust -A streams.app worker --without-web``).
+Run with ``lintas worker`` (or ``faust -A streams.worker.app worker --without-web``).
 """
 
 from __future__ import annotations
@@ -36,12 +36,8 @@ from agents.links import LinkState
 from agents.overstay import StayState
 from agents.trafficking.state import KeyState
 from streams import clients
-from streams.faust_consumer import App
-from streams.gallery_store import read_partition
-from streams.handlers import Handlers, Outlets, Services, handlers, services
-from streams.runtime import BatchAgent, LagRow, Record, Sender
+from streams.compacted import read_partition
 from streams.settings import Settings, load_settings
-from streams.state import ChangelogTable
 from streams.topics import (
     AGENTS,
     APP_ID,
@@ -56,6 +52,10 @@ from streams.topics import (
     agent_group,
     changelog_of,
 )
+from streams.worker.faust_consumer import App
+from streams.worker.handlers import Handlers, Outlets, Services, handlers, services
+from streams.worker.runtime import BatchAgent, LagRow, Record, Sender
+from streams.worker.state import ChangelogTable
 
 log = logging.getLogger("lintas.app")
 settings = load_settings()  # the environment only: no file is read, nothing is created

@@ -79,20 +79,20 @@ def check_faust(installed: str | None = None) -> None:
     installed = installed or importlib.metadata.version("faust-streaming")
     if installed != FAUST_VERSION:
         raise FaustIncompatible(f"faust-streaming {installed} is installed; Lintas' consumer overrides private "
-                                f"members of {FAUST_VERSION} (streams/faust_consumer.py): install that version "
+                                f"members of {FAUST_VERSION} (streams/worker/faust_consumer.py): install that version "
                                 "or port the overrides and their tests")
     missing = [f"{cls.__name__}.{name}" for cls, names in METHODS.items() for name in names
                if not callable(getattr(cls, name, None))]
     if missing:
         raise FaustIncompatible(f"faust-streaming {installed} has no {', '.join(missing)}: the commit guarantee "
-                                "of streams/faust_consumer.py would be lost")
+                                "of streams/worker/faust_consumer.py would be lost")
 
 
 def _check_instance(obj: object, names: tuple[str, ...]) -> None:
     missing = [name for name in names if not hasattr(obj, name)]
     if missing:
         raise FaustIncompatible(f"faust's {type(obj).__mro__[1].__name__} instances have no {', '.join(missing)}: "
-                                "the commit guarantee of streams/faust_consumer.py would be lost")
+                                "the commit guarantee of streams/worker/faust_consumer.py would be lost")
 
 
 check_faust()

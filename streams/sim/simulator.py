@@ -55,7 +55,7 @@ from schemas.geography import (
     Corridor,
     distance_km,
 )
-from streams.faces import ClusteredFaces, FaceModel
+from streams.sim.faces import ClusteredFaces, FaceModel
 
 if TYPE_CHECKING:
     from agents.pseudonymise import Tokeniser

@@ -28,8 +28,8 @@ from agents.keys import FileKeyring, Purposes
 from agents.sealing import SqliteSubjectKeys, SubjectSealer
 from schemas.errors import LintasError
 from streams.clients import clickhouse_client
-from streams.gallery_store import read_partition
-from streams.privacy_ops import audit
+from streams.compacted import read_partition
+from streams.ops.privacy import audit
 from streams.settings import Settings
 from streams.topics import BIOMETRIC_GALLERY, DEDUP_SHARDS
 

@@ -66,15 +66,13 @@ from agents.trafficking.facts import Fact, decision_facts, link_facts
 from agents.trafficking.state import KeyState
 from agents.vault import CLASSES as VAULT_CLASSES
 from agents.vault import Recent, sealed_entries
-from agents.watchlist import Presented, check
+from agents.watchlist import LIST_CLASSES, Presented, check
 from schemas.contracts import ADJUDICATION_DECISION, ALERT, DEAD_LETTER, IDENTITY_LINK, REVIEW_DECISION, Contract
 from schemas.errors import InvalidMessage
 from schemas.wire import RegistryUnavailable, SchemaIds, avro_bytes, decode, encode_payload, frame
 from streams import clients
-from streams.runtime import Record
+from streams.post_keys import PostKeys
 from streams.settings import Settings
-from streams.signing import PostKeys
-from streams.sink import ClickHouseSink
 from streams.topics import (
     AGENTS,
     ALERTS,
@@ -93,7 +91,9 @@ from streams.topics import (
     TRAFFICKING_FACTS,
     Role,
 )
-from streams.watchlist import LIST_CLASSES, Replica
+from streams.watchlist_replica import Replica
+from streams.worker.runtime import Record
+from streams.worker.sink import ClickHouseSink
 
 log = logging.getLogger("lintas.app")
 S = TypeVar("S")
@@ -105,7 +105,7 @@ Event = Record  # what a handler reads of each record: topic, partition, offset,
 
 
 class Sender(Protocol):
-    """Where a handler's records go (:class:`streams.runtime.Sender`: one producer, bulk)."""
+    """Where a handler's records go (:class:`streams.worker.runtime.Sender`: one producer, bulk)."""
 
     def send(self, topic: str, value: bytes | None, key: bytes | None = None, partition: int | None = None,
              headers: list[tuple[str, bytes]] | None = None) -> None:
@@ -116,7 +116,7 @@ class Sender(Protocol):
 
 
 class StateTable(Protocol[S]):
-    """A changelog-backed table of state objects (:class:`streams.state.ChangelogTable`)."""
+    """A changelog-backed table of state objects (:class:`streams.worker.state.ChangelogTable`)."""
 
     def get(self, key: bytes) -> S | None:
         """The key's state (a fresh one, or ``None``, if it has none)."""
@@ -129,7 +129,7 @@ class StateTable(Protocol[S]):
 
 
 class Sink(Protocol):
-    """Where rows go (:class:`streams.sink.ClickHouseSink`)."""
+    """Where rows go (:class:`streams.worker.sink.ClickHouseSink`)."""
 
     def write(self, table: str, rows: list[dict[str, Any]]) -> None:
         """Insert the rows, retrying until ClickHouse has them."""
@@ -139,7 +139,7 @@ class Sink(Protocol):
 
 
 class Lists(Protocol):
-    """This worker's copy of the watchlists (:class:`streams.watchlist.Replica`)."""
+    """This worker's copy of the watchlists (:class:`streams.watchlist_replica.Replica`)."""
 
     ready: Any
 
@@ -180,7 +180,7 @@ class Services:
     vaulted: Recent
     templates: TemplatePolicy
     watchlists: Lists
-    post_keys: Callable[[str], bytes | None]  # each post's signing key (streams/signing.py)
+    post_keys: Callable[[str], bytes | None]  # each post's signing key (streams/post_keys.py)
     waited: dict[str, float] = field(default_factory=dict)  # seconds each agent waited on ClickHouse and the registry
     lanes: dict[str, ThreadPoolExecutor] = field(default_factory=dict)  # each batch agent's own I/O thread
 

@@ -1,8 +1,8 @@
 """In-memory stand-ins for Kafka and ClickHouse, to run the worker's handlers without a broker or a server.
 
 What bytewax's ``testing`` module is to its dataflows: the unit tests and the handler
-benchmark build the real handlers (:func:`streams.handlers.handlers`) over these, feed
-them :class:`~streams.runtime.Record` batches and read back what was sent and written.
+benchmark build the real handlers (:func:`streams.worker.handlers.handlers`) over these, feed
+them :class:`~streams.worker.runtime.Record` batches and read back what was sent and written.
 """
 
 from __future__ import annotations
@@ -18,9 +18,6 @@ from agents.cases import CaseState
 from agents.links import LinkState
 from agents.overstay import StayState
 from agents.trafficking.state import KeyState
-from streams.handlers import Outlets
-from streams.runtime import Record
-from streams.state import ChangelogTable
 from streams.topics import (
     ALL_TOPICS,
     BIOMETRIC_PAIRS,
@@ -32,6 +29,9 @@ from streams.topics import (
     TRAFFICKING_STATE_TABLE,
     changelog_of,
 )
+from streams.worker.handlers import Outlets
+from streams.worker.runtime import Record
+from streams.worker.state import ChangelogTable
 
 
 @dataclass
