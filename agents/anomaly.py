@@ -123,7 +123,7 @@ def train(x: np.ndarray, alert_rate: float, seed: int = 0) -> AnomalyModel:
                         np.median(x, axis=0).astype(np.float32), len(x))
 
 
-def save(model: AnomalyModel, path: Path) -> Path:
+def save_model(model: AnomalyModel, path: Path) -> Path:
     """The model (joblib) and a JSON sidecar with its version, features and checksum."""
     path.parent.mkdir(parents=True, exist_ok=True)
     joblib.dump(model, path)
@@ -133,8 +133,8 @@ def save(model: AnomalyModel, path: Path) -> Path:
     return path
 
 
-def load(path: Path) -> AnomalyModel:
-    """A model saved by :func:`save`; refused if its bytes or features do not match the sidecar."""
+def load_model(path: Path) -> AnomalyModel:
+    """A model saved by :func:`save_model`; refused if its bytes or features do not match the sidecar."""
     try:
         meta = json.loads(path.with_suffix(".json").read_text())
         blob = path.read_bytes()

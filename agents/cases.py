@@ -384,12 +384,12 @@ def decision_command(decision: Mapping[str, Any], officer_token: str) -> bytes:
     }}, separators=(",", ":")).encode()
 
 
-def erase_command(tokens: Sequence[str]) -> bytes:
+def forget_command(tokens: Sequence[str]) -> bytes:
     """Forget a person in one case: the whole case if it is theirs, else their token among its subjects."""
     return json.dumps({"kind": "ERASE", "tokens": sorted(tokens)}, separators=(",", ":")).encode()
 
 
-def erase(state: CaseState, tokens: Sequence[str]) -> CaseState | None:
+def forget(state: CaseState, tokens: Sequence[str]) -> CaseState | None:
     """The case after erasing the person with these tokens: ``None`` (delete) if it is their own case."""
     if state.key.partition(":")[2] in tokens:
         return None

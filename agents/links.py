@@ -82,7 +82,7 @@ def colour(score: float, t: ModelThresholds) -> str:
     return "RED" if score >= t.red else "YELLOW" if score >= t.yellow else ""
 
 
-def apply(state: LinkState | None, cmd: dict[str, Any], thresholds: Callable[[str], ModelThresholds],
+def apply_command(state: LinkState | None, cmd: dict[str, Any], thresholds: Callable[[str], ModelThresholds],
           now: datetime, auto_confirm_red: bool, key_id: str) -> LinkOutput:
     """Apply one LinkCommand to a link's state."""
     kind = cmd["kind"]

@@ -13,20 +13,13 @@ ciphertext+tag``; the associated data binds it to its record (subject, probe or
 token), so a sealed value cannot be moved to another record unnoticed.
 
 Keys live in a :class:`SubjectKeys` store, a KMS-shaped interface (fetch keys,
-create missing ones, destroy). :class:`SqliteSubjectKeys` is the local one: a
-SQLite file in the secrets directory (0600) with ``secure_delete`` on, so a
-destroyed key's bytes are overwritten in the database file, and no write-ahead
-log that would keep copies. It must not be backed up with the data it protects
-(a KMS or HSM gives that guarantee in production).
+create missing ones, destroy); the local one is :class:`streams.keystores.SqliteSubjectKeys`.
 """
 
 from __future__ import annotations
 
 import os
-import sqlite3
-import threading
 from collections.abc import Collection, Sequence
-from pathlib import Path
 from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
@@ -67,83 +60,6 @@ class SubjectKeys(Protocol):
     def destroy(self, names: Collection[str]) -> list[str]:
         """Destroy the keys of ``names``; the names that had a key."""
         ...
-
-
-class SqliteSubjectKeys:
-    """Per-subject keys in a local SQLite file (mode 0600, secure_delete, no WAL).
-
-    Safe across threads and processes (SQLite's locking); ``:memory:`` gives a
-    throw-away store for tests.
-    """
-
-    def __init__(self, path: Path | str) -> None:
-        """Open (or create) the store."""
-        self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            os.chmod(Path(self.path).parent, 0o700)
-            if not Path(self.path).exists():
-                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA secure_delete = ON")
-        self._db.execute("PRAGMA journal_mode = TRUNCATE")
-        self._db.execute("CREATE TABLE IF NOT EXISTS subject_keys (name TEXT PRIMARY KEY, material BLOB NOT NULL,"
-                         " created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))) WITHOUT ROWID")
-
-    def __repr__(self) -> str:
-        """Never the material."""
-        return f"SqliteSubjectKeys({self.path!r})"
-
-    def _select(self, names: list[str]) -> dict[str, bytes]:
-        found: dict[str, bytes] = {}
-        for s in range(0, len(names), 500):
-            chunk = names[s:s + 500]
-            marks = ",".join("?" * len(chunk))
-            found.update(self._db.execute(f"SELECT name, material FROM subject_keys WHERE name IN ({marks})",  # noqa: S608 (placeholders only)
-                                          chunk).fetchall())
-        return found
-
-    def keys(self, names: Collection[str], create: bool = False) -> dict[str, bytes]:
-        """The keys of ``names`` that exist; with ``create`` the missing ones are made (one transaction)."""
-        wanted = sorted(set(names))
-        with self._lock:
-            found = self._select(wanted)
-            missing = [n for n in wanted if n not in found]
-            if create and missing:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    self._db.executemany("INSERT OR IGNORE INTO subject_keys (name, material) VALUES (?, ?)",
-                                         [(n, AESGCM.generate_key(256)) for n in missing])
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-                found.update(self._select(missing))  # another process may have made some first: theirs count
-        return found
-
-    def destroy(self, names: Collection[str]) -> list[str]:
-        """Delete the keys (their pages overwritten: secure_delete); the names that had one."""
-        wanted = sorted(set(names))
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                had = sorted(self._select(wanted))
-                self._db.executemany("DELETE FROM subject_keys WHERE name = ?", [(n,) for n in had])
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-        return had
-
-    def count(self) -> int:
-        """Keys held."""
-        with self._lock:
-            return int(self._db.execute("SELECT count(*) FROM subject_keys").fetchone()[0])
-
-    def close(self) -> None:
-        """Close the database."""
-        self._db.close()
 
 
 class SubjectSealer:

@@ -24,7 +24,7 @@ from agents.pseudonymise import Tokeniser, person_token
 from agents.sealing import SubjectSealer, person_key
 
 # What the vault holds, sealed per person: the traveller record as presented.
-CLASSES = ("CHILD", "DIRECT_IDENTIFIER", "QUASI_IDENTIFIER")
+VAULT_CLASSES = ("CHILD", "DIRECT_IDENTIFIER", "QUASI_IDENTIFIER")
 
 
 def travellers(record: dict[str, Any], source: str) -> list[dict[str, Any]]:

@@ -44,7 +44,8 @@ from agents.biometric import Capture, DedupConfig, captures, probe_template
 from agents.calibration import GallerySubject, Scores, Targets, calibrate, gallery_scores, upper_quantile
 from agents.dedup import ModelThresholds, ThresholdSet
 from agents.pseudonymise import Tokeniser
-from agents.sealing import SqliteSubjectKeys, SubjectSealer
+from agents.sealing import SubjectSealer
+from streams.keystores import SqliteSubjectKeys
 from streams.sim.dedup_network import LocalNetwork
 from streams.sim.faces import face_model
 from streams.sim.simulator import Simulator

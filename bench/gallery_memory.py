@@ -26,9 +26,10 @@ from agents.biometric import Capture, DedupConfig, Shard, capture_commands, read
 from agents.dedup import ModelThresholds, ThresholdSet
 from agents.gallery import Rows
 from agents.pseudonymise import Tokeniser
-from agents.sealing import SqliteSubjectKeys, SubjectSealer
+from agents.sealing import SubjectSealer
 from bench import print_table
 from infra.process import rss_bytes
+from streams.keystores import SqliteSubjectKeys
 
 DIM, MODEL, BATCH = 512, "bench-memory/1", 2000
 NOW = datetime(2026, 11, 20, tzinfo=UTC)

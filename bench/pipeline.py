@@ -52,8 +52,8 @@ from confluent_kafka import KafkaException, Producer
 from agents.biometric import record_bytes, shard_of, subject_id, template_bytes
 from agents.dedup import IdentityState, Seen, ThresholdSet, identity_key
 from agents.gallery import SampleIndex
-from agents.keys import FileKeyring, Purposes
-from agents.sealing import SqliteSubjectKeys, SubjectSealer, person_key
+from agents.keys import Purposes
+from agents.sealing import SubjectSealer, person_key
 from agents.signing import signed_headers
 from bench import BENCH_PORT_BASE, REPO, own_stack, print_table
 from bench.profile import profiled
@@ -62,6 +62,7 @@ from schemas.contracts import CROSSING_EVENT
 from schemas.wire import SchemaIds, encode_payload, frame
 from streams import clients
 from streams.clients import clickhouse_client
+from streams.keystores import FileKeyring, SqliteSubjectKeys
 from streams.ops.lag import caught_up
 from streams.post_keys import ensure_post_key
 from streams.settings import Settings

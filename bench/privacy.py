@@ -23,11 +23,12 @@ from agents.audit import Processing, classes_of
 from agents.biometric import Capture, capture_commands
 from agents.keys import Purposes
 from agents.pseudonymise import Tokeniser, crossing_row, person_token
-from agents.sealing import SqliteSubjectKeys, SubjectSealer
+from agents.sealing import SubjectSealer
 from agents.trafficking.facts import crossing_facts
 from agents.vault import identities, sealed_entries
 from bench import best_of, print_table
 from schemas.contracts import CROSSING_EVENT
+from streams.keystores import SqliteSubjectKeys
 from streams.sim.simulator import Simulator
 
 

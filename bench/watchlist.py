@@ -27,12 +27,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from agents.keys import FileKeyring, tokeniser
+from agents.keys import tokeniser
 from agents.pseudonymise import Tokeniser, person_token
 from agents.watchlist import Presented, check, presented
 from bench import best_of, own_stack, print_table
 from infra.process import rss_bytes
 from streams.clients import clickhouse_client
+from streams.keystores import FileKeyring
 from streams.ops.migrate import migrate
 from streams.ops.watchlist import load
 from streams.sim.simulator import Simulator

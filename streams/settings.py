@@ -374,6 +374,8 @@ def _temporary(path: Path, data: str | bytes, mode: int) -> Path:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "wb") as f:
         f.write(data.encode() if isinstance(data, str) else data)
+        f.flush()
+        os.fsync(f.fileno())  # on disk before it replaces the old file: a crash leaves one or the other whole
     return tmp
 
 

@@ -119,7 +119,7 @@ def train_anomaly_model(settings: Settings, crossings: int, days: float, populat
     import secrets
     from datetime import UTC, datetime
 
-    from agents.anomaly import FEATURES, save, train, training_rows
+    from agents.anomaly import FEATURES, save_model, train, training_rows
     from agents.pseudonymise import Tokeniser
     from agents.trafficking.config import load_rules
     from streams.sim.simulator import Simulator, simulated_facts
@@ -131,7 +131,7 @@ def train_anomaly_model(settings: Settings, crossings: int, days: float, populat
                     end=datetime.now(UTC).replace(minute=0, second=0))
     x = training_rows(simulated_facts(sim, crossings, 10, tok), rules)
     model = train(x, rules.anomaly_score.params.alert_rate, seed=seed)
-    path = save(model, out)
+    path = save_model(model, out)
     print(f"trained anomaly model {model.version} on {len(x):,} document windows ({len(FEATURES)} features, "
           f"{crossings:,} simulated crossings); alerts below score {model.threshold:.4f}; saved {path}")
 

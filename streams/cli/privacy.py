@@ -25,7 +25,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_keys(args: argparse.Namespace) -> int:
-    from agents.keys import FileKeyring
+    from streams.keystores import FileKeyring
 
     settings = settings_of(args)
     ring = FileKeyring(settings.keyring_path)

@@ -24,11 +24,12 @@ from agents.audit import Processing
 from agents.biometric import DedupConfig, Shard, load_records
 from agents.calibration import GallerySubject, Observed, Targets, calibrate, drift, for_gallery_size, gallery_scores
 from agents.dedup import ModelThresholds, Outcome, ThresholdSet
-from agents.keys import FileKeyring, Purposes
-from agents.sealing import SqliteSubjectKeys, SubjectSealer
+from agents.keys import Purposes
+from agents.sealing import SubjectSealer
 from schemas.errors import LintasError
 from streams.clients import clickhouse_client
 from streams.compacted import read_partition
+from streams.keystores import FileKeyring, SqliteSubjectKeys
 from streams.ops.privacy import audit
 from streams.settings import Settings
 from streams.topics import BIOMETRIC_GALLERY, DEDUP_SHARDS

@@ -22,19 +22,18 @@ from confluent_kafka import Producer
 
 from agents.audit import Processing
 from agents.biometric import LINK_COMMAND, erase_command, shard_of
-from agents.cases import case_id
-from agents.cases import erase_command as erase_case
+from agents.cases import case_id, forget_command
 from agents.dedup import identity_key
 from agents.erasure import MUTATIONS, Person, Refs, parameters, proof_digest
-from agents.keys import FileKeyring, live_tokenisers
+from agents.keys import live_tokenisers
 from agents.privacy import policy
-from agents.sealing import SqliteSubjectKeys
 from agents.trafficking.facts import Fact
 from schemas.contracts import ALERT
 from schemas.errors import LintasError
 from schemas.wire import SchemaIds, avro_bytes, encode_payload, frame
 from streams import clients
 from streams.clients import clickhouse_client
+from streams.keystores import FileKeyring, SqliteSubjectKeys
 from streams.ops.privacy import audit
 from streams.settings import Settings
 from streams.sql import scalar
@@ -142,7 +141,7 @@ def erase(settings: Settings, person_text: str, basis: str | None = None, proof_
             producer.produce(TRAFFICKING_FACTS.name, key=key.encode(), value=Fact(
                 key=key, role="ERASE", event_id=erasure_id, occurred_at=now, traveller=token).to_bytes())
         for case in cases:  # the case agent forgets them: their own case whole, their token in others'
-            producer.produce(CASE_COMMANDS.name, key=case.encode(), value=erase_case(refs.pseudonyms))
+            producer.produce(CASE_COMMANDS.name, key=case.encode(), value=forget_command(refs.pseudonyms))
         for token in refs.operations:
             producer.produce(IDENTITY_VAULT.name, key=token.encode(), value=None)
         for key in records:

@@ -14,13 +14,13 @@ from typing import Any
 from agents.audit import Processing
 from agents.export import ExportRefused, Table, authorise, package
 from agents.privacy import policy
-from agents.sealing import SqliteSubjectKeys, SubjectSealer
-from agents.vault import CLASSES as VAULT_CLASSES
-from agents.vault import open_entry
+from agents.sealing import SubjectSealer
+from agents.vault import VAULT_CLASSES, open_entry
 from schemas.errors import LintasError
 from streams import clients
 from streams.clients import clickhouse_client
 from streams.compacted import read_partition
+from streams.keystores import SqliteSubjectKeys
 from streams.settings import Settings
 from streams.topics import AUDIT_PROCESSING, IDENTITY_VAULT, Role
 

@@ -23,10 +23,11 @@ from pathlib import Path
 from confluent_kafka import KafkaException
 
 from agents.audit import Processing
-from agents.keys import FileKeyring, tokeniser
+from agents.keys import tokeniser
 from agents.watchlist import LIST_CLASSES, LISTS, ListRow, WatchList, entries, parse_list_file
 from schemas.errors import LintasError
 from streams import clients
+from streams.keystores import FileKeyring
 from streams.ops.privacy import audit
 from streams.settings import Settings
 from streams.topics import WATCHLIST_TRANSACTIONS, WATCHLISTS, Role, TopicSpec

@@ -2,7 +2,7 @@
 
 :class:`LocalNetwork` holds ``biometric.probes``, ``biometric.gallery`` and
 ``biometric.pairs`` as lists and runs :func:`agents.biometric.shard_step` and
-:func:`agents.links.apply` over them in whatever order it is told: partitions in
+:func:`agents.links.apply_command` over them in whatever order it is told: partitions in
 turn or at random, batches of any size, a shard that crashes between its sends and
 its records and is read back from its gallery partition. The accuracy benchmark
 runs the real decision code through it, and the tests check that every schedule
@@ -31,7 +31,7 @@ from agents.biometric import (
     shard_of,
     shard_step,
 )
-from agents.links import STATUS_RANK, LinkState, apply
+from agents.links import STATUS_RANK, LinkState, apply_command
 
 LINK_PARTITIONS = 4
 
@@ -123,7 +123,7 @@ class LocalNetwork:
             return False
         now = self._tick()
         for key, value in todo:
-            out = apply(self.links.get(key), read(LINK_COMMAND, value), self.cfg.thresholds.for_model, now,
+            out = apply_command(self.links.get(key), read(LINK_COMMAND, value), self.cfg.thresholds.for_model, now,
                         self.auto_confirm_red, self.cfg.tok.key_id)
             if out.state is None:
                 self.links.pop(key, None)

@@ -1,19 +1,19 @@
-"""The one Faust app of Lintas: every agent, the topic it reads and the tables it keeps, declared once.
+"""The one Faust app of Lintas: it hosts every agent of :mod:`streams.worker.stages` and decides when the worker stops.
 
 Importing this module opens nothing and touches no file: it declares the app and its
-agents. The handlers and the services they share (:mod:`streams.worker.handlers`) are built
-when the worker starts (:func:`start`), from the one settings object. Agents only loop
-over batches and hand them to their handler, which returns once its rows are in
-ClickHouse and its sends in Kafka, so committed offsets never run ahead of them; a
-replay after a crash rewrites the same event ids, which ReplacingMergeTree and the
-views' distinct counts absorb.
+agents. The handlers and the services they share are built when the worker starts
+(:func:`start`), from the one settings object. The busy agents run on librdkafka batch
+consumers (:mod:`streams.worker.runtime` says why); officers' decisions, a handful a minute,
+are Faust agents. Every agent hands its records to its handler and makes the effects hold in
+the one order of :mod:`streams.worker.effects` before its offsets are committed, so a replay
+after a crash rewrites the same event ids, which ReplacingMergeTree and the views' distinct
+counts absorb. ``lintas worker --processes N`` runs N such workers: each agent's group spreads
+its topic's partitions over them, and what a partition's agent keeps (gallery shards, rule,
+stay, link and case state) moves with the partition.
 
-The busy agents (:data:`BATCH_AGENTS`: ingest, dedup shards, links, rules, cases) run on
-librdkafka batch consumers hosted by this app (:mod:`streams.worker.runtime` says why: Faust's
-own consumer and producer cost ~150 µs a record); officers' decisions, a handful a
-minute, are Faust agents. ``lintas worker --processes N`` runs N such workers: each
-agent's group spreads its topic's partitions over them, and what a partition's agent
-keeps (gallery shards, rule, stay, link and case state) moves with the partition.
+An error that rises out of an agent is the worker's to decide on, here (:func:`stop`): the
+worker exits at once without committing the batch, ``75`` when a server stayed away past its
+budget (the supervisor restarts it and Kafka replays the batch), ``70`` for anything else.
 
 Run with ``lintas worker`` (or ``faust -A streams.worker.app worker --without-web``).
 """
@@ -24,42 +24,28 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import NoReturn
 
 import faust
 
-from agents.cases import CaseState
-from agents.links import LinkState
-from agents.overstay import StayState
-from agents.trafficking.state import KeyState
+from schemas.errors import Unavailable
 from streams import clients
 from streams.compacted import read_partition
 from streams.settings import Settings, load_settings
-from streams.topics import (
-    AGENTS,
-    APP_ID,
-    BIOMETRIC_ADJUDICATIONS,
-    CASE_STATE_TABLE,
-    LINK_STATE_TABLE,
-    REVIEW_DECISIONS,
-    STAY_STATE_TABLE,
-    TRAFFICKING_STATE_TABLE,
-    Role,
-    TopicSpec,
-    agent_group,
-    changelog_of,
-)
+from streams.topics import APP_ID, Role, TopicSpec, agent_group
 from streams.worker.faust_consumer import App
-from streams.worker.handlers import Handlers, Outlets, Services, handlers, services
-from streams.worker.runtime import BatchAgent, LagRow, Record, Sender
-from streams.worker.state import ChangelogTable
+from streams.worker.lanes import Lane
+from streams.worker.runtime import BatchAgent, LagRow, Record
+from streams.worker.sender import KafkaSender
+from streams.worker.services import build_services
+from streams.worker.stages import BATCH_STAGES, Pipeline, assemble, stage
 
 log = logging.getLogger("lintas.app")
 settings = load_settings()  # the environment only: no file is read, nothing is created
-EXIT_AGENT_FAILED = 70  # EX_SOFTWARE: an agent failed; nothing of its batch was committed
+EXIT_UNAVAILABLE = 75  # EX_TEMPFAIL: a server stayed away past its budget; restart and replay
+EXIT_FAILED = 70  # EX_SOFTWARE: anything else; nothing of the batch was committed
 
 app = App(  # faust.App whose consumer never commits past an unprocessed offset
     APP_ID,
@@ -79,65 +65,10 @@ app = App(  # faust.App whose consumer never commits past an unprocessed offset
     topic_disable_leader=True,
 )
 
-
-@dataclass(frozen=True)
-class AgentSpec:
-    """One batch agent: its name (its topic and group in :data:`streams.topics.AGENTS`), batch size and tables."""
-
-    name: str
-    size: Callable[[Settings], int]
-    handler: Callable[[Handlers], Any]
-    tables: tuple[str, ...] = ()
-
-    @property
-    def topic(self) -> TopicSpec:
-        """The topic the agent reads."""
-        return AGENTS[self.name]
-
-    @property
-    def group(self) -> str:
-        """The agent's consumer group."""
-        return agent_group(self.name)
+_built: Pipeline | None = None
 
 
-BATCH_AGENTS: tuple[AgentSpec, ...] = (
-    # crossing events → pseudonymised rows (or dead letters), captures, facts, watchlist checks
-    AgentSpec("ingest_crossings", lambda s: s.sink_batch_size, lambda h: h.crossings),
-    # landing events → rows (or dead letters), facts
-    AgentSpec("ingest_landings", lambda s: s.sink_batch_size, lambda h: h.landings),
-    # captures through the gallery shards this worker owns: verify, search, keep pairs, decide
-    AgentSpec("dedup_shards", lambda s: s.dedup_batch_size, lambda h: h.dedup),
-    # link evidence and officers' checked decisions → each link's state → biometric.links and dedup_links
-    AgentSpec("dedup_links", lambda s: s.dedup_batch_size, lambda h: h.links, (LINK_STATE_TABLE,)),
-    # facts → per-key rule and stay state → alerts for officers' review (alerts topic and table)
-    AgentSpec("trafficking_rules", lambda s: s.trafficking_batch_size, lambda h: h.rules,
-              (TRAFFICKING_STATE_TABLE, STAY_STATE_TABLE)),
-    # indicators and checked decisions → each case's state → the cases table
-    AgentSpec("cases", lambda s: s.trafficking_batch_size, lambda h: h.cases, (CASE_STATE_TABLE,)),
-)
-# Each table's state type; its changelog (streams.topics.CHANGELOGS) is partitioned like its agent's topic.
-TABLE_TYPES: dict[str, Any] = {
-    TRAFFICKING_STATE_TABLE: KeyState,
-    STAY_STATE_TABLE: StayState,
-    LINK_STATE_TABLE: LinkState,
-    CASE_STATE_TABLE: CaseState,
-}
-
-
-@dataclass
-class Worker:
-    """What a started worker holds: services, senders, tables and handlers."""
-
-    services: Services
-    senders: dict[str, Sender]
-    tables: dict[str, ChangelogTable[Any]]
-    handlers: Handlers
-
-
-_built: Worker | None = None
-
-
-def start(configured: Settings | None = None) -> Worker:
+def start(configured: Settings | None = None) -> Pipeline:
     """Build the services, senders, tables and handlers (once): keyring, key store, rules, thresholds fail here."""
     global _built
     if _built is None:
@@ -147,62 +78,59 @@ def start(configured: Settings | None = None) -> Worker:
             app.conf.broker_credentials = faust.SASLCredentials(
                 username=sec["sasl_plain_username"], password=sec["sasl_plain_password"],
                 ssl_context=sec["ssl_context"], mechanism=sec["sasl_mechanism"])
-        svc = services(s)
-        senders: dict[str, Sender] = {}
+        senders: dict[str, KafkaSender] = {}
 
-        def sender(name: str) -> Sender:
+        def sender(name: str) -> KafkaSender:
             if name not in senders:
-                senders[name] = Sender(s, name)
+                senders[name] = KafkaSender(s, name)
             return senders[name]
 
-        def read(topic: str, partition: int) -> list[tuple[bytes | None, bytes | None]]:
-            return read_partition(s, topic, partition)
-
-        owner = {t: a.name for a in BATCH_AGENTS for t in a.tables}
-        tables = {name: ChangelogTable(name, changelog_of(name).name, changelog_of(name).partitions, kind.from_bytes,
-                                       lambda state: state.to_bytes(), sender(owner[name]).send, read)
-                  for name, kind in TABLE_TYPES.items()}
-        out = Outlets(trafficking_state=tables[TRAFFICKING_STATE_TABLE], stay_state=tables[STAY_STATE_TABLE],
-                      link_state=tables[LINK_STATE_TABLE], case_state=tables[CASE_STATE_TABLE], sender=sender,
-                      read=read)
-        _built = Worker(svc, senders, tables, handlers(svc, out))
+        _built = assemble(build_services(s), sender, lambda topic, partition: read_partition(s, topic, partition))
     return _built
 
 
-def batch_agents(worker: Worker, configured: Settings | None = None) -> list[BatchAgent]:
-    """The batch agents of a started worker, each with its handler, sender and tables."""
+def stop(agent: str, exc: BaseException) -> NoReturn:
+    """The worker's decision on an error out of an agent: exit now, uncommitted, with the code that says why."""
+    code = EXIT_UNAVAILABLE if isinstance(exc, Unavailable) else EXIT_FAILED
+    log.critical("agent %s failed (%s: %s); stopping the worker (exit %d) without committing its batch",
+                 agent, type(exc).__name__, exc, code, exc_info=exc)
+    logging.shutdown()
+    os._exit(code)  # not a graceful stop: it would wait on servers that may be the reason we stop
+
+
+def batch_agents(pipeline: Pipeline, configured: Settings | None = None) -> list[BatchAgent]:
+    """The batch agents of a started worker, each with its handler, sender, lane and tables."""
     s = configured or settings
-    member = f"{socket.gethostname()}:{os.getpid()}"
+    svc, member = pipeline.services, f"{socket.gethostname()}:{os.getpid()}"
 
-    async def lag(rows: list[LagRow]) -> None:
-        now = datetime.now(UTC)
-        await worker.services.run(worker.services.sink.write, "consumer_lag", [r.row(member, now) for r in rows])
+    def lag_writer(lane: Lane) -> Callable[[list[LagRow]], Awaitable[None]]:
+        async def lag(rows: list[LagRow]) -> None:
+            now = datetime.now(UTC)
+            await lane(svc.sink.write, "consumer_lag", [r.row(member, now) for r in rows])
+        return lag
 
-    return [BatchAgent(a.name, a.group, a.topic.name, a.handler(worker.handlers), worker.senders[a.name], s,
-                       size=a.size(s), within=s.sink_batch_seconds, tables=[worker.tables[t] for t in a.tables],
-                       lag=lag, io=worker.services.waited)
-            for a in BATCH_AGENTS]
+    return [BatchAgent(st.name, agent_group(st.name), st.topic.name, pipeline.handlers[st.name],
+                       pipeline.senders[st.name], svc.lanes(st.name), svc.sink.write, s,
+                       size=st.size(s), within=s.sink_batch_seconds, tables=pipeline.tables_of(st),
+                       lag=lag_writer(svc.lanes(st.name)))
+            for st in BATCH_STAGES]
 
 
 @app.task
 async def run_batch_agents() -> None:
     """Run every batch agent until the worker stops; an agent that fails stops the worker, uncommitted."""
-    worker = start()
-    agents = batch_agents(worker)
-    stop = asyncio.Event()
-    tasks = {asyncio.get_running_loop().create_task(agent.run(stop), name=agent.name): agent for agent in agents}
+    agents = batch_agents(start())
+    halt = asyncio.Event()
+    tasks = {asyncio.get_running_loop().create_task(agent.run(halt), name=agent.name): agent for agent in agents}
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
     except asyncio.CancelledError:  # the worker is stopping: each agent leaves its group
-        stop.set()
+        halt.set()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
     for task in done:
         if (exc := task.exception()) is not None:
-            log.critical("agent %s failed (%s: %s); stopping the worker without committing its batch",
-                         tasks[task].name, type(exc).__name__, exc, exc_info=exc)
-    logging.shutdown()
-    os._exit(EXIT_AGENT_FAILED)
+            stop(tasks[task].name, exc)
 
 
 def _record(event: faust.EventT) -> Record:
@@ -215,17 +143,23 @@ def _topic(spec: TopicSpec) -> faust.TopicT:
                      partitions=spec.partitions)
 
 
-@app.agent(_topic(BIOMETRIC_ADJUDICATIONS))
+async def _one_at_a_time(name: str, stream: faust.StreamT) -> None:
+    """A Faust agent's loop: each record through its stage; Faust commits it once this returns."""
+    pipeline, st = start(), stage(name)
+    async for event in stream.events():
+        try:
+            await pipeline.handle(st, [_record(event)])
+        except Exception as exc:  # noqa: BLE001 - the worker decides, as for the batch agents
+            stop(name, exc)
+
+
+@app.agent(_topic(stage("adjudications").topic))
 async def adjudications(stream: faust.StreamT) -> None:
-    """Officers' decisions → checked against the link → the link agent (biometric.pairs)."""
-    handler = start().handlers.link_decisions
-    async for event in stream.events():
-        await handler.adjudicate(_record(event))
+    """Officers' decisions on links → checked against the link → the link agent (biometric.pairs)."""
+    await _one_at_a_time("adjudications", stream)
 
 
-@app.agent(_topic(REVIEW_DECISIONS))
-async def review(stream: faust.StreamT) -> None:
-    """Officers' decisions → form checked → the case agent (cases) or the link agent (links)."""
-    handler = start().handlers.decisions
-    async for event in stream.events():
-        await handler.process(_record(event))
+@app.agent(_topic(stage("review_decisions").topic))
+async def review_decisions(stream: faust.StreamT) -> None:
+    """Officers' decisions → form checked → the case agent (review.cases) or the link checks."""
+    await _one_at_a_time("review_decisions", stream)

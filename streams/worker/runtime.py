@@ -1,23 +1,18 @@
-"""Batch agents on librdkafka: consume a batch, hand it to its handler, commit; and one bulk producer per agent.
+"""Batch agents on librdkafka: consume a batch, hand it to its handler, make its effects hold, commit.
 
 Why not Faust's streams for the busy topics: a Faust agent that does nothing with its
 events costs ~140 µs of CPU per event (aiokafka's Python fetcher, a Message and an Event
-per record, a task per step of the stream iterator), and a ``topic.send`` ~130-190 µs
-per record (measured on this machine with throwaway scripts before this module was written;
-``python -m bench.pipeline`` gives the end-to-end effect). A crossing made four or five Kafka
-records on its way through, so the worker spent most of its core inside the client.
-librdkafka queues a record for ~2 µs. The busy agents (ingest, dedup shards, links, rules,
-cases: :data:`streams.topics.AGENTS`) therefore run here, each on its own confluent-kafka
-consumer; the Faust app still hosts them (:mod:`streams.worker.app`) and runs the low-volume
-agents (officers' decisions on links and cases) as Faust agents.
+per record, a task per step of the stream iterator; measured on this machine when this module
+was written, ``python -m bench.pipeline`` gives the end-to-end effect). The busy agents
+(:mod:`streams.worker.stages`) therefore run here, each on its own confluent-kafka consumer;
+the Faust app hosts them (:mod:`streams.worker.app`) and runs the low-volume agents (officers'
+decisions) as Faust agents.
 
 Each :class:`BatchAgent` is one member of its own consumer group (``<app id>-<agent>``):
 
 1. ``consume`` up to ``size`` records, or what came within ``within`` seconds;
-2. ``handler.process(records)`` returns once the batch's rows are in ClickHouse and its
-   sends are acknowledged by Kafka;
-3. the agent's changelog-backed tables (:mod:`streams.worker.state`) write what the batch changed,
-   and Kafka acknowledges it;
+2. ``handler.process(records)`` computes the batch's :class:`~streams.worker.effects.Effects`;
+3. :func:`~streams.worker.effects.perform` makes them hold (sends, rows, state, record of processing);
 4. then, and only then, the batch's offsets are committed (synchronously).
 
 So a committed offset never runs ahead of ClickHouse, Kafka or the state, and a crash
@@ -27,7 +22,8 @@ from the committed offset after every assignment, which is what Faust's consumer
 three patches for. Partitions move with the cooperative-sticky assignor: a rebalance
 revokes only the partitions that move, and the handler and tables forget exactly those
 (their state is read back from Kafka by whoever gets them). Assignment callbacks run
-inside ``consume``, never while the handler is running.
+inside ``consume``, never while the handler is running. An error rises out of :meth:`BatchAgent.run`
+uncommitted; the app decides what the worker does (:func:`streams.worker.app.stop`).
 
 A worker never reads more than it can hold: the batch is at most ``size`` records and
 librdkafka prefetches at most ``queued.max.messages.kbytes`` per consumer.
@@ -44,12 +40,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
-from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from schemas.errors import LintasError
+from agents.audit import offsets
+from agents.ingest import Source
 from streams import clients
 from streams.settings import Settings
 from streams.topics import Role
+from streams.worker.effects import Effects, Sender, StateTable, Writer, perform
+from streams.worker.lanes import Lane
 
 log = logging.getLogger("lintas.runtime")
 T = TypeVar("T")
@@ -75,92 +74,24 @@ class Record:
                    tuple(msg.headers() or ()))  # type: ignore[arg-type]  # a list of pairs when consumed
 
 
-class DeliveryFailed(LintasError):
-    """Kafka did not take a record for good: the batch is not committed and the worker stops."""
-
-    code = "delivery_failed"
-
-
-class Sender:
-    """Every record one agent sends, through one librdkafka producer: queue them, then wait for all of them.
-
-    ``send`` only queues (a C call, no future per record); :meth:`flush` waits until Kafka
-    acknowledged every queued record (``acks=all``, idempotent), off the event loop, and
-    raises :class:`DeliveryFailed` naming the topic and Kafka's error if one was refused.
-    Records without a partition are placed by murmur2 on their key, as Java clients and
-    Faust do, so a key's records and its state live on the same partition.
-    """
-
-    def __init__(self, settings: Settings, name: str, producer: Producer | None = None) -> None:
-        """A producer for agent ``name`` (``producer``: a test's stand-in)."""
-        self.name = name
-        self._producer = producer or clients.producer(settings, Role.WORKER, **{
-            **clients.SAME_PARTITION_AS_FAUST, "client.id": f"lintas-{name}", "linger.ms": 5,
-            "compression.type": "lz4", "batch.num.messages": 10_000, "queue.buffering.max.messages": 1_000_000,
-            "queue.buffering.max.kbytes": 512 * 1024, "message.timeout.ms": int(settings.sink_max_retry_seconds * 1000),
-            "on_delivery": self._delivered,
-        })
-        self._failed: list[tuple[str, str]] = []
-        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"send-{name}")
-        self.queued = 0  # records sent since the last flush
-        self.waited = 0.0  # seconds spent waiting for acknowledgements
-
-    def _delivered(self, err: KafkaError | None, msg: Message) -> None:
-        if err is not None:
-            self._failed.append((msg.topic() or "", err.str()))
-
-    def send(self, topic: str, value: bytes | None, key: bytes | None = None, partition: int | None = None,
-             headers: list[tuple[str, bytes]] | None = None) -> None:
-        """Queue one record (``value`` None: a tombstone)."""
-        while True:
-            try:
-                self._producer.produce(topic, value, key, -1 if partition is None else partition,
-                                       headers=headers)  # type: ignore[arg-type]
-                self.queued += 1
-                return
-            except BufferError:  # librdkafka's queue is full: let it drain
-                self._producer.poll(0.05)
-
-    async def flush(self) -> None:
-        """Wait until Kafka acknowledged everything queued; :class:`DeliveryFailed` if it refused something."""
-        if self.queued:
-            t0 = time.monotonic()
-            await asyncio.get_running_loop().run_in_executor(self._io, self._wait)
-            self.waited += time.monotonic() - t0
-        self.queued = 0
-        if self._failed:
-            topic, reason = self._failed[0]
-            failed, self._failed = len(self._failed), []
-            raise DeliveryFailed(f"{failed} record(s) not delivered, first to {topic}: {reason}")
-
-    def _wait(self) -> None:
-        while self._producer.flush(1.0):
-            pass
-
-    def close(self) -> None:
-        """Deliver what is queued (bounded) and stop the I/O thread."""
-        self._producer.flush(10.0)
-        self._io.shutdown(wait=False)
+def source_of(record: Record) -> Source:
+    """Where a record sits in Kafka (what a row or a dead letter names as its source)."""
+    return Source(record.topic, record.partition, record.offset, int(record.timestamp * 1000))
 
 
-class Handler(Protocol):
-    """What a batch agent calls: one batch, returning once its rows and sends hold."""
+def batch_source(records: list[Record]) -> str:
+    """Where a batch sits in Kafka, for its record of processing: ``topic:p0:10-42,p3:7-7``."""
+    return f"{records[0].topic}:" + offsets([(r.partition, r.offset) for r in records])
 
-    async def process(self, records: list[Record]) -> None:
-        """Handle one batch."""
+
+class BatchHandler(Protocol):
+    """What a batch agent calls: one batch in, what it caused out (nothing sent or written yet)."""
+
+    async def process(self, records: list[Record]) -> Effects:
+        """Compute one batch's effects."""
 
     def revoked(self, partitions: set[int]) -> None:
         """Partitions of the agent's topic that moved away: forget what is held for them."""
-
-
-class Table(Protocol):
-    """A changelog-backed table an agent writes (:class:`streams.worker.state.ChangelogTable`)."""
-
-    def write(self) -> int:
-        """Queue what changed since the last write to the changelog; the number of records."""
-
-    def revoked(self, partitions: set[int]) -> None:
-        """Forget these partitions' state (read back if they come back)."""
 
 
 @dataclass(frozen=True)
@@ -181,19 +112,19 @@ class LagRow:
 
 
 class Clock:
-    """Where an agent's time goes (waiting for records, handling, writing state, committing), logged every so often.
+    """Where an agent's time goes (waiting for records, handling, making it hold, committing), logged now and then.
 
-    "handling" includes the handler's own waits for Kafka's acknowledgements (said apart) and for
-    ClickHouse; a busy agent shows little "waiting for records", a starved one much.
+    Making effects hold includes waiting for Kafka's acknowledgements and for ClickHouse (both said
+    apart); a busy agent shows little "waiting for records", a starved one much.
     """
 
-    def __init__(self, name: str, sender: Sender, every_s: float, io: dict[str, float] | None = None) -> None:
-        """Log at most every ``every_s`` seconds; ``io``: seconds waited on other I/O, by agent (ClickHouse)."""
-        self.name, self.sender, self.every_s, self.io = name, sender, every_s, io if io is not None else {}
+    def __init__(self, name: str, sender: Sender, lane: Lane, every_s: float) -> None:
+        """Log at most every ``every_s`` seconds."""
+        self.name, self.sender, self.lane, self.every_s = name, sender, lane, every_s
         self.spent: dict[str, float] = {}
         self.records = 0
         self.since = time.monotonic()
-        self._acked, self._io = sender.waited, self.io.get(name, 0.0)
+        self._acked, self._io = sender.waited, lane.waited
 
     async def timed(self, phase: str, work: Awaitable[T]) -> T:
         """Await ``work``, adding its time to ``phase``."""
@@ -209,12 +140,13 @@ class Clock:
         if span < self.every_s:
             return
         if self.records:
-            acked, io = self.sender.waited - self._acked, self.io.get(self.name, 0.0) - self._io
+            acked, io = self.sender.waited - self._acked, self.lane.waited - self._io
             parts = ", ".join(f"{phase} {s:.1f}s" for phase, s in self.spent.items())
             log.info("%s: %d record(s) in %.0fs (%.0f/s): %s (waiting on Kafka's acknowledgements %.1fs, on "
-                     "ClickHouse %.1fs)", self.name, self.records, span, self.records / span, parts, acked, io)
+                     "ClickHouse and the registry %.1fs)", self.name, self.records, span, self.records / span, parts,
+                     acked, io)
         self.spent, self.records, self.since = {}, 0, time.monotonic()
-        self._acked, self._io = self.sender.waited, self.io.get(self.name, 0.0)
+        self._acked, self._io = self.sender.waited, self.lane.waited
 
 
 def consumer_config(settings: Settings, group: str) -> dict[str, Any]:
@@ -230,19 +162,18 @@ def consumer_config(settings: Settings, group: str) -> dict[str, Any]:
 
 
 class BatchAgent:
-    """One agent: a consumer of one topic in the agent's own group, its handler, its tables."""
+    """One agent: a consumer of one topic in the agent's own group, its handler, its producer, lane and tables."""
 
-    def __init__(self, name: str, group: str, topic: str, handler: Handler, sender: Sender, settings: Settings, *,
-                 size: int, within: float, tables: Sequence[Table] = (),
-                 lag: Callable[[list[LagRow]], Any] | None = None, io: dict[str, float] | None = None) -> None:
-        """An agent reading ``topic`` in ``group``.
+    def __init__(self, name: str, group: str, topic: str, handler: BatchHandler, sender: Sender, lane: Lane,
+                 write_rows: Writer, settings: Settings, *, size: int, within: float,
+                 tables: Sequence[StateTable] = (), lag: Callable[[list[LagRow]], Any] | None = None) -> None:
+        """An agent reading ``topic`` in ``group``; rows go through ``write_rows`` on ``lane``.
 
-        ``lag`` is called (awaited if it returns an awaitable) with the agent's lag every few seconds;
-        ``io`` holds the seconds each agent waited on other I/O (ClickHouse), for its log line.
+        ``lag`` is called (awaited if it returns an awaitable) with the agent's lag every few seconds.
         """
         self.name, self.group, self.topic, self.handler, self.sender = name, group, topic, handler, sender
+        self.lane, self.write_rows = lane, write_rows
         self.settings, self.size, self.within, self.tables, self.lag = settings, size, within, tables, lag
-        self.io = io
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"consume-{name}")
         self._consumer: Consumer | None = None
         self.assigned: set[int] = set()
@@ -274,23 +205,22 @@ class BatchAgent:
         return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Consume, handle, write state, commit, until ``stop`` is set (then leave the group cleanly)."""
+        """Consume, handle, perform, commit, until ``stop`` is set (then leave the group cleanly)."""
         config = consumer_config(self.settings, self.group)
         consumer = Consumer(clients.kafka_config(self.settings, Role.WORKER, **config))
         self._consumer = consumer
         consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
                            on_lost=self._on_lost)
-        clock = Clock(self.name, self.sender, self.settings.worker_stats_seconds, self.io)
+        clock = Clock(self.name, self.sender, self.lane, self.settings.worker_stats_seconds)
         try:
             while not stop.is_set():
                 messages = await clock.timed("waiting for records", self._call(consumer.consume, self.size,
                                                                                  self.within))
                 records = self._records(messages)
                 if records:
-                    await clock.timed("handling", self.handler.process(records))
-                    for table in self.tables:
-                        table.write()
-                    await clock.timed("writing state", self.sender.flush())
+                    effects = await clock.timed("handling", self.handler.process(records))
+                    await clock.timed("making it hold", perform(effects, self.sender, self.lane, self.write_rows,
+                                                                self.tables))
                     await clock.timed("committing", self._commit(consumer, records))
                     self.batches += 1
                     self.records += len(records)

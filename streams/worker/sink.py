@@ -1,20 +1,18 @@
-"""Batched, retried inserts into ClickHouse.
+"""Batched inserts into ClickHouse, one attempt each; a failure says whether time can fix it.
 
-A batch is written whole or, if the failure is transient (ClickHouse unreachable,
-overloaded, timing out), retried with capped exponential backoff; while it retries
-the agent consumes nothing more (backpressure), and Kafka offsets are not committed.
-Past ``sink_max_retry_seconds`` the worker exits hard so that no offset of an
-unwritten batch can ever be committed; on restart Kafka replays it. A refusal that
-no retry can change (an unknown column, a type mismatch, a read-only user) stops
-the worker at once, naming the table and ClickHouse's error, without committing.
+A batch is written whole in one block, by columns. If ClickHouse does not take it, the sink
+raises :class:`SinkUnavailable` when retrying the same insert can succeed (ClickHouse
+unreachable, overloaded, timing out) and :class:`SinkRefused` when no retry can change it (an
+unknown column, a type mismatch, a read-only user). It never waits and never exits: the worker's
+lanes (:mod:`streams.worker.lanes`) retry what time can fix, and the runtime stops the worker
+on what it cannot, without committing (quix-streams' sinks raise ``SinkBackpressureError`` for
+their runtime the same way).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,15 +27,36 @@ from clickhouse_connect.driver.exceptions import (
     ProgrammingError,
 )
 
+from schemas.errors import LintasError, Unavailable
 from streams import clients
 from streams.settings import Settings
 
 log = logging.getLogger("lintas.sink")
-EXIT_SINK_UNAVAILABLE = 75  # EX_TEMPFAIL
-EXIT_SINK_REFUSED = 70  # EX_SOFTWARE: the rows or the schema are wrong, not the server's state
 # ClickHouse error codes that say "not now" rather than "never": timeouts, overload, memory, network,
 # too many parts, replicas or keeper briefly away, an insert whose outcome is unknown.
 TRANSIENT_CODES = frozenset({159, 160, 202, 203, 209, 210, 241, 242, 252, 285, 319, 425, 439, 473, 999, 1000})
+
+
+class SinkUnavailable(Unavailable):
+    """ClickHouse did not take the rows, and the same insert may succeed later."""
+
+    code = "clickhouse_unavailable"
+
+    def __init__(self, doing: str, exc: BaseException) -> None:
+        """Say what was being done (``writing crossings``) and the kind of failure, never the rows."""
+        super().__init__(f"ClickHouse unavailable {doing} ({type(exc).__name__})")
+
+
+class SinkRefused(LintasError):
+    """ClickHouse refused the rows for a reason no retry can change: the rows or the schema are wrong."""
+
+    code = "clickhouse_refused"
+
+    def __init__(self, doing: str, exc: BaseException) -> None:
+        """Say what was being done (``writing crossings``) and ClickHouse's error code."""
+        self.clickhouse_code = getattr(exc, "code", None)
+        super().__init__(f"ClickHouse refused {doing} ({type(exc).__name__} code {self.clickhouse_code}); no retry "
+                         "can change that (check migrations: `lintas db migrate`)")
 
 
 def transient(exc: BaseException) -> bool:
@@ -75,31 +94,25 @@ class ClickHouseSink:
                                                      send_receive_timeout=60)
         return self._client  # type: ignore[return-value]
 
+    def query(self, sql: str, parameters: dict[str, Any]) -> list[dict[str, Any]]:
+        """Rows of a read, as dicts; :class:`SinkUnavailable` or :class:`SinkRefused` as for :meth:`write`."""
+        try:
+            result = self.client().query(sql, parameters=parameters)
+        except Exception as exc:  # noqa: BLE001 - the same two kinds as a write
+            self._client = None
+            raise (SinkUnavailable if transient(exc) else SinkRefused)("reading", exc) from exc
+        return [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
+
     def write(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
-        """Insert the rows in one block, retrying until ClickHouse has them or the retry budget is spent."""
+        """Insert the rows in one block; :class:`SinkUnavailable` or :class:`SinkRefused` if ClickHouse did not."""
         if not rows:
             return
         columns = list(rows[0])
         data = [[row[c] for row in rows] for c in columns]  # by column: what the driver sends, no transpose
-        deadline = time.monotonic() + self.settings.sink_max_retry_seconds
-        delay = 0.2
-        while True:
-            try:
-                self.client().insert(table, data, column_names=columns, column_oriented=True)
-                return
-            except Exception as exc:  # noqa: BLE001 - ClickHouse does not have the batch: retry or stop
-                self._client = None
-                if not transient(exc):
-                    log.critical("ClickHouse refused the rows for %s (%s code %s); no retry can change that: "
-                                 "exiting without committing (check migrations: `lintas db migrate`)", table,
-                                 type(exc).__name__, getattr(exc, "code", None))
-                    logging.shutdown()
-                    os._exit(EXIT_SINK_REFUSED)
-                if time.monotonic() + delay > deadline:
-                    log.critical("ClickHouse unavailable for %.0fs writing %s (%s); exiting without committing",
-                                 self.settings.sink_max_retry_seconds, table, type(exc).__name__)
-                    logging.shutdown()
-                    os._exit(EXIT_SINK_UNAVAILABLE)
-                log.warning("ClickHouse write to %s failed (%s); retrying in %.1fs", table, type(exc).__name__, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        try:
+            self.client().insert(table, data, column_names=columns, column_oriented=True)
+        except Exception as exc:  # noqa: BLE001 - ClickHouse does not have the batch: say whether to retry
+            self._client = None  # the next attempt connects afresh
+            if transient(exc):
+                raise SinkUnavailable(f"writing {table}", exc) from exc
+            raise SinkRefused(f"writing {table}", exc) from exc

@@ -1,10 +1,9 @@
 """Keep the Faust workers running: restart each when it dies, stop them all when asked.
 
-faust-streaming can crash its worker on a race inside table recovery (a
-rebalance while changelogs are read back), and the ClickHouse sink exits on
-purpose after its retry budget (exit 75) so Kafka replays the batch. Either way
-the right move is the same as a service manager's: start it again, with a
-growing pause, and say so in the log. A SIGTERM or SIGINT to the supervisor is
+A worker stops itself on purpose when an agent fails (:func:`streams.worker.app.stop`: exit 75
+when ClickHouse stayed away past its budget, so Kafka replays the batch; 70 otherwise), and
+faust-streaming can crash it on a race of its own. Either way the right move is a service
+manager's: start it again, with a growing pause, and say so in the log. A SIGTERM or SIGINT to the supervisor is
 passed to the worker and ends the loop; a clean exit (0) ends it too.
 """
 

@@ -1,42 +1,40 @@
 """In-memory stand-ins for Kafka and ClickHouse, to run the worker's handlers without a broker or a server.
 
-What bytewax's ``testing`` module is to its dataflows: the unit tests and the handler
-benchmark build the real handlers (:func:`streams.worker.handlers.handlers`) over these, feed
-them :class:`~streams.worker.runtime.Record` batches and read back what was sent and written.
+What bytewax's ``testing`` module is to its dataflows: the unit tests and the handler benchmark
+build the real pipeline (:func:`streams.worker.stages.assemble`) over these with
+:class:`MemoryWorker`, feed it :class:`~streams.worker.runtime.Record` batches through the same
+effect order the worker follows, and read back what was sent and written.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import murmur2
 from confluent_kafka.schema_registry._sync.mock_schema_registry_client import MockSchemaRegistryClient
 
-from agents.cases import CaseState
-from agents.links import LinkState
-from agents.overstay import StayState
-from agents.trafficking.state import KeyState
-from streams.topics import (
-    ALL_TOPICS,
-    BIOMETRIC_PAIRS,
-    CASE_COMMANDS,
-    CASE_STATE_TABLE,
-    LINK_STATE_TABLE,
-    STAY_STATE_TABLE,
-    TRAFFICKING_FACTS,
-    TRAFFICKING_STATE_TABLE,
-    changelog_of,
-)
-from streams.worker.handlers import Outlets
-from streams.worker.runtime import Record
-from streams.worker.state import ChangelogTable
+from agents.ingest import TemplatePolicy
+from agents.keys import Purposes
+from agents.sealing import SubjectSealer
+from agents.vault import Recent
+from schemas.wire import SchemaIds
+from streams.keystores import FileKeyring, SqliteSubjectKeys
+from streams.settings import Settings
+from streams.topics import ALL_TOPICS
+from streams.worker.effects import Headers
+from streams.worker.lanes import Lanes
+from streams.worker.runtime import BatchHandler, Record
+from streams.worker.services import Services, ThresholdsFile
+from streams.worker.stages import Pipeline, assemble, stage
 
 
 @dataclass
 class Sent:
-    """One record a handler sent."""
+    """One record a handler's effects sent."""
 
     topic: str
     value: bytes | None
@@ -53,9 +51,10 @@ class MemorySender:
         self.name = name
         self.sent: dict[str, list[Sent]] = defaultdict(list)
         self.flushes = 0
+        self.waited = 0.0
 
     def send(self, topic: str, value: bytes | None, key: bytes | None = None, partition: int | None = None,
-             headers: list[tuple[str, bytes]] | None = None) -> None:
+             headers: Headers | None = None) -> None:
         """Keep the record."""
         self.sent[topic].append(Sent(topic, value, key, partition, dict(headers or [])))
 
@@ -94,7 +93,7 @@ class NoLists:
 
 
 class MemorySink:
-    """Rows by table, as the handlers wrote them."""
+    """Rows by table, as the effects wrote them."""
 
     def __init__(self) -> None:
         """No rows yet."""
@@ -104,29 +103,45 @@ class MemorySink:
         """Keep the rows."""
         self.rows.setdefault(table, []).extend(rows)
 
-    def client(self) -> Any:
+    def query(self, sql: str, parameters: dict[str, Any]) -> list[dict[str, Any]]:
         """No ClickHouse here."""
         raise AssertionError("no ClickHouse read expected")
 
 
-class MemoryOutlets:
-    """One :class:`MemorySender` per agent (every topic's sends also in :attr:`sent`) and empty state tables."""
+def memory_services(state_dir: Path, post_keys: Callable[[str], bytes | None], *, dimension: int = 512,
+                    quality_floor: float = 0.3) -> Services:
+    """The worker's services over a temporary state directory, an in-memory registry and sink, and no watchlists."""
+    settings = Settings(state_dir=state_dir, dedup_dimension=dimension, dedup_quality_floor=quality_floor)
+    keyring = FileKeyring(settings.keyring_path)
+    return Services(
+        settings=settings, ids=SchemaIds(MemoryRegistry({"url": "mock://lintas"})), keyring=keyring,
+        keys=Purposes.from_provider(keyring), sink=MemorySink(), lanes=Lanes(settings),
+        sealer=SubjectSealer(SqliteSubjectKeys(settings.subject_keys_path)), vaulted=Recent(),
+        templates=TemplatePolicy(dimension, quality_floor), watchlists=NoLists(),
+        post_keys=post_keys, thresholds=ThresholdsFile(settings.dedup_thresholds_path))
 
-    def __init__(self) -> None:
-        """Tables over changelogs that hold what was sent to them; their writes go to the owning agent's sender."""
+
+class MemoryWorker:
+    """The worker's pipeline over in-memory senders (one per agent) and sink: :meth:`handle` is one batch's turn."""
+
+    def __init__(self, svc: Services) -> None:
+        """Every handler and table over ``svc``; the tables' changelogs are what their agents sent."""
+        self.services = svc
         self.senders: dict[str, MemorySender] = {}
+        self.pipeline: Pipeline = assemble(svc, self.sender, self.read)
 
-        def table(name: str, kind: Any, partitions: int, owner: str) -> ChangelogTable[Any]:
-            return ChangelogTable(name, changelog_of(name).name, partitions, kind.from_bytes,
-                                  lambda state: state.to_bytes(), self.sender(owner).send, self.read)
+    @property
+    def sink(self) -> MemorySink:
+        """The rows written."""
+        return self.services.sink  # type: ignore[return-value]
 
-        self.outlets = Outlets(
-            trafficking_state=table(TRAFFICKING_STATE_TABLE, KeyState, TRAFFICKING_FACTS.partitions,
-                                    "trafficking_rules"),
-            stay_state=table(STAY_STATE_TABLE, StayState, TRAFFICKING_FACTS.partitions, "trafficking_rules"),
-            link_state=table(LINK_STATE_TABLE, LinkState, BIOMETRIC_PAIRS.partitions, "dedup_links"),
-            case_state=table(CASE_STATE_TABLE, CaseState, CASE_COMMANDS.partitions, "cases"),
-            sender=self.sender, read=self.read)
+    def handler(self, name: str) -> BatchHandler:
+        """Agent ``name``'s handler."""
+        return self.pipeline.handlers[name]
+
+    async def handle(self, name: str, records: list[Record]) -> None:
+        """One batch through agent ``name``, its effects made to hold as the worker does them."""
+        await self.pipeline.handle(stage(name), records)
 
     def read(self, topic: str, partition: int) -> list[tuple[bytes | None, bytes | None]]:
         """What was sent to one partition of a compacted topic (a changelog, the gallery), oldest first."""

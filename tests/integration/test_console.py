@@ -94,16 +94,18 @@ def _lintas(settings: Settings, *args: str, stdin: str = "") -> subprocess.Compl
 
 
 def _operations_token(settings: Settings, number: str) -> str:
-    from agents.keys import FileKeyring, tokeniser
+    from agents.keys import tokeniser
     from agents.pseudonymise import document_token
+    from streams.keystores import FileKeyring
 
     return document_token(tokeniser(FileKeyring(settings.keyring_path), "operations"), "IDN", number)
 
 
 def _vault(settings: Settings, token: str, identity: dict[str, Any]) -> None:
     """Seal the identity under the person's own key and publish it to the vault, as the worker does."""
-    from agents.sealing import SqliteSubjectKeys, SubjectSealer
+    from agents.sealing import SubjectSealer
     from agents.vault import sealed_entries
+    from streams.keystores import SqliteSubjectKeys
 
     store = SqliteSubjectKeys(settings.subject_keys_path)
     try:

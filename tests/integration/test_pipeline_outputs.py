@@ -139,7 +139,8 @@ def test_rule_windows_survive_a_worker_kill(ostack: Stack, worker: Worker, tmp_p
 
 def _operations(settings: Settings) -> Tokeniser:
     """The operations tokeniser of the stack's key file (shared with the worker)."""
-    from agents.keys import FileKeyring, tokeniser
+    from agents.keys import tokeniser
+    from streams.keystores import FileKeyring
 
     return tokeniser(FileKeyring(settings.keyring_path), "operations")
 
@@ -165,10 +166,11 @@ def test_erase_leaves_no_row_or_readable_copy_of_the_person_and_the_others_untou
     """An escort with five travellers; erase one traveller (with a biometric enrolment), keep everyone else."""
     import numpy as np
 
-    from agents.keys import FileKeyring, tokeniser
+    from agents.keys import tokeniser
     from agents.pseudonymise import document_token
-    from agents.sealing import KeyDestroyed, SealError, SqliteSubjectKeys, SubjectSealer
+    from agents.sealing import KeyDestroyed, SealError, SubjectSealer
     from agents.vault import open_entry
+    from streams.keystores import FileKeyring, SqliteSubjectKeys
     from streams.ops.erasure import ErasureHeld, erase
     from streams.ops.privacy import NotInVault, resolve_identity
     from streams.topics import ALERTS, BIOMETRIC_GALLERY, IDENTITY_VAULT

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.anomaly import FEATURES, ModelError, evaluate_batch, features, load, save, train
+from agents.anomaly import FEATURES, ModelError, evaluate_batch, features, load_model, save_model, train
 from agents.trafficking.config import load_rules
 from agents.trafficking.engine import latest
 from agents.trafficking.state import KeyState
@@ -51,13 +51,13 @@ def test_an_escort_of_many_stands_out_and_the_explanation_says_why() -> None:
 
 def test_model_file_is_versioned_and_refused_when_altered(tmp_path: Path) -> None:
     model = train(_ordinary_rows(500), alert_rate=0.01)
-    path = save(model, tmp_path / "m.joblib")
-    assert load(path).version == model.version and model.version.startswith("if-500-")
+    path = save_model(model, tmp_path / "m.joblib")
+    assert load_model(path).version == model.version and model.version.startswith("if-500-")
     path.write_bytes(path.read_bytes() + b"\0")
     with pytest.raises(ModelError, match="checksum"):
-        load(path)
+        load_model(path)
     with pytest.raises(ModelError):
-        load(tmp_path / "missing.joblib")
+        load_model(tmp_path / "missing.joblib")
 
 
 def test_batch_raises_one_growing_anomaly_alert_and_replays_resend_it() -> None:

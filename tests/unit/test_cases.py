@@ -18,7 +18,7 @@ from agents.cases import (
     check_form,
     decide,
     decision_command,
-    erase,
+    forget,
     load_policy,
     read_command,
 )
@@ -118,9 +118,9 @@ def test_state_and_commands_round_trip_and_erasure() -> None:
     assert case_row(again, POLICY, "k", NOW) == case_row(state, POLICY, "k", NOW)
     officer = "off-9"
     assert read_command(decision_command(decision("CONFIRM"), officer))["decision"]["officer_token"] == officer
-    kept = erase(again, ["tok-a"])
+    kept = forget(again, ["tok-a"])
     assert kept is not None and "tok-a" not in case_row(kept, POLICY, "k", NOW)["subjects"]
-    assert erase(CaseState.from_bytes(state.to_bytes()), ["tok-escort"]) is None  # their own case goes whole
+    assert forget(CaseState.from_bytes(state.to_bytes()), ["tok-escort"]) is None  # their own case goes whole
     assert case_id(KEY) == case_id(KEY) != case_id("doc:other")
 
 

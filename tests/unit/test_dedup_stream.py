@@ -24,10 +24,11 @@ from agents.biometric import (
     subject_id,
 )
 from agents.dedup import ModelThresholds, ThresholdSet, identity_key
-from agents.links import AdjudicationRejected, LinkState, adjudicate, apply, link_row
+from agents.links import AdjudicationRejected, LinkState, adjudicate, apply_command, link_row
 from agents.pseudonymise import Tokeniser
-from agents.sealing import KeyDestroyed, SealError, SqliteSubjectKeys, SubjectSealer, person_key
+from agents.sealing import KeyDestroyed, SealError, SubjectSealer, person_key
 from schemas.wire import avro_bytes
+from streams.keystores import SqliteSubjectKeys
 from streams.sim.dedup_network import LocalNetwork
 
 DIM = 64
@@ -278,24 +279,24 @@ def test_officers_decide_links_the_first_decision_stands_and_red_may_confirm_its
     pair = {"kind": "PAIR", "link_id": "L1", "model": MODEL, "pair": "a~b@0", "score": 0.65,
             "sides": [{**side, "subject": "S1", "identity": "d1"}, {**side, "subject": "S2", "identity": "d2"}],
             "erased": False, "status": "", "officer_token": "", "decided_at": NOW}
-    out = apply(None, pair, THRESHOLDS.for_model, NOW, False, "k")
+    out = apply_command(None, pair, THRESHOLDS.for_model, NOW, False, "k")
     assert out.record["status"] == "OPEN" and out.record["colour"] == "YELLOW" and out.facts == ()
     state = out.state
     decide = {**pair, "kind": "DECIDE", "status": "CONFIRMED", "officer_token": "OT", "decided_at": NOW}
-    out = apply(state, decide, THRESHOLDS.for_model, NOW, False, "k")
+    out = apply_command(state, decide, THRESHOLDS.for_model, NOW, False, "k")
     assert out.record["status"] == "CONFIRMED" and out.record["decided_by"] == "officer"
     assert len(out.facts) == 2, "a confirmed link is evidence of one face with two documents"
-    again = apply(out.state, {**decide, "status": "REJECTED"}, THRESHOLDS.for_model, NOW, False, "k")
+    again = apply_command(out.state, {**decide, "status": "REJECTED"}, THRESHOLDS.for_model, NOW, False, "k")
     assert again.record is None and again.state.status == "CONFIRMED"
     unpair = {**pair, "kind": "UNPAIR"}
-    kept = apply(again.state, unpair, THRESHOLDS.for_model, NOW, False, "k")
+    kept = apply_command(again.state, unpair, THRESHOLDS.for_model, NOW, False, "k")
     assert kept.record["status"] == "CONFIRMED", "a decision outlives its evidence"
-    red = apply(None, {**pair, "score": 0.75}, THRESHOLDS.for_model, NOW, True, "k")
+    red = apply_command(None, {**pair, "score": 0.75}, THRESHOLDS.for_model, NOW, True, "k")
     assert (red.record["status"], red.record["decided_by"], red.record["colour"]) == ("CONFIRMED", "auto", "RED")
-    gone = apply(LinkState.from_bytes(out.state.to_bytes()), {**unpair, "erased": True}, THRESHOLDS.for_model, NOW,
+    gone = apply_command(LinkState.from_bytes(out.state.to_bytes()), {**unpair, "erased": True}, THRESHOLDS.for_model, NOW,
                  False, "k")
     assert gone.state is None and gone.tombstone and gone.record is None
-    withdrawn = apply(apply(None, pair, THRESHOLDS.for_model, NOW, False, "k").state, unpair, THRESHOLDS.for_model,
+    withdrawn = apply_command(apply_command(None, pair, THRESHOLDS.for_model, NOW, False, "k").state, unpair, THRESHOLDS.for_model,
                       NOW, False, "k")
     assert withdrawn.record["status"] == "WITHDRAWN"
 

@@ -8,8 +8,9 @@ import pytest
 
 from agents.erasure import MUTATIONS, ErasureRequestError, Person, Refs, parameters
 from agents.pseudonymise import Tokeniser, person_token
-from agents.sealing import KeyDestroyed, SqliteSubjectKeys, SubjectSealer, person_key
+from agents.sealing import KeyDestroyed, SubjectSealer, person_key
 from agents.vault import Recent, identities, open_entry, sealed_entries
+from streams.keystores import SqliteSubjectKeys
 
 OPS = [Tokeniser(b"unit-ops-key-1-not-a-secret-0001", "operations-1")]
 ANALYTICS = [Tokeniser(b"unit-analytics-1-not-a-secret-01", "analytics-1"),

@@ -1,8 +1,7 @@
-"""The worker's batch handlers, called with fake topics, tables and sink: no broker, no ClickHouse."""
+"""The worker's handlers, through the worker's own effect order, over in-memory topics, tables and sink."""
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -10,14 +9,9 @@ from typing import Any
 
 import pytest
 
-from agents.ingest import TemplatePolicy
-from agents.keys import FileKeyring, Purposes
-from agents.sealing import SqliteSubjectKeys, SubjectSealer
 from agents.signing import signed_headers
-from agents.vault import Recent
 from schemas.contracts import CROSSING_EVENT
-from schemas.wire import SchemaIds, encode_payload, frame
-from streams.settings import Settings
+from schemas.wire import encode_payload, frame
 from streams.sim.simulator import Simulator
 from streams.topics import (
     ALERTS,
@@ -30,25 +24,15 @@ from streams.topics import (
     TRAFFICKING_STATE_TABLE,
     changelog_of,
 )
-from streams.worker.handlers import Services, handlers
 from streams.worker.runtime import Record
-from streams.worker.testing import MemoryOutlets, MemoryRegistry, MemorySink, NoLists
+from streams.worker.testing import MemoryWorker, Sent, memory_services
 from streams.worker.testing import records as consumed
 
 
 @pytest.fixture
-def built(tmp_path: Path) -> tuple[Any, MemoryOutlets, MemorySink, SchemaIds]:
-    settings = Settings(state_dir=tmp_path, dedup_dimension=32, dedup_quality_floor=0.0)
-    keyring = FileKeyring(tmp_path / "keyring.json")
-    subject_keys = SqliteSubjectKeys(tmp_path / "subject_keys.sqlite3")
-    ids = SchemaIds(MemoryRegistry({"url": "mock://handlers"}))
-    sink = MemorySink()
-    svc = Services(settings=settings, ids=ids, keyring=keyring, keys=Purposes.from_provider(keyring), sink=sink,
-                   executor=ThreadPoolExecutor(max_workers=1), subject_keys=subject_keys,
-                   sealer=SubjectSealer(subject_keys), vaulted=Recent(), templates=TemplatePolicy(32, 0.0),
-                   watchlists=NoLists(), post_keys=lambda post: POST_KEY if post != "NO-KEY" else None)
-    out = MemoryOutlets()
-    return handlers(svc, out.outlets), out, sink, ids
+def worker(tmp_path: Path) -> MemoryWorker:
+    return MemoryWorker(memory_services(tmp_path, lambda post: POST_KEY if post != "NO-KEY" else None, dimension=32,
+                                        quality_floor=0.0))
 
 
 POST_KEY = bytes(range(32))  # every post's key in these tests (the worker reads each post's own)
@@ -60,8 +44,8 @@ def _event(value: bytes | None, offset: int, topic: str = "crossing_events", key
     return Record(topic, 0, offset, datetime.now(UTC).timestamp(), key, value, headers)
 
 
-async def test_ingest_batch_rows_dead_letters_sends_and_its_record_of_processing(built: Any) -> None:
-    worker, out, sink, ids = built
+async def test_ingest_batch_rows_dead_letters_sends_and_its_record_of_processing(worker: MemoryWorker) -> None:
+    out, sink, ids = worker, worker.sink, worker.services.ids
     sim = Simulator(seed=3, dim=32, days=1, end=datetime.now(UTC) - timedelta(hours=1), population=50)
     records = [r for kind, r in sim.events(5, landings=0) if kind == "crossing"]
     schema_id = ids.id_for("crossing_events", CROSSING_EVENT)
@@ -76,7 +60,7 @@ async def test_ingest_batch_rows_dead_letters_sends_and_its_record_of_processing
     other = next(p for p in ("ID-BTH", "MY-JBC") if p != records[0]["post"]["post_id"])
     batch.append(_event(values[0], n + 4, signer=other))  # signed by one post, naming another
 
-    await worker.crossings.process(batch)
+    await worker.handle("ingest_crossings", batch)
 
     assert len(sink.rows["crossings"]) == len(records)
     assert [r["source_offset"] for r in sink.rows["crossings"]] == list(range(len(records)))
@@ -94,42 +78,40 @@ async def test_ingest_batch_rows_dead_letters_sends_and_its_record_of_processing
     assert not any(v in str(sink.rows) for v in raw), "no document number or name in any row"
 
 
-async def test_the_rule_handler_keeps_state_in_its_table_and_sends_alerts(built: Any) -> None:
-    worker, out, sink, ids = built
+async def test_the_rule_handler_keeps_state_in_its_table_and_sends_alerts(worker: MemoryWorker) -> None:
+    out, sink, ids = worker, worker.sink, worker.services.ids
     sim = Simulator(seed=4, dim=32, days=1, end=datetime.now(UTC) - timedelta(hours=1), population=50)
     records = [r for kind, r in sim.events(40, landings=0) if kind == "crossing"]
     schema_id = ids.id_for("crossing_events", CROSSING_EVENT)
-    await worker.crossings.process([_event(frame(schema_id, encode_payload(CROSSING_EVENT, r)), n, signer=r["post"]["post_id"])
-                                    for n, r in enumerate(records)])
+    await worker.handle("ingest_crossings", [_event(frame(schema_id, encode_payload(CROSSING_EVENT, r)), n,
+                                                    signer=r["post"]["post_id"]) for n, r in enumerate(records)])
     facts = consumed(TRAFFICKING_FACTS.name, out.sent(TRAFFICKING_FACTS.name))
 
-    await worker.rules.process(facts)
-    written = out.outlets.trafficking_state.write()  # what the agent does after its handler: once per key
+    await worker.handle("trafficking_rules", facts)
 
     keys = {f.key for f in facts}
-    assert written == len(keys), "every key's state, written once for the batch"
-    assert len(out.sent(changelog_of(TRAFFICKING_STATE_TABLE).name)) == written
-    assert all(k in out.outlets.trafficking_state for k in keys)
+    table = worker.pipeline.tables[TRAFFICKING_STATE_TABLE]
+    assert len(out.sent(changelog_of(TRAFFICKING_STATE_TABLE).name)) == len(keys), "each key's state, once a batch"
+    assert all(k in table for k in keys)
     assert any(r["component"] == "trafficking_rules" for r in sink.rows["processing_log"])
     assert len(out.sent(ALERTS.name)) == len(sink.rows.get("alerts", []))
 
 
-async def test_review_decisions_are_checked_then_applied_by_the_case_agent(built: Any) -> None:
+async def test_review_decisions_are_checked_then_applied_by_the_case_agent(worker: MemoryWorker) -> None:
     """An escort fan-out's alerts open a case; a decision from review.decisions reaches it, a bad one is refused."""
     import uuid
 
-    from agents.trafficking.config import load_rules
-    from agents.trafficking.engine import latest, run
     from agents.trafficking.facts import Fact
     from schemas.contracts import REVIEW_DECISION
 
-    worker, out, sink, ids = built
+    out, sink, ids = worker, worker.sink, worker.services.ids
     t0 = datetime.now(UTC) - timedelta(hours=10)
     facts = [Fact(key="doc:esc", role="ESCORT", event_id=f"e{i}", occurred_at=t0 + timedelta(hours=i),
                   post_id="ID-ETK", post_country="IDN", direction="EXIT", traveller=f"t{i}", relationship="UNRELATED",
                   is_minor=i == 0) for i in range(4)]
-    await worker.rules.send.alerts(list(latest(run(facts, load_rules())[1]).values()), "trafficking")
-    await worker.cases.process(consumed(CASE_COMMANDS.name, out.sent(CASE_COMMANDS.name)))
+    await worker.handle("trafficking_rules", consumed(TRAFFICKING_FACTS.name, [
+        Sent(TRAFFICKING_FACTS.name, f.to_bytes(), f.key.encode()) for f in facts]))
+    await worker.handle("cases", consumed(CASE_COMMANDS.name, out.sent(CASE_COMMANDS.name)))
     [case] = [r for r in sink.rows["cases"] if r["key_kind"] == "doc"][-1:]
     assert (case["status"], case["severity"], case["rules"]) == ("OPEN", "HIGH", ["escort_fanout"])
 
@@ -143,13 +125,13 @@ async def test_review_decisions_are_checked_then_applied_by_the_case_agent(built
                       target.encode())
 
     sent = len(out.sent(CASE_COMMANDS.name))
-    await worker.decisions.process(decision("REFER", case["case_id"], pathway="CHILD_PROTECTION"))
-    await worker.decisions.process(decision("CONFIRM_LINK", case["case_id"]))  # a link action on a case
+    await worker.handle("review_decisions", [decision("REFER", case["case_id"], pathway="CHILD_PROTECTION")])
+    await worker.handle("review_decisions", [decision("CONFIRM_LINK", case["case_id"])])  # a link action on a case
     [forwarded] = out.sent(CASE_COMMANDS.name)[sent:]
     assert b"OFFICER-UNIT-1" not in (forwarded.value or b""), "the officer's account is tokenised"
     assert sink.rows["dead_letters"][-1]["error_code"] == "wrong_target"
     [command] = consumed(CASE_COMMANDS.name, [forwarded], first_offset=99)
-    await worker.cases.process([command, command])  # delivered twice
+    await worker.handle("cases", [command, command])  # delivered twice
     assert sink.rows["cases"][-1]["status"] == "REFERRED" and sink.rows["cases"][-1]["pathways"] == \
         ["CHILD_PROTECTION"]
     assert len({d["decision_id"] for d in sink.rows["case_decisions"]}) == 1

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from agents.keys import FileKeyring, KeyRefused, Purposes, live_tokenisers, tokeniser
+from agents.keys import KeyRefused, Purposes, live_tokenisers, tokeniser
 from agents.pseudonymise import document_token
+from streams.keystores import FileKeyring
 from streams.sim.simulator import Simulator
 
 

@@ -8,13 +8,16 @@ from pathlib import Path
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from streams.settings import Settings
+from streams.worker.effects import Effects
+from streams.worker.lanes import Lane
 from streams.worker.runtime import BatchAgent, Record
-from streams.worker.testing import MemorySender
+from streams.worker.testing import MemorySender, MemorySink
 
 
 class Handler:
-    async def process(self, records: list[Record]) -> None:
+    async def process(self, records: list[Record]) -> Effects:
         """Nothing to do."""
+        return Effects()
 
     def revoked(self, partitions: set[int]) -> None:
         """Nothing held."""
@@ -34,8 +37,9 @@ class Consumer:
 
 
 def _agent(tmp_path: Path) -> BatchAgent:
-    agent = BatchAgent("rules", "g", "t", Handler(), MemorySender(), Settings(state_dir=tmp_path), size=10,  # type: ignore[arg-type]
-                       within=0.1)
+    settings = Settings(state_dir=tmp_path)
+    agent = BatchAgent("rules", "g", "t", Handler(), MemorySender(), Lane("rules", settings),
+                       MemorySink().write, settings, size=10, within=0.1)
     agent.assigned = {0, 1}
     return agent
 

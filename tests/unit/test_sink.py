@@ -1,14 +1,15 @@
-"""The sink retries what time can fix and stops at once on what it cannot."""
+"""The sink says whether time can fix a failure; the worker's lanes retry what it can, and the runtime stops on the rest."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError, ProgrammingError
 
 from streams.settings import Settings
-from streams.worker import sink
+from streams.worker import lanes, sink
 
 
 @pytest.mark.parametrize(("exc", "expected"), [
@@ -39,27 +40,80 @@ class FlakyClient:
 
 
 def _sink(monkeypatch: pytest.MonkeyPatch, client: FlakyClient) -> sink.ClickHouseSink:
-    out = sink.ClickHouseSink(Settings(sink_max_retry_seconds=30))
+    out = sink.ClickHouseSink(Settings())
     monkeypatch.setattr(out, "client", lambda: client)
-    monkeypatch.setattr(sink.time, "sleep", lambda s: None)
-
-    def exit_(code: int) -> None:
-        raise SystemExit(code)
-    monkeypatch.setattr(sink.os, "_exit", exit_)
     return out
+
+
+def _lane(monkeypatch: pytest.MonkeyPatch, budget_s: float) -> tuple[lanes.Lane, list[float]]:
+    """A lane whose pauses are recorded, not slept, and whose clock moves by them."""
+    now, pauses = [0.0], []
+
+    async def sleep(s: float) -> None:
+        pauses.append(s)
+        now[0] += s
+
+    monkeypatch.setattr(lanes.asyncio, "sleep", sleep)
+    monkeypatch.setattr(lanes.time, "monotonic", lambda: now[0])
+    return lanes.Lane("ingest_crossings", Settings(sink_max_retry_seconds=budget_s)), pauses
+
+
+def test_the_sink_says_whether_time_can_fix_a_failure_and_never_waits(monkeypatch: pytest.MonkeyPatch) -> None:
+    client = FlakyClient([OperationalError("down"), DatabaseError("code: 16", code=16)])
+    out = _sink(monkeypatch, client)
+    with pytest.raises(sink.SinkUnavailable):
+        out.write("crossings", [{"a": 1}])
+    with pytest.raises(sink.SinkRefused, match="writing crossings.*code 16"):
+        out.write("crossings", [{"a": 1}])
+    out.write("crossings", [{"a": 1}])
+    assert client.inserted == [("crossings", [[1]], ["a"])]
 
 
 def test_a_transient_failure_is_retried_until_clickhouse_has_the_rows(monkeypatch: pytest.MonkeyPatch) -> None:
     client = FlakyClient([OperationalError("down"), DatabaseError("busy", code=202)])
-    _sink(monkeypatch, client).write("crossings", [{"a": 1}])
+    lane, pauses = _lane(monkeypatch, budget_s=30)
+    asyncio.run(lane(_sink(monkeypatch, client).write, "crossings", [{"a": 1}]))
     assert client.inserted == [("crossings", [[1]], ["a"])]
+    assert pauses == [0.2, 0.4], "a growing pause between tries"
 
 
-def test_a_refusal_stops_the_worker_at_once_without_retrying(monkeypatch: pytest.MonkeyPatch,
-                                                             caplog: pytest.LogCaptureFixture) -> None:
+def test_clickhouse_away_past_its_budget_rises_to_the_runtime(monkeypatch: pytest.MonkeyPatch) -> None:
+    client = FlakyClient([OperationalError("down")] * 100)
+    lane, pauses = _lane(monkeypatch, budget_s=10)
+    with pytest.raises(sink.SinkUnavailable):
+        asyncio.run(lane(_sink(monkeypatch, client).write, "crossings", [{"a": 1}]))
+    assert client.inserted == [] and sum(pauses) <= 10 < sum(pauses) + lanes.LONGEST_PAUSE_S, "gives up within it"
+
+
+def test_a_refusal_rises_at_once_without_retrying(monkeypatch: pytest.MonkeyPatch) -> None:
     client = FlakyClient([DatabaseError("Received ClickHouse exception, code: 16", code=16)])
-    with pytest.raises(SystemExit) as stopped:
-        _sink(monkeypatch, client).write("crossings", [{"no_such_column": 1}])
-    assert stopped.value.code == sink.EXIT_SINK_REFUSED
-    assert client.inserted == []
-    assert "refused the rows for crossings" in caplog.text
+    lane, pauses = _lane(monkeypatch, budget_s=30)
+    with pytest.raises(sink.SinkRefused):
+        asyncio.run(lane(_sink(monkeypatch, client).write, "crossings", [{"no_such_column": 1}]))
+    assert client.inserted == [] and pauses == []
+
+
+def test_the_registry_is_waited_for_past_clickhouse_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    from schemas.wire import RegistryUnavailable
+
+    tries = iter([RegistryUnavailable("down")] * 20 + [None])
+
+    def fetch() -> str:
+        if (exc := next(tries)) is not None:
+            raise exc
+        return "schemas"
+
+    lane, pauses = _lane(monkeypatch, budget_s=10)
+    assert asyncio.run(lane(fetch)) == "schemas"
+    assert sum(pauses) > 10, "no message is at fault: nothing can be decoded without the registry"
+
+
+def test_the_worker_exits_75_for_a_server_away_and_70_for_anything_else(monkeypatch: pytest.MonkeyPatch) -> None:
+    from streams.worker import app
+
+    codes = []
+    monkeypatch.setattr(app.os, "_exit", codes.append)
+    monkeypatch.setattr(app.logging, "shutdown", lambda: None)
+    app.stop("ingest_crossings", sink.SinkUnavailable("writing crossings", OSError()))
+    app.stop("ingest_crossings", sink.SinkRefused("writing crossings", KeyError("x")))
+    assert codes == [75, 70]
