@@ -7,10 +7,10 @@ import json
 import sys
 from pathlib import Path
 
+from infra.errors import StackError
 from infra.process import ManagedProcess
 from infra.serving import http_ok
 from infra.tls import server_pem
-from schemas.errors import StackError
 from streams import clients
 from streams.settings import Settings, ensure_secret, write_private
 

@@ -47,7 +47,6 @@ Multi-statement requests are refused, as ClickHouse's HTTP interface does.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import email.parser
 import email.policy
@@ -75,7 +74,7 @@ import lz4.frame
 import zstandard
 from chdb import session as chdb_session
 
-from infra.serving import LoopbackServer, ReloadedFile, is_allowed_host, serve_until_signalled, start_tls
+from infra.serving import LoopbackServer, ReloadedFile, serve_main
 from streams.sql import split_statements
 
 log = logging.getLogger("lintas.clickhouse_http")
@@ -216,7 +215,7 @@ def load_users(path: Path) -> dict[str, User]:
     return users
 
 
-class Users:
+class ClickHouseUsers:
     """The users file, read again when it changes, so a rotation needs no restart."""
 
     def __init__(self, path: Path) -> None:
@@ -528,12 +527,12 @@ class Engine:
         return Result(body=b"", fmt=fmt, written_rows=int(res.rows_written), written_bytes=len(data))
 
 
-class Handler(BaseHTTPRequestHandler):
+class ClickHouseRequestHandler(BaseHTTPRequestHandler):
     """One HTTP/1.1 connection speaking ClickHouse's HTTP interface."""
 
     protocol_version = "HTTP/1.1"
     server_version = SERVER_NAME
-    server: Server
+    server: ClickHouseServer
 
     def handle_one_request(self) -> None:
         """http.server's loop with ClickHouse's URI limit (``http_max_uri_size``, 1 MiB) instead of 64 KiB.
@@ -696,17 +695,17 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-class Server(LoopbackServer):
+class ClickHouseServer(LoopbackServer):
     """The threaded HTTP server holding the engine and the users."""
 
     logger = log
 
-    def __init__(self, address: tuple[str, int], engine: Engine, users: Users) -> None:
+    def __init__(self, address: tuple[str, int], engine: Engine, users: ClickHouseUsers) -> None:
         """Bind the address; the engine and users are shared by every request."""
         self.engine = engine
         self.users = users
         self.version = "unknown"
-        super().__init__(address, Handler)
+        super().__init__(address, ClickHouseRequestHandler)
         try:
             res = engine._session.query("SELECT version()", "TabSeparated")  # noqa: SLF001
             self.version = res.bytes().decode().strip()
@@ -716,39 +715,9 @@ class Server(LoopbackServer):
 
 def main(argv: list[str] | None = None) -> int:
     """Run the server until SIGTERM or SIGINT."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", type=Path, required=True)
-    parser.add_argument("--users-file", type=Path, required=True)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8123)
-    parser.add_argument("--allow-non-loopback", action="store_true",
-                        help="bind a non-loopback address (never needed on a developer machine)")
-    parser.add_argument("--tls-cert", type=Path, help="serve https: key, certificate and CA in one PEM file")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-
-    if not is_allowed_host(args.host, args.allow_non_loopback):
-        print(f"clickhouse: refusing to bind {args.host}: not a loopback address", file=sys.stderr)
-        return 2
-    try:
-        users = Users(args.users_file)
-    except (OSError, ValueError) as exc:
-        print(f"clickhouse: cannot read users file {args.users_file}: {type(exc).__name__}", file=sys.stderr)
-        return 2
-    engine = Engine(args.data_dir)
-    try:
-        server = Server((args.host, args.port), engine, users)
-    except OSError as exc:
-        engine.close()
-        print(f"clickhouse: cannot bind {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
-        return 2
-    if not start_tls(server, args.tls_cert, "clickhouse", engine.close):
-        return 2
-
-    log.info("serving ClickHouse %s over %s on %s:%d, data in %s", server.version,
-             "HTTPS" if args.tls_cert else "HTTP", args.host, args.port, args.data_dir)
-    serve_until_signalled(server, engine.close, log)
-    return 0
+    return serve_main(argv, name="clickhouse", description=__doc__.split("\n\n")[0], port=8123, users_required=True,
+                      load_users=ClickHouseUsers, open_store=Engine, make_server=ClickHouseServer,
+                      banner=lambda server, users: f"serving ClickHouse {server.version}", log=log)
 
 
 if __name__ == "__main__":

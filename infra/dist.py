@@ -14,7 +14,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from schemas.errors import PrerequisiteError, StackError
+from infra.errors import PrerequisiteError, StackError
 
 MAVEN_DIR = Path(__file__).parent / "maven"
 STAMP = ".installed"

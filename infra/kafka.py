@@ -42,9 +42,9 @@ from confluent_kafka.admin import (
 )
 
 from infra import dist
+from infra.errors import StackError, StateDirError
 from infra.process import ManagedProcess
 from infra.tls import server_pem
-from schemas.errors import StackError, StateDirError
 from schemas.geography import LANDING_SITES, POSTS
 from streams import clients, post_keys
 from streams.settings import Settings, ensure_credential, write_private

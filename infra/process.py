@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from schemas.errors import PortInUseError, StackError
+from infra.errors import PortInUseError, StackError
 
 HealthCheck = Callable[[], bool]
 

@@ -32,7 +32,7 @@ Access = Literal["read", "write", "admin"]
 ACCESS_LEVELS: tuple[Access, ...] = ("read", "write", "admin")  # each includes the ones before it
 
 # scrypt at n=2**14, r=8 (16 MiB, some tens of milliseconds): hard to brute-force, and paid once per
-# user and password thanks to the cache of verified passwords in Users
+# user and password thanks to the cache of verified passwords in RegistryUsers
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 
 
@@ -105,7 +105,7 @@ def _load(path: Path) -> _Loaded:
     return _Loaded(users)
 
 
-class Users:
+class RegistryUsers:
     """The users file, re-read when it changes, checking basic-auth credentials against it."""
 
     def __init__(self, path: Path) -> None:

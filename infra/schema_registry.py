@@ -1,7 +1,7 @@
 """The smallest Confluent-compatible schema registry: the REST calls confluent-kafka and kcat make.
 
 Apicurio Registry could not be assembled from Maven Central on these machines
-(see README, "Schema registry"), and Confluent's registry is not published
+(docs/architecture.md says what was tried), and Confluent's registry is not published
 there, so the local stack runs this one. It is a stand-in behind a URL setting
 (``LINTAS_SCHEMA_REGISTRY_EXTERNAL_URL``): a real registry plugs in unchanged.
 
@@ -25,7 +25,6 @@ Confluent's answers: 401 ``Unauthorized`` with ``WWW-Authenticate``, and RBAC's 
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import re
@@ -40,8 +39,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import avro.errors
 import avro.schema
 
-from infra.registry_auth import Access, Users, allows
-from infra.serving import LoopbackServer, is_allowed_host, serve_until_signalled, start_tls
+from infra.registry_auth import Access, RegistryUsers, allows
+from infra.serving import LoopbackServer, serve_main
 from schemas.compatibility import LEVELS, incompatibilities
 
 log = logging.getLogger("lintas.schema_registry")
@@ -304,12 +303,12 @@ _ROUTE_TABLE: list[tuple[str, str, str, Access]] = [
 _ROUTES = [(method, re.compile(path), name, access) for method, path, name, access in _ROUTE_TABLE]
 
 
-class Handler(BaseHTTPRequestHandler):
+class RegistryRequestHandler(BaseHTTPRequestHandler):
     """Confluent Schema Registry REST API over HTTP/1.1."""
 
     protocol_version = "HTTP/1.1"
     server_version = "lintas-schema-registry"
-    server: Server
+    server: RegistryServer
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
         """Request lines at debug level only."""
@@ -455,52 +454,24 @@ class Handler(BaseHTTPRequestHandler):
         return self._compatibility({**a, "v": "latest"}, b, q)
 
 
-class Server(LoopbackServer):
+class RegistryServer(LoopbackServer):
     """The registry's HTTP server."""
 
     logger = log
 
-    def __init__(self, address: tuple[str, int], store: Store, users: Users | None = None) -> None:
+    def __init__(self, address: tuple[str, int], store: Store, users: RegistryUsers | None = None) -> None:
         """Bind and keep the store; with ``users``, every request must authenticate."""
         self.store = store
         self.users = users
-        super().__init__(address, Handler)
+        super().__init__(address, RegistryRequestHandler)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the registry until SIGTERM or SIGINT."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", type=Path, required=True)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8081)
-    parser.add_argument("--allow-non-loopback", action="store_true")
-    parser.add_argument("--users-file", type=Path, help="require basic auth by these users (registry_auth)")
-    parser.add_argument("--tls-cert", type=Path, help="serve https: key, certificate and CA in one PEM file")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    if not is_allowed_host(args.host, args.allow_non_loopback):
-        print(f"registry: refusing to bind {args.host}: not a loopback address", file=sys.stderr)
-        return 2
-    try:
-        users = Users(args.users_file) if args.users_file else None
-    except (OSError, ValueError) as exc:
-        print(f"registry: cannot read users file {args.users_file}: {exc}", file=sys.stderr)
-        return 2
-    store = Store(args.data_dir / "registry.sqlite")
-    try:
-        server = Server((args.host, args.port), store, users)
-    except OSError as exc:
-        store.close()
-        print(f"registry: cannot bind {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
-        return 2
-    if not start_tls(server, args.tls_cert, "registry", store.close):
-        return 2
-
-    scheme = "https" if args.tls_cert else "http"
-    log.info("schema registry on %s://%s:%d (%s), data in %s", scheme, args.host, args.port,
-             "basic auth" if users else "open: no users file", args.data_dir)
-    serve_until_signalled(server, store.close, log)
-    return 0
+    return serve_main(argv, name="registry", description=__doc__.split("\n\n")[0], port=8081, users_required=False,
+                      load_users=RegistryUsers, open_store=lambda data: Store(data / "registry.sqlite"),
+                      make_server=RegistryServer, log=log, banner=lambda server, users: "schema registry, "
+                      + ("basic auth" if users else "open: no users file"))
 
 
 if __name__ == "__main__":

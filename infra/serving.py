@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import ipaddress
 import logging
 import signal
@@ -12,7 +13,7 @@ import urllib.request
 from collections.abc import Callable
 from http.server import ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 T = TypeVar("T")
 
@@ -56,6 +57,54 @@ class LoopbackServer(ThreadingHTTPServer):
             self.logger.info("connection from %s dropped: %s", client_address[0], type(exc).__name__)
             return
         super().handle_error(request, client_address)
+
+
+class Backing(Protocol):
+    """What a server keeps its data in (the registry's SQLite store, ClickHouse's chDB engine)."""
+
+    def close(self) -> None:
+        """Release it."""
+
+
+def serve_main(argv: list[str] | None, *, name: str, description: str, port: int, users_required: bool,
+               load_users: Callable[[Path], Any], open_store: Callable[[Path], Backing],
+               make_server: Callable[[tuple[str, int], Any, Any], ThreadingHTTPServer],
+               banner: Callable[[Any, Any], str], log: logging.Logger) -> int:
+    """A stack server's command line: check the address, read the users, open the store, bind, TLS, serve.
+
+    Every refusal is one line on stderr naming the server and exit 2; the server runs until SIGTERM or SIGINT.
+    """
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--users-file", type=Path, required=users_required, help="the users and their roles")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=port)
+    parser.add_argument("--allow-non-loopback", action="store_true",
+                        help="bind a non-loopback address (never needed on a developer machine)")
+    parser.add_argument("--tls-cert", type=Path, help="serve https: key, certificate and CA in one PEM file")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if not is_allowed_host(args.host, args.allow_non_loopback):
+        print(f"{name}: refusing to bind {args.host}: not a loopback address", file=sys.stderr)
+        return 2
+    try:
+        users = load_users(args.users_file) if args.users_file else None
+    except (OSError, ValueError) as exc:  # the type only: a users file's content is not for a log
+        print(f"{name}: cannot read users file {args.users_file}: {type(exc).__name__}", file=sys.stderr)
+        return 2
+    store = open_store(args.data_dir)
+    try:
+        server = make_server((args.host, args.port), store, users)
+    except OSError as exc:
+        store.close()
+        print(f"{name}: cannot bind {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
+        return 2
+    if not start_tls(server, args.tls_cert, name, store.close):
+        return 2
+    log.info("%s over %s on %s:%d, data in %s", banner(server, users), "HTTPS" if args.tls_cert else "HTTP",
+             args.host, args.port, args.data_dir)
+    serve_until_signalled(server, store.close, log)
+    return 0
 
 
 def serve_tls(server: ThreadingHTTPServer, cert_chain: Path) -> None:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from infra.clickhouse import LocalClickHouse
+from infra.errors import StackError
 from infra.kafka import (
     KafkaCluster,
     create_topics,
@@ -37,7 +38,6 @@ from infra.kafka import (
 from infra.process import ManagedProcess, port_is_bound, rss_bytes
 from infra.registry import SchemaRegistry
 from infra.tls import ensure_certificates
-from schemas.errors import StackError
 from streams.settings import Settings, ensure_credential
 from streams.topics import Role, principal
 

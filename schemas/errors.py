@@ -32,35 +32,3 @@ class Unavailable(LintasError):
     """A server cannot be asked now (registry, ClickHouse, Kafka): retry later, the message is not at fault."""
 
     code = "unavailable"
-
-
-class StackError(LintasError):
-    """A local server could not be installed, started, checked or stopped."""
-
-    code = "stack_error"
-
-    def __init__(self, server: str, reason: str, log: str | None = None) -> None:
-        """Name the server, the reason and, where there is one, the log to read."""
-        self.server = server
-        self.reason = reason
-        self.log = log
-        hint = f" (see its log: {log})" if log else ""
-        super().__init__(f"{server}: {reason}{hint}")
-
-
-class PrerequisiteError(StackError):
-    """A tool the stack needs (java, mvn, kcat) is missing."""
-
-    code = "missing_prerequisite"
-
-
-class PortInUseError(StackError):
-    """A server's port is already bound by a process the stack does not own."""
-
-    code = "port_in_use"
-
-
-class StateDirError(StackError):
-    """The state directory is half-written or inconsistent."""
-
-    code = "state_dir_inconsistent"

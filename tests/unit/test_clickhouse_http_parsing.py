@@ -8,7 +8,7 @@ import lz4.frame
 import pytest
 import zstandard
 
-from infra.clickhouse_http import ClickHouseError, Handler, compress, decompress
+from infra.clickhouse_http import ClickHouseError, ClickHouseRequestHandler, compress, decompress
 from streams.sql import split_statements, strip_comments
 
 
@@ -68,7 +68,7 @@ def test_unknown_encoding_is_a_clickhouse_error() -> None:
     ],
 )
 def test_body_only_request_splits_statement_and_data(body: bytes, statement: str, data: bytes | None) -> None:
-    assert Handler._split_query(None, body) == (statement, data)
+    assert ClickHouseRequestHandler._split_query(None, body) == (statement, data)
 
 
 def test_error_from_engine_keeps_code() -> None:

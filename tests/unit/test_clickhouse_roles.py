@@ -13,8 +13,8 @@ import pytest
 from pydantic import SecretStr
 
 from infra.clickhouse import LocalClickHouse
-from infra.clickhouse_http import ClickHouseError, Engine, Role, Users, load_users, table_functions
-from schemas.errors import StackError
+from infra.clickhouse_http import ClickHouseError, ClickHouseUsers, Engine, Role, load_users, table_functions
+from infra.errors import StackError
 from streams.settings import Settings
 
 
@@ -58,7 +58,7 @@ def test_a_users_file_that_is_not_one_is_refused(tmp_path: Path, spec: object) -
 def test_users_are_read_again_when_the_file_changes_and_a_broken_file_keeps_the_old_ones(tmp_path: Path) -> None:
     path = tmp_path / "users.json"
     _write(path, {"lintas": {"password_sha256_hex": _sha("old"), "role": "pipeline"}})
-    users = Users(path)
+    users = ClickHouseUsers(path)
     assert users.get("lintas").password_sha256_hex == _sha("old")  # type: ignore[union-attr]
     _write(path, {"lintas": {"password_sha256_hex": _sha("new"), "role": "pipeline"},
                   "grafana": {"password_sha256_hex": _sha("r"), "role": "readonly"}})
@@ -231,7 +231,7 @@ def test_rotation_gives_every_user_a_new_password_that_the_running_server_reads(
     settings = _settings(tmp_path)
     local = LocalClickHouse(settings)
     local.prepare()
-    running = Users(local.users_file)
+    running = ClickHouseUsers(local.users_file)
     fields = ("clickhouse_migrate_password", "clickhouse_password", "clickhouse_readonly_password")
     before = {f: settings.secret(f) for f in fields}
     local.rotate()

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from infra.errors import PortInUseError, StackError
 from infra.process import ManagedProcess, pid_alive, port_is_bound, rss_bytes
-from schemas.errors import PortInUseError, StackError
 
 
 def _free_port() -> int:

@@ -26,8 +26,8 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from infra import registry_auth
 from infra.registry import SchemaRegistry
-from infra.registry_auth import Users, hash_password, verify_password, write_users_file
-from infra.schema_registry import _ROUTE_TABLE, Server, Store
+from infra.registry_auth import RegistryUsers, hash_password, verify_password, write_users_file
+from infra.schema_registry import _ROUTE_TABLE, RegistryServer, Store
 from infra.serving import serve_tls
 from infra.tls import ensure_certificates, server_pem
 from streams import clients
@@ -85,8 +85,8 @@ def running(tmp_path: Path) -> Iterator[Running]:
     registry = SchemaRegistry(settings)
     registry.prepare()
     store = Store(registry.root / "registry.sqlite")
-    server = Server((settings.schema_registry_host, settings.schema_registry_port), store,
-                    Users(registry.users_file))
+    server = RegistryServer((settings.schema_registry_host, settings.schema_registry_port), store,
+                    RegistryUsers(registry.users_file))
     serve_tls(server, server_pem(settings))
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
@@ -239,7 +239,7 @@ def test_a_verified_password_is_hashed_once(running: Running, monkeypatch: pytes
 def test_an_unreadable_rewrite_keeps_the_users_read_before(tmp_path: Path) -> None:
     path = tmp_path / "users.json"
     write_users_file(path, {"u": ("pw", "read")})
-    users = Users(path)
+    users = RegistryUsers(path)
     assert users.authenticate(_basic("u", "pw")) == ("u", "read")
     path.write_text("{not json")
     os.utime(path, ns=(1, 1))
