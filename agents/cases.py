@@ -70,7 +70,7 @@ TRANSITIONS: dict[str, dict[str, str]] = {
 LINK_ACTIONS = {"CONFIRM_LINK": "CONFIRM", "REJECT_LINK": "REJECT"}
 
 
-class PolicyError(LintasError):
+class ReviewPolicyError(LintasError):
     """The review policy file is missing, unreadable or inconsistent; names the key."""
 
     code = "review_policy_invalid"
@@ -101,13 +101,14 @@ def load_policy(path: Path | None = None) -> CasePolicy:
         raw = tomllib.loads(path.read_text())
         policy = CasePolicy(**raw)
     except (OSError, tomllib.TOMLDecodeError) as err:
-        raise PolicyError(f"review policy {path}: {err}") from err
+        raise ReviewPolicyError(f"review policy {path}: {err}") from err
     except ValidationError as err:
         first = err.errors()[0]
-        raise PolicyError(f"review policy {path}: {'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from err
+        where = ".".join(str(p) for p in first["loc"])
+        raise ReviewPolicyError(f"review policy {path}: {where}: {first['msg']}") from err
     missing = sorted(set(SEVERITY_RANK) - set(policy.severity_weights))
     if missing:
-        raise PolicyError(f"review policy {path}: severity_weights: missing {missing}")
+        raise ReviewPolicyError(f"review policy {path}: severity_weights: missing {missing}")
     return policy
 
 

@@ -33,14 +33,14 @@ class ErasureRequestError(LintasError):
 
 
 @dataclass(frozen=True)
-class Person:
+class ErasureTarget:
     """Who to erase: a document (issuing state, number) or a name (given names, surname)."""
 
     kind: str  # "document" or "name"
     parts: tuple[str, str]
 
     @classmethod
-    def parse(cls, text: str) -> Person:
+    def parse(cls, text: str) -> ErasureTarget:
         """``STATE:NUMBER`` or ``name:GIVEN NAMES/SURNAME``."""
         head, sep, rest = text.strip().partition(":")
         if not sep or not rest.strip():
@@ -70,7 +70,7 @@ class Refs:
     subjects: tuple[str, ...] = ()
 
     @classmethod
-    def of(cls, person: Person, operations: Sequence[Tokeniser], analytics: Sequence[Tokeniser]) -> Refs:
+    def of(cls, person: ErasureTarget, operations: Sequence[Tokeniser], analytics: Sequence[Tokeniser]) -> Refs:
         """Tokens under every live key of each purpose."""
         return cls(tuple(person.token(t) for t in operations), tuple(person.token(t) for t in analytics))
 

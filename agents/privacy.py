@@ -23,7 +23,7 @@ ROTATIONS = frozenset({"online", "migration"})
 DAY_MS = 24 * 60 * 60 * 1000
 
 
-class PolicyError(LintasError):
+class PrivacyPolicyError(LintasError):
     """The policy file is incomplete or inconsistent (names the entry and the reason)."""
 
     code = "policy_error"
@@ -80,43 +80,43 @@ class Policy:
         for name in self.precedence:
             if name in tags:
                 return self.classes[name]
-        raise PolicyError(f"no data class among tags {sorted(tags)}")
+        raise PrivacyPolicyError(f"no data class among tags {sorted(tags)}")
 
     def transform(self, tags: tuple[str, ...] | list[str]) -> str:
         """The one transformation of a field with these tags."""
         return self.data_class(tags).transform
 
     def ttl(self, table: str) -> tuple[str, int]:
-        """A ClickHouse table's TTL column and days, or :class:`PolicyError` for a table the policy does not name."""
+        """A ClickHouse table's TTL column and days; :class:`PrivacyPolicyError` if the policy does not name it."""
         if table not in self.tables:
-            raise PolicyError(f"table {table!r} has no retention class in the policy")
+            raise PrivacyPolicyError(f"table {table!r} has no retention class in the policy")
         cls, column = self.tables[table]
         return column, self.retention[cls].days
 
 
 def _need(entry: dict[str, Any], key: str, where: str) -> Any:
     if key not in entry:
-        raise PolicyError(f"{where}: missing {key!r}")
+        raise PrivacyPolicyError(f"{where}: missing {key!r}")
     return entry[key]
 
 
 def parse_policy(raw: dict[str, Any]) -> Policy:
-    """Validate a parsed policy file; :class:`PolicyError` names the first bad entry."""
+    """Validate a parsed policy file; :class:`PrivacyPolicyError` names the first bad entry."""
     classes = {}
     for name, entry in _need(raw, "classes", "policy").items():
         transform = _need(entry, "transform", f"classes.{name}")
         if transform not in TRANSFORMS:
-            raise PolicyError(f"classes.{name}.transform: {transform!r} is not one of {sorted(TRANSFORMS)}")
+            raise PrivacyPolicyError(f"classes.{name}.transform: {transform!r} is not one of {sorted(TRANSFORMS)}")
         classes[name] = DataClass(name, transform, bool(_need(entry, "specific", f"classes.{name}")),
                                   _need(entry, "doc", f"classes.{name}"))
     precedence = tuple(_need(raw, "precedence", "policy"))
     if set(precedence) != set(classes):
-        raise PolicyError(f"precedence must list every class once: {sorted(set(precedence) ^ set(classes))}")
+        raise PrivacyPolicyError(f"precedence must list every class once: {sorted(set(precedence) ^ set(classes))}")
     purposes = {}
     for name, entry in _need(raw, "purposes", "policy").items():
         rotation = _need(entry, "rotation", f"purposes.{name}")
         if rotation not in ROTATIONS:
-            raise PolicyError(f"purposes.{name}.rotation: {rotation!r} is not one of {sorted(ROTATIONS)}")
+            raise PrivacyPolicyError(f"purposes.{name}.rotation: {rotation!r} is not one of {sorted(ROTATIONS)}")
         purposes[name] = Purpose(name, _need(entry, "doc", f"purposes.{name}"), rotation)
     retention_raw = _need(raw, "retention", "policy")
     retention = {name: Retention(name, int(_need(e, "days", f"retention.classes.{name}")),
@@ -126,12 +126,12 @@ def parse_policy(raw: dict[str, Any]) -> Policy:
     for table, entry in _need(retention_raw, "tables", "retention").items():
         cls = _need(entry, "class", f"retention.tables.{table}")
         if cls not in retention:
-            raise PolicyError(f"retention.tables.{table}: unknown retention class {cls!r}")
+            raise PrivacyPolicyError(f"retention.tables.{table}: unknown retention class {cls!r}")
         tables[table] = (cls, _need(entry, "column", f"retention.tables.{table}"))
     export = _need(raw, "regional_export", "policy")
     k = int(_need(export, "k", "regional_export"))
     if k < 2:
-        raise PolicyError("regional_export.k: must be at least 2")
+        raise PrivacyPolicyError("regional_export.k: must be at least 2")
     return Policy(str(_need(raw, "version", "policy")), precedence, classes, purposes, retention, tables, k,
                   frozenset(_need(export, "adequate", "regional_export")))
 

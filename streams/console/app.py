@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,6 +21,7 @@ from werkzeug.exceptions import HTTPException
 from schemas.errors import Unavailable
 from streams.console.accounts import OfficerStore
 from streams.console.nonces import FormNonces
+from streams.console.views import ConsoleServices, pages
 from streams.settings import Settings, ensure_secret
 
 log = logging.getLogger("lintas.console")
@@ -43,16 +43,6 @@ REFUSALS = {
     409: "This form was already sent (or it expired). Reload the page to see the case as it is now.",
     503: "A server the console needs cannot be reached now. Try again in a minute; nothing was sent.",
 }
-
-
-@dataclass(frozen=True)
-class Services:
-    """What the pages use, built once on start: settings, accounts, form nonces, a ClickHouse client factory."""
-
-    settings: Settings
-    officers: OfficerStore
-    nonces: FormNonces
-    clickhouse: Callable[[], AbstractContextManager[Any]]
 
 
 def signing_key(settings: Settings) -> str:
@@ -77,9 +67,8 @@ def create_app(settings: Settings, *, clickhouse: Callable[[], AbstractContextMa
     )
     CSRFProtect(app)
     store = officers or OfficerStore.from_settings(settings)
-    app.extensions["lintas_console"] = Services(settings, store, FormNonces(store.path, clock=store.clock),
+    app.extensions["lintas_console"] = ConsoleServices(settings, store, FormNonces(store.path, clock=store.clock),
                                                 clickhouse or _default_clickhouse(settings))
-    from streams.console.views import pages
 
     app.register_blueprint(pages)
     app.after_request(_secure_headers)

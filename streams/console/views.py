@@ -13,6 +13,8 @@ import functools
 import logging
 import re
 from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, session, url_for
@@ -21,9 +23,10 @@ from werkzeug.wrappers import Response
 from agents.cases import DISMISS_REASONS, PATHWAYS, SEVERITY_RANK, allowed_actions
 from agents.sealing import KeyDestroyed
 from schemas.errors import InvalidMessage, LintasError
-from streams.console.accounts import Login, Officer
-from streams.console.app import Services
+from streams.console.accounts import Login, Officer, OfficerStore
+from streams.console.nonces import FormNonces
 from streams.ops import privacy, review
+from streams.settings import Settings
 
 log = logging.getLogger("lintas.console")
 pages = Blueprint("console", __name__)
@@ -46,8 +49,19 @@ LOCKED = ("Sign-in refused: this account is locked after too many failed attempt
 View = TypeVar("View", bound=Callable[..., Any])
 
 
-def _services() -> Services:
-    return cast(Services, current_app.extensions["lintas_console"])
+@dataclass(frozen=True)
+class ConsoleServices:
+    """What the pages use, built once on start: settings, accounts, form nonces, a ClickHouse client factory."""
+
+    settings: Settings
+    officers: OfficerStore
+    nonces: FormNonces
+    clickhouse: Callable[[], AbstractContextManager[Any]]
+
+
+
+def _services() -> ConsoleServices:
+    return cast(ConsoleServices, current_app.extensions["lintas_console"])
 
 
 def _officer() -> Officer:

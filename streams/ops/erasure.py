@@ -24,7 +24,7 @@ from agents.audit import Processing
 from agents.biometric import LINK_COMMAND, erase_command, shard_of
 from agents.cases import case_id, forget_command
 from agents.dedup import identity_key
-from agents.erasure import MUTATIONS, Person, Refs, parameters, proof_digest
+from agents.erasure import MUTATIONS, ErasureTarget, Refs, parameters, proof_digest
 from agents.keys import live_tokenisers
 from agents.privacy import policy
 from agents.trafficking.facts import Fact
@@ -83,7 +83,7 @@ def erase(settings: Settings, person_text: str, basis: str | None = None, proof_
     """Erase one person; returns the proof (also written to ``proof_dir``). See the module docstring."""
     now = now or datetime.now(UTC)
     erasure_id = str(uuid.uuid4())
-    person = Person.parse(person_text)
+    person = ErasureTarget.parse(person_text)
     ring = FileKeyring(settings.keyring_path)
     refs = Refs.of(person, live_tokenisers(ring, "operations"), live_tokenisers(ring, "analytics"))
     with clickhouse_client(settings) as client:

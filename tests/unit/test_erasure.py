@@ -6,7 +6,7 @@ from datetime import date
 
 import pytest
 
-from agents.erasure import MUTATIONS, ErasureRequestError, Person, Refs, parameters
+from agents.erasure import MUTATIONS, ErasureRequestError, ErasureTarget, Refs, parameters
 from agents.pseudonymise import Tokeniser, person_token
 from agents.sealing import KeyDestroyed, SubjectSealer, person_key
 from agents.vault import Recent, identities, open_entry, sealed_entries
@@ -22,21 +22,21 @@ TRAVELLER = {"document": {"document_type": "PASSPORT", "number": "X0000001", "is
 
 
 def test_a_person_is_named_by_document_or_name_and_bad_requests_say_why_without_the_value() -> None:
-    assert Person.parse(" idn:X0000001 ") == Person("document", ("IDN", "X0000001"))
-    assert Person.parse("name:Siti Nur/Aminah") == Person("name", ("Siti Nur", "Aminah"))
+    assert ErasureTarget.parse(" idn:X0000001 ") == ErasureTarget("document", ("IDN", "X0000001"))
+    assert ErasureTarget.parse("name:Siti Nur/Aminah") == ErasureTarget("name", ("Siti Nur", "Aminah"))
     for bad, reason in [("X0000001", "STATE:NUMBER"), ("ID:X0000001", "3-letter"), ("IDN:", "STATE:NUMBER"),
                         ("name:OnlyGiven", "GIVEN/SURNAME")]:
         with pytest.raises(ErasureRequestError, match=reason) as err:
-            Person.parse(bad)
+            ErasureTarget.parse(bad)
         assert "X0000001" not in str(err.value) and "OnlyGiven" not in str(err.value)
 
 
 def test_references_are_the_tokens_the_pipeline_made_under_every_live_key() -> None:
-    refs = Refs.of(Person.parse("IDN:x0000001"), OPS, ANALYTICS)
+    refs = Refs.of(ErasureTarget.parse("IDN:x0000001"), OPS, ANALYTICS)
     assert refs.operations == (person_token(OPS[0], TRAVELLER),)
     assert refs.analytics == tuple(person_token(t, TRAVELLER) for t in ANALYTICS)  # rotation overlap: both keys
     landed = {**TRAVELLER, "document": None}
-    assert Refs.of(Person.parse("name:synthetic/PERSON"), OPS, ANALYTICS).operations == (person_token(OPS[0], landed),)
+    assert Refs.of(ErasureTarget.parse("name:synthetic/PERSON"), OPS, ANALYTICS).operations == (person_token(OPS[0], landed),)
     refs = Refs(refs.operations, refs.analytics, ("S1",))
     assert refs.keys() == [person_key(refs.operations[0]), "subject:S1"]
     assert refs.operations[0] not in refs.reference()

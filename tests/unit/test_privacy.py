@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from agents.keys import Purposes
-from agents.privacy import POLICY_FILE, PolicyError, load_policy, parse_policy, policy
+from agents.privacy import POLICY_FILE, PrivacyPolicyError, load_policy, parse_policy, policy
 from agents.pseudonymise import Tokeniser, crossing_row, landing_row
 from agents.trafficking.facts import crossing_facts, landing_facts
 from schemas.contracts import CROSSING_EVENT, EVENT_CONTRACTS, LANDING_EVENT, Contract
@@ -35,7 +35,7 @@ def test_every_field_has_one_transformation(contract: Contract) -> None:
 
 
 def test_a_field_without_a_class_fails() -> None:
-    with pytest.raises(PolicyError, match="no data class"):
+    with pytest.raises(PrivacyPolicyError, match="no data class"):
         policy().transform(("PII",))
 
 
@@ -110,11 +110,11 @@ def test_policy_errors_name_the_entry(tmp_path: Path) -> None:
     raw = tomllib.loads(POLICY_FILE.read_text())
     assert load_policy().version == raw["version"]
     bad = {**raw, "classes": {**raw["classes"], "BIOMETRIC": {**raw["classes"]["BIOMETRIC"], "transform": "blur"}}}
-    with pytest.raises(PolicyError, match="classes.BIOMETRIC.transform: 'blur'"):
+    with pytest.raises(PrivacyPolicyError, match="classes.BIOMETRIC.transform: 'blur'"):
         parse_policy(bad)
-    with pytest.raises(PolicyError, match="regional_export: missing 'k'"):
+    with pytest.raises(PrivacyPolicyError, match="regional_export: missing 'k'"):
         parse_policy({**raw, "regional_export": {"adequate": []}})
-    with pytest.raises(PolicyError, match="unknown retention class 'forever'"):
+    with pytest.raises(PrivacyPolicyError, match="unknown retention class 'forever'"):
         parse_policy({**raw, "retention": {**raw["retention"], "tables": {"x": {"class": "forever", "column": "t"}}}})
 
 

@@ -14,7 +14,7 @@ from streams.worker.runtime import BatchAgent, Record
 from streams.worker.testing import MemorySender, MemorySink
 
 
-class Handler:
+class NothingToDo:
     async def process(self, records: list[Record]) -> Effects:
         """Nothing to do."""
         return Effects()
@@ -38,7 +38,7 @@ class Consumer:
 
 def _agent(tmp_path: Path) -> BatchAgent:
     settings = Settings(state_dir=tmp_path)
-    agent = BatchAgent("rules", "g", "t", Handler(), MemorySender(), Lane("rules", settings),
+    agent = BatchAgent("rules", "g", "t", NothingToDo(), MemorySender(), Lane("rules", settings),
                        MemorySink().write, settings, size=10, within=0.1)
     agent.assigned = {0, 1}
     return agent
