@@ -2,55 +2,57 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 
-def split_statements(sql: str) -> list[str]:
-    """Split SQL on top-level semicolons, skipping quotes and comments; empty statements dropped."""
-    statements: list[str] = []
+def _runs(sql: str) -> Iterator[tuple[str, int, int]]:
+    """``(kind, start, end)`` of each run of ``sql`` in order, a run being code, quoted, comment or block or ``;``.
+
+    ``comment`` is ``--`` or ``#`` to the end of the line, ``block`` is ``/* */``; inside quotes nothing is a
+    comment, and inside a comment nothing is a quote.
+    """
     start, i, n = 0, 0, len(sql)
     while i < n:
         c = sql[i]
         if c in "'\"`":
-            i += 1
-            while i < n and sql[i] != c:
-                i += 2 if sql[i] == "\\" else 1
+            end = i + 1
+            while end < n and sql[end] != c:
+                end += 2 if sql[end] == "\\" else 1
+            kind, end = "quoted", min(end + 1, n)
         elif sql.startswith("--", i) or c == "#":
-            while i < n and sql[i] != "\n":
-                i += 1
+            newline = sql.find("\n", i)
+            kind, end = "comment", n if newline < 0 else newline
         elif sql.startswith("/*", i):
-            end = sql.find("*/", i + 2)
-            i = n if end < 0 else end + 1
+            close = sql.find("*/", i + 2)
+            kind, end = "block", n if close < 0 else close + 2
         elif c == ";":
+            kind, end = ";", i + 1
+        else:
+            i += 1
+            continue
+        if start < i:
+            yield "code", start, i
+        yield kind, i, end
+        start = i = end
+    if start < n:
+        yield "code", start, n
+
+
+def split_statements(sql: str) -> list[str]:
+    """Split SQL on top-level semicolons, skipping quotes and comments; empty statements dropped."""
+    statements, start = [], 0
+    for kind, i, end in _runs(sql):
+        if kind == ";":
             statements.append(sql[start:i])
-            start = i + 1
-        i += 1
+            start = end
     statements.append(sql[start:])
     return [s for s in statements if strip_comments(s).strip()]
 
 
 def strip_comments(sql: str) -> str:
-    """SQL without ``--``, ``#`` and ``/* */`` comments (quotes respected)."""
-    out, i, n = [], 0, len(sql)
-    while i < n:
-        c = sql[i]
-        if c in "'\"`":
-            j = i + 1
-            while j < n and sql[j] != c:
-                j += 2 if sql[j] == "\\" else 1
-            out.append(sql[i:j + 1])
-            i = j + 1
-        elif sql.startswith("--", i) or c == "#":
-            while i < n and sql[i] != "\n":
-                i += 1
-        elif sql.startswith("/*", i):
-            end = sql.find("*/", i + 2)
-            i = n if end < 0 else end + 2
-            out.append(" ")
-        else:
-            out.append(c)
-            i += 1
-    return "".join(out)
+    """SQL without ``--``, ``#`` and ``/* */`` comments (quotes respected; a block comment leaves a space)."""
+    return "".join(" " if kind == "block" else "" if kind == "comment" else sql[i:end] for kind, i, end in _runs(sql))
 
 
 def scalar(client: Any, sql: str, parameters: dict[str, Any]) -> int:
