@@ -17,7 +17,8 @@ from infra.stack import Stack
 from streams.post.producer import Forwarder, ProduceReport, accept_lines, read_lines
 from streams.post.spool import Spool
 from streams.settings import load_settings
-from streams.sim.simulator import Simulator, write_files
+from streams.sim.files import write_files
+from streams.sim.simulator import Simulator
 
 
 def main() -> None:

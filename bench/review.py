@@ -32,7 +32,9 @@ from agents.trafficking.config import load_rules
 from agents.trafficking.engine import latest
 from bench import print_table
 from bench.trafficking import evaluate_all, scenario_label
-from streams.sim.simulator import Mix, Simulator, Truth, simulated_facts
+from streams.sim.files import simulated_facts
+from streams.sim.simulator import Simulator
+from streams.sim.world import Mix, Truth
 
 LAND_POSTS = ("ID-ETK", "MY-TBD", "ID-ARU", "MY-BRH", "ID-NNK", "MY-TWU")
 HIGH_PATTERNS = ("minor_unrelated_adult", "multiple_identity", "document_reuse", "scam_route", "boat_landing")

@@ -32,7 +32,9 @@ from agents.trafficking.engine import Alert, latest
 from agents.trafficking.facts import Fact
 from agents.trafficking.state import KeyState
 from bench import print_table
-from streams.sim.simulator import Simulator, Truth, simulated_facts
+from streams.sim.files import simulated_facts
+from streams.sim.simulator import Simulator
+from streams.sim.world import Truth
 
 # The planted scenarios (and variants) each rule is meant to find; recall is measured against these.
 TARGETS: dict[str, tuple[str, ...]] = {

@@ -122,7 +122,8 @@ def train_anomaly_model(settings: Settings, crossings: int, days: float, populat
     from agents.anomaly import FEATURES, save_model, train, training_rows
     from agents.pseudonymise import Tokeniser
     from agents.trafficking.config import load_rules
-    from streams.sim.simulator import Simulator, simulated_facts
+    from streams.sim.files import simulated_facts
+    from streams.sim.simulator import Simulator
 
     rules = load_rules(settings.trafficking_rules)
     # Tokens only need to be consistent within the training run: a throwaway key, never the pipeline's.

@@ -52,7 +52,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
     from streams.sim.faces import face_model
-    from streams.sim.simulator import Simulator, write_files, write_truth
+    from streams.sim.files import write_files, write_truth
+    from streams.sim.simulator import Simulator
 
     settings = settings_of(args)
     if args.duration is not None:

@@ -57,7 +57,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from infra.stack import Stack
     from streams.clients import clickhouse_client
     from streams.ops.summary import regional_summary
-    from streams.sim.simulator import Simulator, write_truth
+    from streams.sim.files import write_truth
+    from streams.sim.simulator import Simulator
 
     settings = settings_of(args)
     stack = Stack(settings)

@@ -28,7 +28,8 @@ from streams.clients import kafka_config
 from streams.post.producer import Forwarder, accept_records
 from streams.post.spool import Spool
 from streams.settings import Settings
-from streams.sim.simulator import Simulator, to_json_line
+from streams.sim.files import to_json_line
+from streams.sim.simulator import Simulator
 from streams.topics import CROSSING_EVENTS, Role
 from tests.conftest import REPO, settings_env
 

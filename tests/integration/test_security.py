@@ -35,7 +35,7 @@ from streams.clients import kafka_config
 from streams.ops.lag import lag
 from streams.post_keys import ensure_post_key
 from streams.settings import Settings
-from streams.sim.simulator import to_json_line
+from streams.sim.files import to_json_line
 from streams.topics import ALERTS, CROSSING_EVENTS, CROSSING_EVENTS_DLQ, Role, agent_group, principal
 from tests.integration.conftest import migrated_stack, run_lintas
 from tests.integration.pipeline_support import Worker, simulate, until

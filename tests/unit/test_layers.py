@@ -1,4 +1,4 @@
-"""The shape of the tree: layers import one way, and importing the app builds nothing."""
+"""The shape of the tree: layers import one way, rooms keep to themselves, and importing the app builds nothing."""
 
 from __future__ import annotations
 
@@ -24,17 +24,44 @@ ALLOWED = {
 # The CLI's local-stack commands are the one door from production code into infra/ (the dev stack).
 STACK_COMMANDS = {"streams/cli/stack.py"}
 OURS = {"schemas", "agents", "streams", "dashboards", "infra", "bench", "tests"}
+# Rooms of streams/ and the rooms each may import (itself included). "shared" is streams/'s own top level:
+# settings, clients, topics, key stores... A post never imports the worker; ops commands never reach into
+# the worker; the console reads through ops; the CLI is the top and may call any room.
+ROOMS = ("worker", "post", "ops", "sim", "console", "cli")
+ROOM_ALLOWED = {
+    "shared": {"shared"},
+    "worker": {"shared", "worker"},
+    "post": {"shared", "post"},
+    "ops": {"shared", "ops"},
+    "sim": {"shared", "sim"},
+    "console": {"shared", "ops", "console"},
+    "cli": {"shared", *ROOMS},
+}
+MAX_LINES = 400  # past this a module of streams/ usually holds two ideas
+LONGER = {}  # path → why it stays one module; empty now
 
 
 def _imports(path: Path) -> list[tuple[int, str]]:
-    """(line, top-level package) of every import of ours in a file, at any depth (lazy imports too)."""
+    """(line, dotted module) of every import of ours in a file, at any depth (lazy imports too).
+
+    ``from streams import clients`` counts as ``streams.clients``: the names imported from a package are modules.
+    """
     found = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
-            found += [(node.lineno, a.name.split(".")[0]) for a in node.names]
+            found += [(node.lineno, a.name) for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            found.append((node.lineno, node.module.split(".")[0]))
-    return [(line, top) for line, top in found if top in OURS]
+            if node.module in OURS:
+                found += [(node.lineno, f"{node.module}.{a.name}") for a in node.names]
+            else:
+                found.append((node.lineno, node.module))
+    return [(line, name) for line, name in found if name.split(".")[0] in OURS]
+
+
+def _room(module: str) -> str:
+    """The room of a module of streams/ (``streams.worker.app`` → worker; ``streams.settings`` → shared)."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in ROOMS else "shared"
 
 
 def _violations() -> list[str]:
@@ -43,18 +70,39 @@ def _violations() -> list[str]:
         for path in sorted((REPO / layer).rglob("*.py")):
             rel = path.relative_to(REPO).as_posix()
             allowed = ALLOWED[layer] | ({"infra"} if rel in STACK_COMMANDS else set())
-            bad += [f"{rel}:{line} imports {top}" for line, top in _imports(path) if top not in allowed]
+            here = _room(".".join(path.relative_to(REPO).with_suffix("").parts)) if layer == "streams" else ""
+            for line, module in _imports(path):
+                top = module.split(".")[0]
+                if top not in allowed:
+                    bad.append(f"{rel}:{line} imports {module}")
+                elif here and top == "streams" and _room(module) not in ROOM_ALLOWED[here]:
+                    bad.append(f"{rel}:{line} ({here}) imports {module} ({_room(module)})")
     return bad
 
 
-def test_layers_import_one_way() -> None:
+def test_layers_import_one_way_and_rooms_keep_to_themselves() -> None:
     assert _violations() == []
 
 
 def test_the_layer_check_sees_a_lazy_import_back_up(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
     bad.write_text("def f():\n    from streams.settings import load_settings\n    import infra.stack\n")
-    assert _imports(bad) == [(2, "streams"), (3, "infra")]
+    assert _imports(bad) == [(2, "streams.settings"), (3, "infra.stack")]
+
+
+def test_the_room_check_sees_a_post_reaching_into_the_worker(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    post = tmp_path / "streams" / "post"
+    post.mkdir(parents=True)
+    (post / "x.py").write_text("from streams import clients\nfrom streams.worker import app\n")
+    monkeypatch.setattr(sys.modules[__name__], "REPO", tmp_path)
+    monkeypatch.setattr(sys.modules[__name__], "PRODUCTION", ("streams",))
+    assert _violations() == ["streams/post/x.py:2 (post) imports streams.worker (worker)"]
+
+
+def test_no_module_of_streams_holds_two_ideas() -> None:
+    long = {p.relative_to(REPO).as_posix(): n for p in (REPO / "streams").rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert {p: n for p, n in long.items() if p not in LONGER} == {}
 
 
 # Runs in a fresh interpreter: records every file opened for writing or outside the installed code, every

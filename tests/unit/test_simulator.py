@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from streams.sim.simulator import Simulator, to_json_line
+from streams.sim.files import to_json_line
+from streams.sim.simulator import Simulator
 
 END = datetime(2026, 11, 20, tzinfo=UTC)
 

@@ -12,7 +12,9 @@ from agents.trafficking.config import load_rules
 from agents.trafficking.engine import Alert, latest, run
 from agents.trafficking.facts import Fact
 from agents.trafficking.state import KeyState
-from streams.sim.simulator import Mix, Simulator, simulated_facts
+from streams.sim.files import simulated_facts
+from streams.sim.simulator import Simulator
+from streams.sim.world import Mix
 from tests.unit.test_trafficking import crossing
 
 RULES = load_rules()

@@ -10,7 +10,8 @@ import pytest
 
 from schemas.contracts import CROSSING_EVENT, LANDING_EVENT
 from schemas.validation import ValidationError, parse_json_line
-from streams.sim.simulator import Simulator, to_json_line
+from streams.sim.files import to_json_line
+from streams.sim.simulator import Simulator
 
 NOW = datetime(2026, 11, 20, 12, tzinfo=UTC)
 
