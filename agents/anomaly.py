@@ -158,7 +158,7 @@ def evaluate_batch(facts: Sequence[Fact], load: Callable[[str], KeyState],
                    model: AnomalyModel | None) -> list[Alert]:
     """What the rule agent does with one batch: every fact through the rules, then one anomaly scoring call.
 
-    ``load``/``store`` read and write a key's state (the Faust table in the agent,
+    ``load``/``store`` read and write a key's state (the agent's state table,
     a dict in tests and benchmarks); ``store(key, None)`` deletes it (an ERASE fact).
     """
     alerts: list[Alert] = []

@@ -1,6 +1,7 @@
 """Dedup on the stream: captures → identity shards → decisions, samples, and link evidence (pure functions).
 
-The Faust agents in :mod:`streams.worker.app` only loop, call these and send:
+The worker's handlers (:mod:`streams.worker.ingest`, :mod:`streams.worker.dedup_shards`,
+:mod:`streams.worker.dedup_links`) call these and return what they give as effects:
 
 1. ingest turns each biometric capture into a CAPTURE command for the shard of the
    identity presented (``model|identity`` → one partition of ``biometric.probes``), so

@@ -1,8 +1,8 @@
 """Ingest: raw Kafka bytes → a pseudonymised analytics row, or a dead letter with the reason.
 
-Pure functions; the Faust agent in :mod:`streams.worker.app` only loops, calls
-:func:`ingest` and sends. Every row carries its source partition and offset and
-the event id, so a replay replaces rather than doubles.
+Pure functions; the ingest agents' handler (:mod:`streams.worker.ingest`) calls
+:func:`ingest` and returns what it gives as effects. Every row carries its source
+partition and offset and the event id, so a replay replaces rather than doubles.
 """
 
 from __future__ import annotations

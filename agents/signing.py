@@ -7,7 +7,7 @@ signed (``lintas-post``) and the signature over the value's bytes (``lintas-sign
 The worker checks both and that the event claims the post that signed it; anything else
 is dead-lettered with the reason. HMAC and not a public-key signature: checking one
 1.2 kB event takes 2.4 µs here, an Ed25519 verification 81 µs (``python -m timeit``, see
-the README's security section), a third of a core at the pipeline's rate; the price is
+docs/security.md), a third of a core at the pipeline's rate; the price is
 that the worker holds every post's key (a KMS in production).
 """
 

@@ -1,4 +1,4 @@
-"""Benchmarks: each prints its results as a table; commands in the README."""
+"""Benchmarks: each prints its results as a table; the commands and what they measured are in docs/benchmarks.md."""
 
 from __future__ import annotations
 

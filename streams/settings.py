@@ -61,7 +61,7 @@ class Settings(BaseSettings):
         """Where ``lintas produce`` keeps its outbox."""
         return self.spool or self.state_dir / "spool"
 
-    # Security: TLS and authentication on every server and client (README "Security")
+    # Security: TLS and authentication on every server and client (docs/security.md)
     secure: bool = Field(default=True, description="TLS and authentication everywhere: Kafka SASL_SSL (SCRAM) with "
                                                    "ACLs, the registry over https with basic auth, ClickHouse over "
                                                    "https. Off only to measure what they cost.")

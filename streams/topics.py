@@ -131,7 +131,7 @@ BIOMETRIC_PAIRS = TopicSpec(
         "decisions, keyed by link id; pseudonymous, internal.",
     internal=True,
 )
-LINK_STATE_TABLE = "dedup_link_state"  # Faust table of each link's pairs and decision (agents/links.py)
+LINK_STATE_TABLE = "dedup_link_state"  # state table of each link's pairs and decision (agents/links.py)
 BIOMETRIC_LINKS = TopicSpec(
     "biometric.links", partitions=3, retention="case", cleanup_policy="compact",
     doc="Multiple-identity links for human adjudication and their status (pseudonymous; no templates).",
@@ -149,16 +149,16 @@ BIOMETRIC_ADJUDICATIONS_DLQ = TopicSpec(
 
 # Trafficking-pattern rules. Facts are keyed by a pseudonymous id, so every fact
 # about one document, sponsor, subject or vessel reaches the same partition, where
-# the rule agent keeps that key's state in a Faust table; the table's changelog
-# (created by Faust, compacted) has the same partition count.
+# the rule agent keeps that key's state in a state table (streams/worker/state.py) whose
+# compacted changelog has the same partition count.
 TRAFFICKING_FACTS = TopicSpec(
     "trafficking.facts", partitions=6, retention="operational",
     doc="Pseudonymous facts from crossings, landings and dedup decisions, keyed by doc:/sponsor:/subject:/vessel: "
         "id, for the trafficking rules; internal.",
     internal=True,
 )
-TRAFFICKING_STATE_TABLE = "trafficking_state"  # Faust table; changelog lintas-pipeline-trafficking_state-changelog
-STAY_STATE_TABLE = "stay_state"  # Faust table of open stays per traveller (agents/overstay.py), same partitioning
+TRAFFICKING_STATE_TABLE = "trafficking_state"  # each key's rule state (agents/trafficking/state.py)
+STAY_STATE_TABLE = "stay_state"  # open stays per traveller (agents/overstay.py), partitioned the same way
 ALERTS = TopicSpec(
     "alerts", partitions=3, retention="case", cleanup_policy="compact",
     doc="Alerts for officers' review (Avro Alert, registered), keyed by alert id: the latest copy of each "
@@ -187,7 +187,7 @@ CASE_COMMANDS = TopicSpec(  # in transit only: each case's state is in its chang
         "agent; pseudonymous, internal.",
     internal=True,
 )
-CASE_STATE_TABLE = "case_state"  # Faust table of each case's indicators and decisions (agents/cases.py)
+CASE_STATE_TABLE = "case_state"  # each case's indicators and decisions (agents/cases.py)
 
 # Identity vault (agents/vault.py): who a person token is, for operations, sealed under the person's own key;
 # destroying that key (lintas erase) leaves every copy unreadable. Keyed by the token.
@@ -218,9 +218,9 @@ WATCHLISTS: dict[str, TopicSpec] = {name: TopicSpec(
     internal=True, writers=frozenset({Role.WATCHLIST}), readers=frozenset({Role.WATCHLIST}),
 ) for name in ("lost_stolen", "notices", "national_alerts")}
 
-# The Faust tables' changelogs (faust names them <app id>-<table>-changelog). Created with the other topics,
-# before any worker starts: a producer that meets a changelog topic created after its metadata was fetched
-# cannot place the first write (aiokafka: no partitions for the topic) and the agent crashes once.
+# The state tables' changelogs, named <app id>-<table>-changelog as Faust names its own. Created with the other
+# topics, before any worker starts: a producer that meets a topic created after its metadata was fetched cannot
+# place the first write, and the agent would crash once.
 APP_ID = "lintas-pipeline"
 
 

@@ -11,11 +11,11 @@ about a person.
 How it runs. Ingest turns every crossing into a few :class:`Fact` s keyed by a
 pseudonymous id (``doc:<document token>`` for the traveller and for each escort,
 ``sponsor:<token>`` for an unregistered sponsor), every landing into one keyed by
-its vessel (or site), and dedup turns every decision into two (the subject seen
-with the document, and the document seen with the subject). Facts go to
-``trafficking.facts`` keyed by that id, so everything about one key lands on one
-partition, and the Faust agent keeps one :class:`KeyState` per key in a
-changelog-backed table. :func:`evaluate` is the whole rule engine: one fact and
+its vessel (or site), and dedup turns every decision on a document into one (the
+subject seen with the document; several documents of one subject come from links).
+Facts go to ``trafficking.facts`` keyed by that id, so everything about one key
+lands on one partition, and the ``trafficking_rules`` agent keeps one
+:class:`KeyState` per key in a changelog-backed table. :func:`evaluate` is the whole rule engine: one fact and
 its key's state in, the new state and any alerts out. It is pure and
 deterministic:
 

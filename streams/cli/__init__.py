@@ -3,7 +3,7 @@
 Exit codes, the same for every command:
 
 * 0: done;
-* 1: done, and what it checked needs attention (bad lines dead-lettered by ``produce``, dedup drift,
+* 1: done, and what it checked needs attention (bad lines refused by ``produce``, dedup drift,
   an unhealthy server, events still waiting in the spool, a schema change not yet frozen);
 * 2: nothing done: a usage error, or a user error said in one line naming what is wrong and what to do
   (a missing file, a refused password, a server that cannot be reached, a bad rules file);

@@ -1,12 +1,9 @@
 """Batch agents on librdkafka: consume a batch, hand it to its handler, make its effects hold, commit.
 
-Why not Faust's streams for the busy topics: a Faust agent that does nothing with its
-events costs ~140 µs of CPU per event (aiokafka's Python fetcher, a Message and an Event
-per record, a task per step of the stream iterator; measured on this machine when this module
-was written, ``python -m bench.pipeline`` gives the end-to-end effect). The busy agents
-(:mod:`streams.worker.stages`) therefore run here, each on its own confluent-kafka consumer;
-the Faust app hosts them (:mod:`streams.worker.app`) and runs the low-volume agents (officers'
-decisions) as Faust agents.
+The busy agents (:mod:`streams.worker.stages`) run here, each on its own confluent-kafka
+consumer, rather than on Faust's, whose per-record cost was most of the worker's core
+(docs/architecture.md has the measurements); the Faust app hosts them (:mod:`streams.worker.app`)
+and runs the low-volume agents (officers' decisions) as Faust agents.
 
 Each :class:`BatchAgent` is one member of its own consumer group (``<app id>-<agent>``):
 
