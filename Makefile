@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PYTHON ?= python3.11
 
-.PHONY: setup demo test test-unit stack-up stack-down bench bench-dedup bench-trafficking bench-review bench-privacy bench-watchlist lint
+.PHONY: setup demo test test-unit stack-up stack-down bench bench-dedup bench-trafficking bench-review bench-privacy bench-watchlist lint docs
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	./infra/setup-system.sh
@@ -54,3 +54,7 @@ bench-watchlist: setup
 lint: setup
 	$(VENV)/bin/ruff check streams agents infra tests bench
 	$(VENV)/bin/mypy
+
+# docs/ as a site, under the state directory (never committed); --strict fails on a broken link or anchor.
+docs: setup
+	$(PY) -m mkdocs build --strict --site-dir .lintas/site
