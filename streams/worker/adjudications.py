@@ -14,7 +14,7 @@ from typing import Any
 from agents.biometric import LINK_COMMAND
 from agents.ingest import DeadLetter
 from agents.links import adjudicate
-from schemas.contracts import ADJUDICATION_DECISION
+from schemas.contracts import ADJUDICATION_DECISION, Contract
 from schemas.errors import InvalidMessage
 from schemas.wire import avro_bytes, decode
 from streams.topics import BIOMETRIC_ADJUDICATIONS_DLQ, BIOMETRIC_PAIRS
@@ -50,10 +50,15 @@ def _aware(link: dict[str, Any]) -> dict[str, Any]:
     return link
 
 
-class Adjudications:
-    """Decisions off biometric.adjudications."""
+class CheckedDecisions:
+    """A handler of officers' decisions: each decoded with :attr:`contract`, :meth:`check` ed and :meth:`apply` ed.
 
-    name = "adjudications"
+    A decision that cannot be decoded or fails its check is a dead letter on :attr:`dlq` with the reason.
+    """
+
+    name: str
+    contract: Contract
+    dlq: str
 
     def __init__(self, svc: Services) -> None:
         """Check decisions with the shared services."""
@@ -64,16 +69,34 @@ class Adjudications:
     def revoked(self, partitions: set[int]) -> None:
         """Nothing is held per partition."""
 
+    def check(self, decision: dict[str, Any]) -> None:
+        """Raise :class:`InvalidMessage` if the decision's form is wrong (every decoded decision passes here)."""
+
+    async def apply(self, effects: Effects, decision: dict[str, Any], record: Record) -> None:
+        """Pass one checked decision on."""
+        raise NotImplementedError
+
     async def process(self, records: list[Record]) -> Effects:
-        """Each decision decoded, checked against its link and passed on, or dead-lettered."""
+        """Each decision decoded, checked and passed on, or dead-lettered."""
         effects = Effects()
         await self.io(self.svc.ids.prefetch, [r.value for r in records])
         for r in records:
             try:
-                decision = decode(r.value, ADJUDICATION_DECISION, self.svc.ids)
+                decision = decode(r.value, self.contract, self.svc.ids)
+                self.check(decision)
             except InvalidMessage as err:
-                await self.out.dead_letters(effects, [DeadLetter.from_error(source_of(r), err, r.value)],
-                                            BIOMETRIC_ADJUDICATIONS_DLQ.name, datetime.now(UTC))
+                await self.out.dead_letters(effects, [DeadLetter.from_error(source_of(r), err, r.value)], self.dlq,
+                                            datetime.now(UTC))
                 continue
-            await decide_link(self.out, effects, decision, r, BIOMETRIC_ADJUDICATIONS_DLQ.name)
+            await self.apply(effects, decision, r)
         return effects
+
+
+class Adjudications(CheckedDecisions):
+    """Decisions off biometric.adjudications, checked against their link."""
+
+    name, contract, dlq = "adjudications", ADJUDICATION_DECISION, BIOMETRIC_ADJUDICATIONS_DLQ.name
+
+    async def apply(self, effects: Effects, decision: dict[str, Any], record: Record) -> None:
+        """To the link checks."""
+        await decide_link(self.out, effects, decision, record, self.dlq)
