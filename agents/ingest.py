@@ -15,68 +15,18 @@ from typing import Any
 import numpy as np
 
 from agents.biometric import Capture, captures, probe_template
+from agents.dead_letters import DeadLetter, Source
 from agents.gallery import TemplateRejected
 from agents.keys import Purposes
+from agents.posts import PostRegistry, sender_problems
 from agents.pseudonymise import Tokeniser, crossing_row, landing_row
 from agents.signing import sender_field, sent_by
 from agents.trafficking.facts import Fact, crossing_facts, landing_facts
 from agents.vault import identities
 from agents.watchlist import Presented, presented
-from schemas.contracts import CROSSING_EVENT, DEAD_LETTER, LANDING_EVENT, Contract
-from schemas.errors import InvalidMessage
+from schemas.contracts import CROSSING_EVENT, LANDING_EVENT, Contract
 from schemas.validation import check_semantics
-from schemas.wire import DecodeError, WriterSchemas, decode, encode_payload
-
-
-@dataclass(frozen=True)
-class Source:
-    """Where a message sits in Kafka."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp_ms: int
-
-
-@dataclass(frozen=True)
-class DeadLetter:
-    """A rejected message with the first reason; ``payload`` is the raw value (restricted topic only)."""
-
-    source: Source
-    error_code: str
-    error_field: str
-    reason: str
-    payload: bytes
-
-    @classmethod
-    def from_error(cls, source: Source, err: InvalidMessage, payload: bytes | None,
-                   field: str | None = None) -> DeadLetter:
-        """The dead letter of a bad message: the error's code, field (or ``field``) and reason, the raw bytes."""
-        return cls(source, err.code, err.field if field is None else field, err.reason, payload or b"")
-
-    def record(self, now: datetime) -> dict[str, Any]:
-        """The DeadLetter Avro record for the dead-letter topic."""
-        return {
-            "source_topic": self.source.topic, "source_partition": self.source.partition,
-            "source_offset": self.source.offset,
-            "source_timestamp": datetime.fromtimestamp(self.source.timestamp_ms / 1000, tz=UTC),
-            "error_code": self.error_code, "error_field": self.error_field, "reason": self.reason,
-            "payload": self.payload, "failed_at": now,
-        }
-
-    def row(self, now: datetime) -> dict[str, Any]:
-        """The dead_letters analytics row: where and why, never the bytes."""
-        return {
-            "source_topic": self.source.topic, "source_partition": self.source.partition,
-            "source_offset": self.source.offset, "error_code": self.error_code, "error_field": self.error_field,
-            "reason": self.reason, "produced_at": datetime.fromtimestamp(self.source.timestamp_ms / 1000, tz=UTC),
-            "ingested_at": now,
-        }
-
-    def headers(self) -> list[tuple[str, bytes]]:
-        """Kafka headers for ops tooling: codes and coordinates only, no personal data."""
-        return [("lintas.error.code", self.error_code.encode()), ("lintas.error.field", self.error_field.encode()),
-                ("lintas.source", f"{self.source.topic}/{self.source.partition}/{self.source.offset}".encode())]
+from schemas.wire import DecodeError, WriterSchemas, decode
 
 
 @dataclass(frozen=True)
@@ -123,10 +73,12 @@ class Accepted:
 
 
 def ingest(raw: bytes | None, source: Source, kind: EventKind, schemas: WriterSchemas, keys: Purposes,
-           now: datetime, templates: TemplatePolicy, signed_by: str | None = None) -> Accepted | DeadLetter:
+           now: datetime, templates: TemplatePolicy, signed_by: str | None = None,
+           posts: PostRegistry | None = None) -> Accepted | DeadLetter:
     """Decode, validate and pseudonymise one message; check its biometric templates.
 
     ``signed_by``: the post whose key signed the message (agents/signing.py); the event must claim that post.
+    ``posts``: the registered posts (agents/posts.py); the event's post must be one, as registered.
 
     The analytics row is tokenised with the analytics key; probes and facts, which
     stay inside the pipeline, with the operations key.
@@ -145,6 +97,9 @@ def ingest(raw: bytes | None, source: Source, kind: EventKind, schemas: WriterSc
     if signed_by is not None and sent_by(kind.contract.name, record) != signed_by:
         return DeadLetter(source, "not_the_signer", sender_field(kind.contract.name),
                           "names another post than the one that signed it", raw or b"")
+    if posts is not None and (problems := sender_problems(kind.contract.name, record, posts)):
+        first = problems[0]
+        return DeadLetter(source, first.code, first.field, first.reason, raw or b"")
     row = kind.to_row(record, keys.analytics)
     row["source_partition"] = source.partition
     row["source_offset"] = source.offset
@@ -159,8 +114,3 @@ def ingest(raw: bytes | None, source: Source, kind: EventKind, schemas: WriterSc
     traveller = next((f.traveller for f in facts if f.role == "SELF"), None)  # the token, made once
     return Accepted(row, probes, letters, facts, identities(record, kind.source, keys.operations),
                     kind.to_check(record, traveller) if kind.to_check and traveller else None)
-
-
-def dead_letter_payload(letter: DeadLetter, now: datetime) -> bytes:
-    """Avro binary of the envelope (framed by the caller with the registry id)."""
-    return encode_payload(DEAD_LETTER, letter.record(now))

@@ -64,7 +64,7 @@ from streams import clients
 from streams.clients import clickhouse_client
 from streams.keystores import FileKeyring, SqliteSubjectKeys
 from streams.ops.lag import caught_up
-from streams.post_keys import ensure_post_key
+from streams.posts import ensure_post_key
 from streams.settings import Settings
 from streams.sim.faces import ClusteredFaces
 from streams.sim.simulator import Simulator

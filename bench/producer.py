@@ -16,6 +16,7 @@ from pathlib import Path
 from infra.stack import Stack
 from streams.post.producer import Forwarder, ProduceReport, accept_lines, read_lines
 from streams.post.spool import Spool
+from streams.posts import load_registry
 from streams.settings import load_settings
 from streams.sim.files import write_files
 from streams.sim.simulator import Simulator
@@ -36,7 +37,7 @@ def main() -> None:
         spool = Spool(Path(tmp) / "outbox.sqlite")
         report = ProduceReport()
         t0 = time.perf_counter()
-        accept_lines(read_lines(str(paths["crossing"])), "crossing", spool, report)
+        accept_lines(read_lines(str(paths["crossing"])), "crossing", spool, report, load_registry(settings))
         t1 = time.perf_counter()
         forwarder = Forwarder(settings, spool)
         done = forwarder.pump(timeout_s=600)

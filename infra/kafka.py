@@ -45,8 +45,8 @@ from infra import dist
 from infra.errors import StackError, StateDirError
 from infra.process import ManagedProcess
 from infra.tls import server_pem
-from schemas.geography import LANDING_SITES, POSTS
-from streams import clients, post_keys
+from streams import clients
+from streams.posts import ensure_post_key, load_registry
 from streams.settings import Settings, ensure_credential, write_private
 from streams.topics import ALL_TOPICS, Grant, Role, TopicSpec, grants, principal
 
@@ -344,13 +344,8 @@ def create_topics(settings: Settings, replication: int, topics: tuple[TopicSpec,
 
 
 def known_posts(settings: Settings) -> list[str]:
-    """Every post the local stack provisions.
-
-    The region's border posts and landing sites, and any other post that has a signing key
-    (``lintas stack add-post``, or the local gateway's first send for it).
-    """
-    keyed = {path.stem for path in settings.post_keys_dir.glob("*.key")}
-    return sorted({*POSTS, *(site.site_id for site in LANDING_SITES), *keyed})
+    """Every post the local stack provisions: the registry's (the region's, and those ``stack add-post`` added)."""
+    return sorted(load_registry(settings).posts)
 
 
 def principals(posts: Iterable[str] = ()) -> dict[str, Role]:
@@ -376,7 +371,7 @@ def provision(settings: Settings, posts: Iterable[str] = (), *, rotate: bool = F
     for user, future in admin.alter_user_scram_credentials(upserts).items():
         _result(future, f"could not set the credential of {user}")
     for post in posts:
-        post_keys.ensure_post_key(settings, post)
+        ensure_post_key(settings, post)
     declared = {binding for user, role in users.items() for binding in map(_binding, grants(role, user))}
     any_acl = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, None, None,  # type: ignore[arg-type]
                                AclOperation.ANY, AclPermissionType.ANY)

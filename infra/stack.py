@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from agents.posts import RegisteredPost
 from infra.clickhouse import LocalClickHouse
 from infra.errors import StackError
 from infra.kafka import (
@@ -38,6 +39,7 @@ from infra.kafka import (
 from infra.process import ManagedProcess, port_is_bound, rss_bytes
 from infra.registry import SchemaRegistry
 from infra.tls import ensure_certificates
+from streams.posts import add_post
 from streams.settings import Settings, ensure_credential
 from streams.topics import Role, principal
 
@@ -257,13 +259,14 @@ class Stack:
                 out.append("(no log yet)")
         return "\n".join(out)
 
-    def add_posts(self, posts: list[str], say: Say = print) -> None:
-        """A principal, its ACLs and a signing key for each new post (an existing one is left as it is)."""
-        if not self.settings.secure:
-            raise StackError("stack", "security is off (LINTAS_SECURE=0): posts need no principal")
-        _, added, _ = provision(self.settings, sorted({*known_posts(self.settings), *posts}))
-        say(f"kafka: {', '.join(principal(Role.POST, p) for p in posts)} may write the input topics ({added} "
-            f"ACLs added); signing keys in {self.settings.post_keys_dir}")
+    def add_post(self, post: RegisteredPost, say: Say = print) -> None:
+        """Register a post, make its signing key and, with security on, its principal and ACLs (idempotent)."""
+        new = add_post(self.settings, post)
+        say(f"{post.post_id}: {'registered' if new else 'registered already'}; signing key in "
+            f"{self.settings.post_keys_dir}")
+        if self.settings.secure:
+            _, added, _ = provision(self.settings, known_posts(self.settings))
+            say(f"kafka: {principal(Role.POST, post.post_id)} may write the input topics ({added} ACLs added)")
 
     def rotate(self, say: Say = print, *, admin: bool = False) -> None:
         """New passwords for every local principal and user; the running servers take them without a restart.

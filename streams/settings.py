@@ -117,17 +117,26 @@ class Settings(BaseSettings):
                                                                               "pipeline's user cannot.")
     clickhouse_migrate_password: SecretStr | None = None
 
-    # Border posts sign what they send (streams/post_keys.py): one key per post or landing site
+    # The posts Lintas knows, and their signing keys (streams/posts.py): one key per post or landing site
     post_id: str | None = Field(default=None, description="This process is that post: `lintas produce` sends its "
                                                           "events only, as its own Kafka principal, signed with "
                                                           "its key. Unset locally: one gateway for every post.")
     post_keys: Path | None = Field(default=None, description="Posts' signing keys, one file per post (mode "
                                                              "0600); default <state_dir>/secrets/posts/.")
 
+    posts_file: Path | None = Field(default=None, description="The posts and landing sites a deployment added to "
+                                                               "the packaged ones (JSON, versioned); default "
+                                                               "<state_dir>/posts.json.")
+
     @property
     def post_keys_dir(self) -> Path:
         """Where each post's signing key is (the worker reads every post's; a post only its own)."""
         return self.post_keys or self.secrets_dir / "posts"
+
+    @property
+    def posts_path(self) -> Path:
+        """The deployment's registry of added posts and sites (readable by every process; not a secret)."""
+        return self.posts_file or self.state_dir / "posts.json"
 
     # Pseudonymisation keys per purpose (agents/keys.py): a key file, created on first use
     keyring: Path | None = Field(

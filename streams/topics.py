@@ -94,14 +94,17 @@ LANDING_EVENTS = TopicSpec(
     "landing_events", partitions=3, retention="personal_clear", restricted=True, writers=frozenset({Role.POST}),
     doc="Maritime landing events (Avro, contains personal data; signed by the site).",
 )
-# Dead letters keep the raw bytes for repair, so they share the source's retention.
+# Dead letters keep the raw bytes for repair, so they share the source's retention. A post writes the lines
+# its gateway refused to them too (streams/post/producer.py), so that bad input is counted wherever it stopped.
 CROSSING_EVENTS_DLQ = TopicSpec(
     CROSSING_EVENTS.dlq, partitions=1, retention="personal_clear", restricted=True,
-    doc="Crossing events that failed decoding or validation, with the reason.",
+    writers=frozenset({Role.WORKER, Role.POST}),
+    doc="Crossing events that failed decoding or validation, and lines refused at a post, with the reason.",
 )
 LANDING_EVENTS_DLQ = TopicSpec(
     LANDING_EVENTS.dlq, partitions=1, retention="personal_clear", restricted=True,
-    doc="Landing events that failed decoding or validation, with the reason.",
+    writers=frozenset({Role.WORKER, Role.POST}),
+    doc="Landing events that failed decoding or validation, and lines refused at a site, with the reason.",
 )
 
 
@@ -253,6 +256,8 @@ AGENTS: dict[str, TopicSpec] = {
     "dedup_links": BIOMETRIC_PAIRS,
     "trafficking_rules": TRAFFICKING_FACTS,
     "cases": CASE_COMMANDS,
+    "refusals_crossings": CROSSING_EVENTS_DLQ,
+    "refusals_landings": LANDING_EVENTS_DLQ,
 }
 
 

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 
 from schemas.errors import LintasError
-from streams.cli import analysis, console, events, privacy, review, stack
+from streams.cli import analysis, console, events, posts, privacy, review, stack
 
 DONE, ATTENTION, USER_ERROR, INTERRUPTED = 0, 1, 2, 130
 
@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "identity resolution and trafficking indicators for officers' review.")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (stack, events, analysis, privacy, review, console):
+    for group in (stack, events, posts, analysis, privacy, review, console):
         group.register(sub)
     return parser
 

@@ -14,6 +14,7 @@ from streams.settings import Settings, load_settings
 def _cmd_produce(args: argparse.Namespace) -> int:
     from streams.post.producer import Forwarder, ProduceReport, accept_lines, read_lines
     from streams.post.spool import Spool
+    from streams.posts import load_registry
 
     settings = settings_of(args)
     spool = Spool(args.spool or settings.spool_dir / "outbox.sqlite")
@@ -23,11 +24,13 @@ def _cmd_produce(args: argparse.Namespace) -> int:
         for err in errors:
             print(f"line {line}: {err.field or '(record)'}: {err.reason} [{err.code}]", file=sys.stderr)
 
-    accept_lines(read_lines(args.file), args.type, spool, report, on_bad=on_bad, post_id=settings.post_id)
+    accept_lines(read_lines(args.file), args.type, spool, report, load_registry(settings), on_bad=on_bad,
+                 post_id=settings.post_id)
     forwarder = Forwarder(settings, spool)
     forwarder.pump(timeout_s=args.wait)
     forwarder.close()
-    report.delivered, report.pending = forwarder.delivered, spool.pending()
+    report.delivered, report.dead_lettered, report.pending = forwarder.delivered, forwarder.dead_lettered, \
+        spool.pending()
     print(report.summary())
     if report.pending:
         print(f"{report.pending} events wait in {spool.path}; `lintas forward` sends them when Kafka is reachable")

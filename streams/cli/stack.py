@@ -12,6 +12,7 @@ from typing import Any
 from streams.cli.analysis import train_anomaly_model
 from streams.cli.common import settings_of
 from streams.cli.events import send_simulation
+from streams.cli.posts import post_arguments, post_of
 from streams.settings import Settings
 
 
@@ -36,7 +37,7 @@ def _cmd_stack(args: argparse.Namespace) -> int:
     elif args.action == "rotate":
         stack.rotate(admin=args.admin)
     elif args.action == "add-post":
-        stack.add_posts(args.posts)
+        stack.add_post(post_of(args))
     elif args.action == "logs":
         print(stack.logs(args.server, args.lines))
     else:
@@ -145,8 +146,9 @@ def register(sub: Any) -> None:
     stack_sub.add_parser("reset", help="stop and delete all server state (keeps installed jars)")
     rotate = stack_sub.add_parser("rotate", help="new passwords for every local principal and user (secrets/)")
     rotate.add_argument("--admin", action="store_true", help="the Kafka admin's too (restarts the brokers)")
-    add_post = stack_sub.add_parser("add-post", help="a Kafka principal (post-<id>) and a signing key for a post")
-    add_post.add_argument("posts", nargs="+", metavar="POST_ID")
+    add_post = stack_sub.add_parser("add-post", help="register a post, make its signing key, and give it its Kafka "
+                                    "principal (post-<id>) and ACLs")
+    post_arguments(add_post)
     logs = stack_sub.add_parser("logs", help="the last lines of the servers' logs")
     logs.add_argument("server", nargs="?", help="e.g. kafka-1, registry, clickhouse")
     logs.add_argument("-n", "--lines", type=int, default=40)

@@ -8,9 +8,15 @@ by post so one post's events stay in one partition, in order. When the broker or
 the registry is unreachable the events wait in the spool; nothing accepted is
 lost, and a resend is harmless downstream because the event id is the same.
 
-Every event leaves signed by its post (agents/signing.py). A post's own process
-(``LINTAS_POST_ID``) connects as that post and accepts only its own events; the
-local stack's gateway sends for every post, each signed with that post's key.
+Every event leaves signed by its post (agents/signing.py), and only a registered post
+sends (agents/posts.py): its key is made by provisioning, never here. A post's own
+process (``LINTAS_POST_ID``) connects as that post and accepts only its own events; the
+local stack's gateway sends for every registered post, each signed with that post's key.
+
+A line refused here (not JSON, not valid, an unknown post) is reported and is not an
+event; it still goes to its input topic's dead-letter topic, as a ``DeadLetter`` whose
+source partition is -1 and source offset its line number, so that bad input is counted
+in ``dead_letters`` wherever it was stopped.
 """
 
 from __future__ import annotations
@@ -19,20 +25,24 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from confluent_kafka import KafkaError, Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
+from agents.dead_letters import REFUSED_PARTITION, DeadLetter, Source, dead_letter_payload
+from agents.posts import PostRegistry, sender_problems
 from agents.signing import Headers, sender_field, sent_by, signed_headers
-from schemas.contracts import EVENT_CONTRACTS
+from schemas.contracts import DEAD_LETTER, EVENT_CONTRACTS
 from schemas.errors import LintasError
 from schemas.validation import FieldError, ValidationError, parse_json_line
 from schemas.wire import SchemaIds, encode_payload, frame
-from streams import clients, post_keys
+from streams import clients
 from streams.post.spool import Spool
+from streams.posts import post_key
 from streams.settings import Settings
-from streams.topics import CROSSING_EVENTS, LANDING_EVENTS, Role
+from streams.topics import CROSSING_EVENTS, LANDING_EVENTS, Role, TopicSpec
 
 log = logging.getLogger("lintas.producer")
 
@@ -41,6 +51,8 @@ EVENT_TYPES: dict[str, tuple[str, str]] = {
     "crossing": ("CrossingEvent", CROSSING_EVENTS.name),
     "landing": ("LandingEvent", LANDING_EVENTS.name),
 }
+INPUTS: dict[str, TopicSpec] = {CROSSING_EVENTS.name: CROSSING_EVENTS, LANDING_EVENTS.name: LANDING_EVENTS}
+MAX_REFUSED_BYTES = 256 * 1024  # of a refused line kept in its dead letter (a line is an event: far less)
 ACCEPT_BATCH = 1000
 
 
@@ -71,23 +83,28 @@ class ProduceReport:
     accepted: int = 0
     bad: list[tuple[int, list[FieldError]]] = field(default_factory=list)
     delivered: int = 0
+    dead_lettered: int = 0
     pending: int = 0
 
     def summary(self) -> str:
         """One line for the operator."""
         text = (f"{self.lines} lines: {self.accepted} accepted, {len(self.bad)} bad; "
                 f"{self.delivered} delivered to Kafka, {self.pending} waiting in the spool")
+        if self.dead_lettered:
+            text += f"; {self.dead_lettered} bad line(s) in the dead-letter topic"
         return text
 
 
-def accept_lines(lines: Iterable[str], event_type: str, spool: Spool, report: ProduceReport,
+def accept_lines(lines: Iterable[str], event_type: str, spool: Spool, report: ProduceReport, posts: PostRegistry,
                  on_bad: Callable[[int, list[FieldError]], None] | None = None, post_id: str | None = None) -> None:
-    """Validate each JSON line and durably accept the good ones; bad lines are reported, never sent.
+    """Validate each JSON line and durably accept the good ones; a bad line is reported and dead-lettered.
 
+    ``posts``: the registered posts; a line whose post is not one of them, or not as registered, is bad.
     ``post_id``: this process is that post, and a line that names another post is bad.
     """
-    contract_name, _ = EVENT_TYPES[event_type]
+    contract_name, topic = EVENT_TYPES[event_type]
     contract = EVENT_CONTRACTS[contract_name]
+    refused: list[tuple[str, bytes, str, bytes]] = []
 
     def valid_records() -> Iterator[dict[str, Any]]:
         for number, line in enumerate(lines, start=1):
@@ -99,13 +116,27 @@ def accept_lines(lines: Iterable[str], event_type: str, spool: Spool, report: Pr
                 if post_id is not None and sent_by(contract_name, record) != post_id:
                     raise ValidationError([FieldError(sender_field(contract_name), "not_this_post",
                                                       "names another post than the one sending")])
+                if problems := sender_problems(contract_name, record, posts):
+                    raise ValidationError(problems)
                 yield record
             except ValidationError as err:
                 report.bad.append((number, err.errors))
+                refused.append(refusal(INPUTS[topic], number, line, err.errors[0], post_id))
                 if on_bad:
                     on_bad(number, err.errors)
 
     report.accepted += accept_records(valid_records(), event_type, spool)
+    spool.accept(refused)
+
+
+def refusal(topic: TopicSpec, line_number: int, line: str, error: FieldError,
+            post_id: str | None) -> tuple[str, bytes, str, bytes]:
+    """The spool row of a refused line: a DeadLetter for the input's dead-letter topic, keyed by who sends it."""
+    now = datetime.now(UTC)
+    raw = line.rstrip("\n").encode()[:MAX_REFUSED_BYTES]
+    letter = DeadLetter(Source(topic.name, REFUSED_PARTITION, line_number, int(now.timestamp() * 1000)),
+                        error.code, error.field, error.reason, raw)
+    return topic.dlq, (post_id or "gateway").encode(), DEAD_LETTER.name, dead_letter_payload(letter, now)
 
 
 def accept_records(records: Iterable[dict[str, Any]], event_type: str, spool: Spool) -> int:
@@ -137,22 +168,25 @@ class Forwarder:
         self._last_seq = 0
         self._in_flight = 0
         self._acked: list[int] = []
+        self._acked_letters = 0
         self._failed: list[str] = []
-        self.delivered = 0
+        self.delivered = 0  # events
+        self.dead_lettered = 0  # refused lines
 
-    def _on_delivery(self, seq: int) -> Callable[[KafkaError | None, Any], None]:
+    def _on_delivery(self, seq: int, letter: bool) -> Callable[[KafkaError | None, Any], None]:
         def callback(err: KafkaError | None, _msg: Any) -> None:
             self._in_flight -= 1
             if err is None:
                 self._acked.append(seq)
+                self._acked_letters += letter
             else:
                 self._failed.append(err.name())
 
         return callback
 
-    def _schema_ids(self, contracts: set[str], topics: dict[str, str]) -> dict[str, int] | None:
+    def _schema_ids(self, pairs: set[tuple[str, str]]) -> dict[tuple[str, str], int] | None:
         try:
-            return {name: self.ids.id_for(topics[name], EVENT_CONTRACTS[name]) for name in contracts}
+            return {(topic, name): self.ids.id_for(topic, EVENT_CONTRACTS[name]) for topic, name in pairs}
         except Exception as exc:  # noqa: BLE001 - the registry being unreachable is expected at a post
             log.warning("schema registry unreachable (%s); events stay in the spool", type(exc).__name__)
             return None
@@ -167,18 +201,20 @@ class Forwarder:
             room = self.window - self._in_flight
             batch = self.spool.after(self._last_seq, min(room, 5000)) if room > 0 else []
             if batch:
-                contracts = {e.contract for e in batch}
-                ids = self._schema_ids(contracts, {e.contract: e.topic for e in batch})
+                ids = self._schema_ids({(e.topic, e.contract) for e in batch})
                 if ids is None:
                     if deadline is not None and time.monotonic() > deadline:
                         return False
                     time.sleep(1.0)
                     continue
                 for event in batch:
-                    value = frame(ids[event.contract], event.payload)
-                    post = event.key.decode()
-                    self._produce(event.topic, event.key, value, event.seq,
-                                  signed_headers(post, self._key(post), value))
+                    value = frame(ids[(event.topic, event.contract)], event.payload)
+                    if event.contract == DEAD_LETTER.name:  # a refused line: its post may have no key at all
+                        self._produce(event.topic, event.key, value, event.seq, [], letter=True)
+                    else:
+                        post = event.key.decode()
+                        self._produce(event.topic, event.key, value, event.seq,
+                                      signed_headers(post, self._key(post), value))
                     self._last_seq = event.seq
             self.producer.poll(0.05 if batch else 0.2)
             if not batch and self._in_flight == 0 and idle_stop:
@@ -196,15 +232,14 @@ class Forwarder:
             own = self.settings.post_id
             if own is not None and post != own:  # a spool left by another post's process: not ours to sign
                 raise DeliveryError(f"the spool holds another post's events; this process is post {own}")
-            key = self._keys[post] = (post_keys.ensure_post_key(self.settings, post) if own is None
-                                      else post_keys.post_key(self.settings, post))
+            key = self._keys[post] = post_key(self.settings, post)  # provisioning made it; never made here
         return key
 
-    def _produce(self, topic: str, key: bytes, value: bytes, seq: int, headers: Headers) -> None:
+    def _produce(self, topic: str, key: bytes, value: bytes, seq: int, headers: Headers, letter: bool = False) -> None:
         while True:
             try:
                 self.producer.produce(topic, key=key, value=value, headers=list(headers),
-                                      on_delivery=self._on_delivery(seq))
+                                      on_delivery=self._on_delivery(seq, letter))
                 self._in_flight += 1
                 return
             except BufferError:
@@ -213,9 +248,10 @@ class Forwarder:
 
     def _flush_acks(self) -> None:
         if self._acked:
-            acked, self._acked = self._acked, []
+            acked, letters, self._acked, self._acked_letters = self._acked, self._acked_letters, [], 0
             self.spool.delivered(acked)
-            self.delivered += len(acked)
+            self.delivered += len(acked) - letters
+            self.dead_lettered += letters
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Flush what can be flushed; anything unacknowledged stays in the spool for next time."""

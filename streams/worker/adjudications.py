@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agents.biometric import LINK_COMMAND
-from agents.ingest import DeadLetter
+from agents.dead_letters import DeadLetter
 from agents.links import adjudicate
 from schemas.contracts import ADJUDICATION_DECISION, Contract
 from schemas.errors import InvalidMessage

@@ -15,7 +15,7 @@ from typing import Any
 
 from agents.audit import Processing
 from agents.cases import CaseState, add_indicator, case_row, decide, forget, load_policy, read_command
-from agents.ingest import DeadLetter
+from agents.dead_letters import DeadLetter
 from schemas.errors import InvalidMessage
 from streams.topics import REVIEW_DECISIONS_DLQ
 from streams.worker.effects import Effects

@@ -15,7 +15,9 @@ from typing import Any
 
 from agents.audit import Processing, classes_of
 from agents.biometric import capture_commands
-from agents.ingest import Accepted, DeadLetter, EventKind, ingest
+from agents.dead_letters import DeadLetter
+from agents.ingest import Accepted, EventKind, ingest
+from agents.posts import PostRegistry
 from agents.sealing import person_key
 from agents.signing import verify
 from agents.vault import VAULT_CLASSES, sealed_entries
@@ -46,8 +48,8 @@ class Ingest:
         self.svc.refresh_keys()
         effects = Effects()
         await self.io(self.svc.ids.prefetch, [r.value for r in records])  # the registry asked once, off the loop
-        now = datetime.now(UTC)
-        results = [self._one(r, now) for r in records]
+        now, posts = datetime.now(UTC), self.svc.posts()
+        results = [self._one(r, now, posts) for r in records]
         accepted = [r for r in results if isinstance(r, Accepted)]
         letters = [r for r in results if isinstance(r, DeadLetter)] + [x for a in accepted for x in a.letters]
         rows = [a.row for a in accepted]
@@ -64,13 +66,13 @@ class Ingest:
                                          hits=len(hits)))
         return effects
 
-    def _one(self, record: Record, now: datetime) -> Accepted | DeadLetter:
+    def _one(self, record: Record, now: datetime, posts: PostRegistry) -> Accepted | DeadLetter:
         try:
             signer = verify(record.headers, record.value, self.svc.post_keys)
         except InvalidMessage as err:  # unsigned or forged: never decoded
             return DeadLetter.from_error(source_of(record), err, record.value)
         return ingest(record.value, source_of(record), self.kind, self.svc.ids, self.svc.keys, now,
-                      self.svc.templates, signed_by=signer)
+                      self.svc.templates, signed_by=signer, posts=posts)
 
     def _to_operations(self, effects: Effects, accepted: list[Accepted]) -> tuple[int, int]:
         """Identities to the vault and captures to the gallery (both sealed per person), facts to the rules."""

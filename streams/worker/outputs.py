@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agents.cases import indicator_command
-from agents.ingest import DeadLetter, dead_letter_payload
+from agents.dead_letters import DeadLetter, dead_letter_payload
 from agents.trafficking.engine import Alert
 from agents.trafficking.facts import Fact
 from schemas.contracts import ALERT, DEAD_LETTER, Contract

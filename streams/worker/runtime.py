@@ -40,7 +40,7 @@ from typing import Any, Protocol, TypeVar
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from agents.audit import offsets
-from agents.ingest import Source
+from agents.dead_letters import Source
 from streams import clients
 from streams.settings import Settings
 from streams.topics import Role

@@ -1,8 +1,8 @@
 """What the worker's handlers share, built from the settings when the worker starts (never at import).
 
 The registry cache, the pseudonymisation keys, the per-person key store and sealer, the vault's
-recent-identity cache, the template policy, this worker's copy of the watchlists, posts' keys,
-the dedup thresholds file, the ClickHouse sink and each agent's I/O lane. A test builds the same
+recent-identity cache, the template policy, this worker's copy of the watchlists, the registered
+posts and their keys, the dedup thresholds file, the ClickHouse sink and each agent's I/O lane. A test builds the same
 object over in-memory stand-ins (:mod:`streams.worker.testing`).
 """
 
@@ -17,13 +17,14 @@ from typing import Any, Protocol
 from agents.dedup import ThresholdSet
 from agents.ingest import TemplatePolicy
 from agents.keys import Purposes
+from agents.posts import PostRegistry
 from agents.pseudonymise import Tokeniser
 from agents.sealing import SubjectSealer
 from agents.vault import Recent
 from schemas.wire import SchemaIds
 from streams import clients
 from streams.keystores import FileKeyring, SqliteSubjectKeys
-from streams.post_keys import PostKeys
+from streams.posts import PostKeys, RegistryFile
 from streams.settings import Settings
 from streams.topics import Role
 from streams.watchlist_replica import Replica
@@ -108,7 +109,8 @@ class Services:
     vaulted: Recent
     templates: TemplatePolicy
     watchlists: Lists
-    post_keys: Callable[[str], bytes | None]  # each post's signing key (streams/post_keys.py)
+    post_keys: Callable[[str], bytes | None]  # each post's signing key (streams/posts.py)
+    posts: Callable[[], PostRegistry]  # the registered posts now (streams/posts.py: RegistryFile.current)
     thresholds: ThresholdsFile
 
     @property
@@ -133,5 +135,5 @@ def build_services(settings: Settings) -> Services:
         sealer=SubjectSealer(SqliteSubjectKeys(settings.subject_keys_path)), vaulted=Recent(),
         templates=TemplatePolicy(settings.dedup_dimension, settings.dedup_quality_floor),
         watchlists=Replica(settings), post_keys=PostKeys(settings.post_keys_dir),
-        thresholds=ThresholdsFile(settings.dedup_thresholds_path),
+        posts=RegistryFile(settings).current, thresholds=ThresholdsFile(settings.dedup_thresholds_path),
     )

@@ -38,6 +38,7 @@ from streams.worker.dedup_links import DedupLinks
 from streams.worker.dedup_shards import DedupShards
 from streams.worker.effects import Sender, perform
 from streams.worker.ingest import Ingest
+from streams.worker.refusals import Refusals
 from streams.worker.review_decisions import ReviewDecisions
 from streams.worker.runtime import BatchHandler, Record
 from streams.worker.services import Services
@@ -86,6 +87,13 @@ STAGES: tuple[Stage, ...] = (
     # indicators and checked decisions → each case's state → the cases table
     Stage("cases", AGENTS["cases"], lambda svc, t, r: Cases(svc, t[CASE_STATE_TABLE]),
           lambda s: s.trafficking_batch_size, (CASE_STATE_TABLE,)),
+    # lines refused at a post (on the inputs' dead-letter topics) → dead_letters rows
+    Stage("refusals_crossings", AGENTS["refusals_crossings"],
+          lambda svc, t, r: Refusals(svc, "refusals_crossings", AGENTS["refusals_crossings"]),
+          lambda s: s.sink_batch_size),
+    Stage("refusals_landings", AGENTS["refusals_landings"],
+          lambda svc, t, r: Refusals(svc, "refusals_landings", AGENTS["refusals_landings"]),
+          lambda s: s.sink_batch_size),
     # officers' decisions on links → checked against the link → the link agent (biometric.pairs)
     Stage("adjudications", BIOMETRIC_ADJUDICATIONS, lambda svc, t, r: Adjudications(svc), batch=False),
     # officers' decisions → form checked → the case agent (review.cases) or the link checks

@@ -23,6 +23,7 @@ from agents.sealing import SubjectSealer
 from agents.vault import Recent
 from schemas.wire import SchemaIds
 from streams.keystores import FileKeyring, SqliteSubjectKeys
+from streams.posts import RegistryFile
 from streams.settings import Settings
 from streams.topics import ALL_TOPICS
 from streams.worker.effects import Headers
@@ -118,7 +119,8 @@ def memory_services(state_dir: Path, post_keys: Callable[[str], bytes | None], *
         keys=Purposes.from_provider(keyring), sink=MemorySink(), lanes=Lanes(settings),
         sealer=SubjectSealer(SqliteSubjectKeys(settings.subject_keys_path)), vaulted=Recent(),
         templates=TemplatePolicy(dimension, quality_floor), watchlists=NoLists(),
-        post_keys=post_keys, thresholds=ThresholdsFile(settings.dedup_thresholds_path))
+        post_keys=post_keys, posts=RegistryFile(settings).current,
+        thresholds=ThresholdsFile(settings.dedup_thresholds_path))
 
 
 class MemoryWorker:

@@ -19,7 +19,7 @@ from agents.signing import signed_headers
 from streams.clients import clickhouse_client, kafka_config
 from streams.post.producer import Forwarder, accept_records
 from streams.post.spool import Spool
-from streams.post_keys import ensure_post_key
+from streams.posts import ensure_post_key
 from streams.settings import Settings
 from streams.sim.simulator import Simulator
 from streams.topics import CROSSING_EVENTS, Role, agent_group

@@ -33,7 +33,7 @@ from schemas.wire import SchemaIds, encode_payload, frame
 from streams import clients
 from streams.clients import kafka_config
 from streams.ops.lag import lag
-from streams.post_keys import ensure_post_key
+from streams.posts import ensure_post_key
 from streams.settings import Settings
 from streams.sim.files import to_json_line
 from streams.topics import ALERTS, CROSSING_EVENTS, CROSSING_EVENTS_DLQ, Role, agent_group, principal
@@ -206,10 +206,13 @@ def test_a_crossing_that_claims_another_post_is_dead_lettered_with_the_reason(se
 
 
 def test_a_post_s_own_process_sends_only_its_own_events_as_itself(settings: Settings, tmp_path: Path) -> None:
-    added = run_lintas(settings, "stack", "add-post", "ZZ-NEW", timeout=120)
+    refused = run_lintas(settings, "stack", "add-post", "ZZ-NEW", timeout=120)
+    assert refused.returncode == 2 and "give --country and --type" in refused.stderr, "no post without its details"
+    added = run_lintas(settings, "stack", "add-post", "ZZ-NEW", "--name", "A new land post", "--type", "LAND",
+                       "--country", "IDN", timeout=120)
     assert added.returncode == 0, added.stdout + added.stderr
     records = simulate(92, 10)[:4]
-    own = [{**r, "post": {**r["post"], "post_id": "ZZ-NEW"}} for r in records[:2]]
+    own = [{**r, "post": {"post_id": "ZZ-NEW", "post_type": "LAND", "country": "IDN"}} for r in records[:2]]
     path = tmp_path / "crossings.jsonl"
     path.write_text("\n".join(to_json_line(r) for r in [*own, *records[2:]]) + "\n")
     sent = run_lintas(settings, "produce", str(path), "--type", "crossing", "--spool", str(tmp_path / "out.sqlite"),
@@ -220,6 +223,61 @@ def test_a_post_s_own_process_sends_only_its_own_events_as_itself(settings: Sett
     # and it connected as its own principal, post-ZZ-NEW, which `stack add-post` made
     post = kafka_config(settings.model_copy(update={"post_id": "ZZ-NEW"}), Role.POST)
     assert post["sasl.username"] == "post-ZZ-NEW" and _produce(post, CROSSING_EVENTS.name, b"\x00") is None
+
+
+def test_only_registered_posts_send_and_a_post_added_meanwhile_is_accepted_at_once(settings: Settings,
+                                                                                   tmp_path: Path) -> None:
+    """The held-out check of issue 32: an unknown post among good lines never becomes a row, and is counted."""
+    records = simulate(93, 12)[:6]
+    client = clients.clickhouse_client(settings)
+    worker = Worker(settings, tmp_path / "worker.log", {"LINTAS_WORKER_WEB_PORT": str(PORT_BASE + 67)})
+    worker.start()
+    try:
+        # the gateway: one unknown post and one post in the wrong country among good lines
+        lines = [to_json_line(r) for r in records[:4]]
+        lines[1] = to_json_line({**records[1], "post": {**records[1]["post"], "post_id": "ZZ-NOPE"}})
+        elsewhere = "THA" if records[2]["post"]["country"] != "THA" else "KHM"
+        lines[2] = to_json_line({**records[2], "post": {**records[2]["post"], "country": elsewhere}})
+        path = tmp_path / "crossings.jsonl"
+        path.write_text("\n".join(lines) + "\n")
+        sent = run_lintas(settings, "produce", str(path), "--type", "crossing", "--spool", str(tmp_path / "a.sqlite"),
+                          "--wait", "60", timeout=120)
+        assert sent.returncode == 1, sent.stdout + sent.stderr
+        assert "line 2: post.post_id: no such post (register it with lintas stack add-post" in sent.stderr
+        assert "line 3: post.country: not the country registered for this post" in sent.stderr
+        assert "2 accepted, 2 bad; 2 delivered to Kafka, 0 waiting in the spool; 2 bad line(s) in the " \
+               "dead-letter topic" in sent.stdout, sent.stdout
+        assert not (settings.post_keys_dir / "ZZ-NOPE.key").exists(), "the gateway made no key"
+        # straight to Kafka, signed with a key of a post nobody registered
+        value = frame(SchemaIds(clients.registry(settings, Role.POST)).id_for(CROSSING_EVENTS.name, CROSSING_EVENT),
+                      encode_payload(CROSSING_EVENT, {**records[4], "post": {**records[4]["post"],
+                                                                             "post_id": "ZZ-ROGUE"}}))
+        rogue = signed_headers("ZZ-ROGUE", ensure_post_key(settings, "ZZ-ROGUE"), value)
+        assert _produce(kafka_config(settings, Role.POST), CROSSING_EVENTS.name, value, rogue) is None
+        # a post registered while the worker runs is accepted at once
+        added = run_lintas(settings, "stack", "add-post", "ZZ-LATE", "--type", "SEA", "--country", "IDN",
+                           timeout=120)
+        assert added.returncode == 0, added.stdout + added.stderr
+        late = tmp_path / "late.jsonl"
+        late.write_text(to_json_line({**records[5], "post": {"post_id": "ZZ-LATE", "post_type": "SEA",
+                                                             "country": "IDN"}}) + "\n")
+        took = run_lintas(settings, "produce", str(late), "--type", "crossing", "--spool", str(tmp_path / "b.sqlite"),
+                          "--wait", "60", timeout=120)
+        assert took.returncode == 0, took.stdout + took.stderr
+        agents = ["ingest_crossings", "refusals_crossings"]
+        until(lambda: lag(settings, agents) == dict.fromkeys(agents, 0), 180, worker.log)
+    finally:
+        worker.stop()
+    rows = {r[0]: r[1] for r in client.query(
+        "SELECT post_id, count() FROM crossings FINAL WHERE post_id IN ('ZZ-NOPE', 'ZZ-ROGUE', 'ZZ-LATE') "
+        "GROUP BY post_id").result_rows}
+    assert rows == {"ZZ-LATE": 1}, "no row for a post nobody registered"
+    letters = {(topic, code, field) for topic, code, field, reason in client.query(
+        "SELECT source_topic, error_code, error_field, reason FROM dead_letters FINAL "
+        "WHERE error_code IN ('unknown_post', 'post_mismatch')").result_rows}
+    assert letters == {(CROSSING_EVENTS_DLQ.name, "unknown_post", "post.post_id"),
+                       (CROSSING_EVENTS_DLQ.name, "post_mismatch", "post.country"),
+                       (CROSSING_EVENTS.name, "unknown_post", "post.post_id")}
 
 
 # --- Schema registry ---------------------------------------------------------------------------------

@@ -135,3 +135,39 @@ async def test_review_decisions_are_checked_then_applied_by_the_case_agent(worke
     assert sink.rows["cases"][-1]["status"] == "REFERRED" and sink.rows["cases"][-1]["pathways"] == \
         ["CHILD_PROTECTION"]
     assert len({d["decision_id"] for d in sink.rows["case_decisions"]}) == 1
+
+
+async def test_ingest_refuses_an_event_of_an_unregistered_post_even_when_signed(worker: MemoryWorker) -> None:
+    """A post that has a key but is not in the registry (or claims another country) never becomes a row."""
+    sim = Simulator(seed=6, dim=32, days=1, end=datetime.now(UTC) - timedelta(hours=1), population=50)
+    record = next(r for kind, r in sim.events(3, landings=0) if kind == "crossing")
+    schema_id = worker.services.ids.id_for("crossing_events", CROSSING_EVENT)
+    unknown = {**record, "post": {**record["post"], "post_id": "ZZ-NOPE"}}
+    moved = {**record, "post": {**record["post"], "country": "THA"}}
+    batch = [_event(frame(schema_id, encode_payload(CROSSING_EVENT, r)), n, signer=r["post"]["post_id"])
+             for n, r in enumerate([unknown, moved])]
+    await worker.handle("ingest_crossings", batch)
+    assert "crossings" not in worker.sink.rows
+    assert [(d["error_code"], d["error_field"]) for d in worker.sink.rows["dead_letters"]] == [
+        ("unknown_post", "post.post_id"), ("post_mismatch", "post.country")]
+
+
+async def test_refusals_count_the_lines_a_post_refused_once_and_nothing_the_pipeline_dead_lettered(
+        worker: MemoryWorker) -> None:
+    from agents.dead_letters import REFUSED_PARTITION, DeadLetter, Source, dead_letter_payload
+    from schemas.contracts import DEAD_LETTER
+
+    now = datetime.now(UTC)
+    schema_id = worker.services.ids.id_for(CROSSING_EVENTS_DLQ.name, DEAD_LETTER)
+    refused = DeadLetter(Source("crossing_events", REFUSED_PARTITION, 3, 0), "unknown_post", "post.post_id",
+                         "no such post", b'{"post": "ZZ-NOPE"}')
+    ingested = DeadLetter(Source("crossing_events", 2, 41, 0), "unsigned", "signature", "no header", b"x")
+    batch = [Record(CROSSING_EVENTS_DLQ.name, 0, offset, now.timestamp(), None,
+                    frame(schema_id, dead_letter_payload(letter, now)))
+             for offset, letter in enumerate([refused, ingested, refused])]
+    await worker.handle("refusals_crossings", batch[:2])
+    await worker.handle("refusals_crossings", batch[:1])  # a replay
+    rows = worker.sink.rows["dead_letters"]
+    assert {(r["source_topic"], r["source_partition"], r["source_offset"], r["error_code"]) for r in rows} == {
+        (CROSSING_EVENTS_DLQ.name, 0, 0, "unknown_post")}, "keyed where the envelope sits: a replay is the same row"
+    assert rows[0]["reason"] == "refused at the post, line 3: no such post"

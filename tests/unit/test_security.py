@@ -11,7 +11,16 @@ from infra.kafka import KafkaCluster
 from schemas.errors import InvalidMessage
 from streams import clients
 from streams.settings import Settings, ensure_credential
-from streams.topics import ALL_TOPICS, CROSSING_EVENTS, LANDING_EVENTS, Role, grants, principal
+from streams.topics import (
+    ALL_TOPICS,
+    CROSSING_EVENTS,
+    CROSSING_EVENTS_DLQ,
+    LANDING_EVENTS,
+    LANDING_EVENTS_DLQ,
+    Role,
+    grants,
+    principal,
+)
 
 KEY = bytes(32)
 
@@ -20,8 +29,9 @@ def _ops(role: Role, resource: str = "topic") -> set[tuple[str, str]]:
     return {(g.name, g.operation) for g in grants(role) if g.resource == resource}
 
 
-def test_a_post_writes_the_input_topics_and_nothing_else() -> None:
-    assert _ops(Role.POST) == {(t.name, op) for t in (CROSSING_EVENTS, LANDING_EVENTS) for op in ("write", "describe")}
+def test_a_post_writes_the_input_topics_and_their_dead_letters_and_nothing_else() -> None:
+    inputs = (CROSSING_EVENTS, LANDING_EVENTS, CROSSING_EVENTS_DLQ, LANDING_EVENTS_DLQ)  # the dead letters: refused lines
+    assert _ops(Role.POST) == {(t.name, op) for t in inputs for op in ("write", "describe")}
     assert not [g for g in grants(Role.POST) if g.resource != "topic"]
     assert {g.principal for g in grants(Role.POST, principal(Role.POST, "ID-BTH"))} == {"User:post-ID-BTH"}
 

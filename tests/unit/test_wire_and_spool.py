@@ -117,7 +117,8 @@ def test_spool_accepts_in_order_and_forgets_delivered(tmp_path: Path) -> None:
 def test_ingest_keeps_the_crossing_and_dead_letters_only_a_bad_template(record, template, quality, code) -> None:
     from datetime import UTC, datetime
 
-    from agents.ingest import CROSSINGS, Accepted, Source, TemplatePolicy, ingest
+    from agents.dead_letters import Source
+    from agents.ingest import CROSSINGS, Accepted, TemplatePolicy, ingest
     from agents.keys import Purposes
     from agents.pseudonymise import Tokeniser
 
