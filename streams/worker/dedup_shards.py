@@ -160,7 +160,7 @@ class DedupShards:
         effects.write("dedup_decisions", decisions)
         effects.write("dedup_searches", searches)
         effects.record(Processing(
-            component="dedup", activity="analyse", purpose="operations", data_classes=("BIOMETRIC",),
+            component=self.name, activity="analyse", purpose="operations", data_classes=("BIOMETRIC",),
             records=len(decisions), source=batch_source(records), destination="clickhouse:dedup_decisions",
             key_id=self.svc.tok.key_id,
             detail=f"1:1 verification and 1:N link evidence, {len(records)} commands, {counts['links']} link "
