@@ -4,6 +4,8 @@ An agent commits a batch only once its rows are in ClickHouse and its sends in K
 "committed to the end" means "done". This reads no ClickHouse and joins no group: what
 benchmarks and tests wait on (ops see the same with ``lintas kafka consumer-groups --describe``).
 The worker's own view, position against the end as of its last fetch, goes to ``consumer_lag``.
+A consumer per agent and not one admin client: the admin client's offset fetch can crash the
+process when the group's coordinator moves (librdkafka, confluent-kafka-python #1982).
 """
 
 from __future__ import annotations
@@ -11,8 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
-from confluent_kafka.admin import OffsetSpec
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from schemas.errors import LintasError
 from streams import clients
@@ -27,32 +28,26 @@ class NotCaughtUp(LintasError):
 
 
 def lag(settings: Settings, agents: Iterable[str] = tuple(AGENTS)) -> dict[str, int]:
-    """Records each agent has not committed yet, summed over its topic's partitions (-1: its group not readable).
-
-    One admin client asks every group's committed offsets and every partition's ends at once: a client
-    per agent cost a TLS and SASL handshake each, about 60 ms of CPU per agent per call.
-    """
-    names = tuple(agents)
-    admin = clients.admin(settings, Role.OPS)
-    parts = {name: [TopicPartition(AGENTS[name].name, p) for p in range(AGENTS[name].partitions)] for name in names}
-    committed = {name: admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(agent_group(name), parts[name])],
-                                                         request_timeout=10)[agent_group(name)] for name in names}
-    every = {TopicPartition(tp.topic, tp.partition): None for tps in parts.values() for tp in tps}
-    earliest = admin.list_offsets({tp: OffsetSpec.earliest() for tp in every}, request_timeout=10)
-    latest = admin.list_offsets({tp: OffsetSpec.latest() for tp in every}, request_timeout=10)
+    """Records each agent has not committed yet, summed over its topic's partitions (-1: its group not readable)."""
     out = {}
-    for name in names:
+    for agent in agents:
+        topic = AGENTS[agent]
+        consumer = Consumer(clients.kafka_config(settings, Role.OPS, **{"group.id": agent_group(agent),
+                                                              "enable.auto.commit": False}))
         try:
-            done = committed[name].result().topic_partitions
-        except KafkaException:  # the group's coordinator is still being chosen: not settled
-            out[name] = -1
-            continue
-        behind = 0
-        for tp in done:
-            key = TopicPartition(tp.topic, tp.partition)
-            low, end = earliest[key].result().offset, latest[key].result().offset
-            behind += end - max(tp.offset, low) if end > 0 else 0
-        out[name] = behind
+            parts = [TopicPartition(topic.name, p) for p in range(topic.partitions)]
+            try:
+                committed = consumer.committed(parts, timeout=10)
+            except KafkaException:  # the group's coordinator is still being chosen: not settled
+                out[agent] = -1
+                continue
+            behind = 0
+            for tp in committed:
+                low, end = consumer.get_watermark_offsets(tp, timeout=10)
+                behind += end - max(tp.offset, low) if end > 0 else 0
+            out[agent] = behind
+        finally:
+            consumer.close()
     return out
 
 
