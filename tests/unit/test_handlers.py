@@ -55,7 +55,7 @@ async def test_ingest_batch_rows_dead_letters_sends_and_its_record_of_processing
     batch.append(_event(b"\x07not avro", n, signer="ID-BTH"))  # bad magic byte
     batch.append(_event(values[0], n + 1))  # unsigned
     batch.append(_event(values[0], n + 2, signer="NO-KEY"))  # a post without a key here
-    batch.append(_event(values[0][:-1] + b"\x00", n + 3, signer=records[0]["post"]["post_id"]))  # altered after
+    batch.append(_event(values[0][:-1] + bytes([values[0][-1] ^ 1]), n + 3, signer=records[0]["post"]["post_id"]))  # altered after
     batch[-1] = replace(batch[-1], headers=tuple(signed_headers(records[0]["post"]["post_id"], POST_KEY, values[0])))
     other = next(p for p in ("ID-BTH", "MY-JBC") if p != records[0]["post"]["post_id"])
     batch.append(_event(values[0], n + 4, signer=other))  # signed by one post, naming another
