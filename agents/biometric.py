@@ -39,7 +39,7 @@ import hashlib
 import io
 import math
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -58,7 +58,7 @@ from agents.dedup import (
     changed,
     identity_key,
 )
-from agents.gallery import SampleIndex, check_template
+from agents.gallery import CANDIDATES, NPROBE, Rows, SampleIndex, check_template
 from agents.pseudonymise import Tokeniser, person_token
 from agents.sealing import KeyDestroyed, SealError, SubjectSealer, person_key
 from schemas.contracts import internal_schema
@@ -197,8 +197,10 @@ class DedupConfig:
     shards: int
     window: int = 256
     exact_max: int = 250_000
-    rerank: int = 300
+    rerank: int = CANDIDATES
     dimension: int = 512
+    nprobe: int = NPROBE
+    store: Callable[[int], Rows] | None = None  # where a coded index keeps its templates (memory if None)
 
     def namer(self, state: IdentityState) -> Namer:
         """Subject ids for one identity."""
@@ -253,7 +255,8 @@ class Shard:
     def gallery(self, model: str, cfg: DedupConfig) -> SampleIndex:
         """The 1:N index of one model (created empty)."""
         if model not in self.galleries:
-            self.galleries[model] = SampleIndex(cfg.dimension, cfg.exact_max, cfg.rerank)
+            self.galleries[model] = SampleIndex(cfg.dimension, cfg.exact_max, cfg.rerank, cfg.nprobe,
+                                                   cfg.store)
         return self.galleries[model]
 
     def record_pair(self, owner: str, rec: PairRecord) -> bool:

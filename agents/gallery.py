@@ -1,17 +1,18 @@
-"""1:N biometric search: template checks, an exact index and Lintas' sketch index.
+"""1:N biometric search: template checks, an exact index and a coded one for large galleries.
 
 Templates are L2-normalised float32 vectors, so cosine similarity is an inner
-product. :class:`ExactIndex` is the baseline (FAISS flat inner product, exact).
-:class:`SketchIndex` keeps a 64-byte binary sketch per template (signs of a fixed
-random projection, i.e. SimHash), finds the nearest sketches by Hamming distance
-(FAISS binary flat index) and re-ranks the top candidates exactly against the
-float templates. Accuracy is measured against the exact index, never assumed.
+product. :class:`ExactIndex` scores every template (one BLAS product per chunk).
+:class:`CodedIndex` finds candidates among compact codes (FAISS IVF with 4-bit PQ
+fast-scan) and re-scores them exactly against the full templates, which may live in
+a memory-mapped file (a subclass of :class:`Rows`). :class:`SampleIndex` is what a gallery
+shard holds: exact while small, coded past it. Recall of the coded index against
+exact search is measured (``python -m bench.gallery_scale``), never assumed.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,11 +83,38 @@ class Rows:
         vectors = np.asarray(vectors, dtype=np.float32).reshape(-1, self.dim)
         need = self._n + len(vectors)
         if need > len(self._data):
-            grown = np.empty((max(need, len(self._data) + max(1024, len(self._data) // 4)), self.dim), dtype=np.float32)
-            grown[:self._n] = self._data[:self._n]
-            self._data = grown
+            self._data = self._grown(max(need, len(self._data) + max(1024, len(self._data) // 4)))
         self._data[self._n:need] = vectors
         self._n = need
+
+    def _grown(self, rows: int) -> np.ndarray:
+        """Room for ``rows`` rows, the filled ones in place (here: a new matrix and one copy)."""
+        grown = np.empty((rows, self.dim), dtype=np.float32)
+        grown[:self._n] = self._data[:self._n]
+        return grown
+
+    def erase(self, row: int) -> None:
+        """Overwrite the row with zeros."""
+        self._data[row] = 0.0
+
+    def flush(self) -> None:
+        """Nothing to write: the rows live in memory (a mapped store writes its file here)."""
+
+    def close(self) -> None:
+        """Nothing to release but the memory, which goes with the object."""
+
+
+def rescore(queries: np.ndarray, vectors: np.ndarray, candidates: np.ndarray, k: int) -> Hits:
+    """The ``k`` best of each query's candidate rows (-1: none), scored exactly against the full templates."""
+    safe = np.where(candidates < 0, 0, candidates)
+    scores = np.empty(candidates.shape, dtype=np.float32)
+    # A few queries at a time: their candidates' templates (64 × 300 × 2 KB) stay in cache,
+    # where one gather for a whole batch of 2,000 would be a 1.2 GB copy (5x slower).
+    for s in range(0, len(queries), 64):
+        scores[s:s + 64] = np.einsum("qd,qkd->qk", queries[s:s + 64], vectors[safe[s:s + 64]])
+    scores = np.where(candidates < 0, -np.inf, scores)
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return Hits(np.take_along_axis(scores, order, 1).astype(np.float32), np.take_along_axis(candidates, order, 1))
 
 
 class ExactIndex:
@@ -161,58 +189,81 @@ class ExactIndex:
         return len(self) * self.dim * 4
 
 
-class SketchIndex:
-    """Hamming search over 512-bit SimHash sketches, then an exact re-rank of the top candidates.
+CANDIDATES = 1000  # codes re-scored exactly per query (LINTAS_DEDUP_RERANK)
+NPROBE = 256  # inverted lists scanned per query (LINTAS_DEDUP_NPROBE)
 
-    300 candidates keep 99.5 % of exact search's mated hits at 1M clustered templates; 100 kept 98.75 %.
+
+class CodedIndex:
+    """Candidates from compact codes in an inverted file, scores from the full templates.
+
+    FAISS's recipe for galleries of 10M and more per server: an inverted file (k-means
+    cells, :meth:`lists_for`) of 4-bit product-quantisation codes scanned with SIMD
+    (fast-scan: ``dim / 16`` bytes a template), ``nprobe`` cells scanned per query, then
+    the ``candidates`` nearest codes re-scored exactly. Only whether a mate reaches
+    the candidates depends on the codes; every score reported is the exact one
+    (``python -m bench.gallery_scale`` measures both). Trained once by :meth:`fit` on
+    a sample taken in row order with FAISS's fixed seeds: the same rows give the same
+    codebooks, whatever the threads. Erased rows leave the codes (``remove_ids``) before
+    the next search, and their templates are zeroed.
     """
 
-    def __init__(self, dim: int, bits: int = 512, rerank: int = 300, seed: int = 20221017) -> None:
-        """A fixed random projection (seeded: sketches are stable across restarts and workers)."""
-        self.dim, self.bits, self.rerank, self.seed = dim, bits, rerank, seed
-        rng = np.random.default_rng(seed)
-        self.projection = rng.standard_normal((dim, bits)).astype(np.float32) / math.sqrt(dim)
-        self.sketches = faiss.IndexBinaryFlat(bits)
-        self._rows = Rows(dim)  # the float templates, for the re-rank
+    def __init__(self, dim: int, candidates: int = CANDIDATES, nprobe: int = NPROBE,
+                 rows: Rows | None = None) -> None:
+        """An untrained index (:meth:`fit` it, or the first :meth:`add` does); templates in ``rows`` or memory."""
+        self.dim, self.candidates, self.nprobe = dim, candidates, nprobe
+        self.index: Any = None
+        self._rows: Rows = rows if rows is not None else Rows(dim)
+        self._erased: list[int] = []  # rows whose codes leave at the next search
 
     def __len__(self) -> int:
-        """Enrolled templates."""
-        return int(self.sketches.ntotal)
+        """Rows held (erased ones included: rows keep their numbers)."""
+        return len(self._rows)
 
-    def fit(self, vectors: np.ndarray, sample: int = 50_000) -> int:
-        """Spend the sketch's bits where the templates vary: random directions in their principal subspace.
+    @staticmethod
+    def lists_for(n: int) -> int:
+        """Inverted lists for ``n`` templates: about 4 √n, a power of two, at most 4,096, 64 training points each.
 
-        Embeddings of a trained network lie near a low-dimensional subspace, and capture noise
-        fills the rest; random hyperplanes over all ``dim`` directions then spend most bits on
-        noise, and mates of a noisy model fall out of the candidates (measured: 94 % of exact
-        search's mates kept at 1M with the hard face model, 100 % after this). The subspace is
-        the principal components whose variance is above twice the median one; with no such
-        elbow (isotropic templates) the projection stays over every direction. Call it before
-        the first :meth:`add`. Returns the dimension of the subspace used.
+        The cap keeps the coarse quantiser flat (exact and deterministic: an HNSW graph built
+        on several threads is not) and its training minutes on two cores, not hours; past
+        1M the lists grow longer, which 4-bit fast-scan codes make cheap to scan.
         """
-        if len(self):
-            raise ValueError("fit the sketch before adding templates")
-        data = np.asarray(vectors[:: max(1, len(vectors) // sample)], dtype=np.float64)
-        if len(data) < 2 * self.dim:
-            return self.dim
-        values, vecs = np.linalg.eigh(np.cov(data.T))
-        order = np.argsort(-values)
-        k = int((values > 2 * np.median(values)).sum())
-        if k < 8 or k >= self.dim:
-            return self.dim
-        basis = vecs[:, order[:k]].astype(np.float32)
-        rng = np.random.default_rng(self.seed + k)
-        self.projection = (basis @ rng.standard_normal((k, self.bits)).astype(np.float32)) / math.sqrt(k)
-        return k
+        return int(2 ** max(4, min(12, round(math.log2(4 * math.sqrt(max(n, 1)))), int(math.log2(max(n, 1) / 64)))))
 
-    def sketch(self, vectors: np.ndarray) -> np.ndarray:
-        """Packed sign bits of the projection: ``bits / 8`` bytes per vector."""
-        return np.packbits(np.asarray(vectors, dtype=np.float32) @ self.projection > 0, axis=1)
+    def fit(self, vectors: np.ndarray) -> None:
+        """Train the cells (as many as :meth:`lists_for` says) and codebooks on every k-th row of ``vectors``."""
+        if self.index is not None:
+            raise ValueError("fit the index before adding templates")
+        lists = self.lists_for(len(vectors))
+        self.index = faiss.index_factory(self.dim, f"IVF{lists},PQ{self.dim // 8}x4fs", faiss.METRIC_INNER_PRODUCT)
+        sample = np.ascontiguousarray(vectors[:: max(1, len(vectors) // (64 * lists))], dtype=np.float32)
+        self.index.train(sample)
+        faiss.extract_index_ivf(self.index).nprobe = min(self.nprobe, lists)
+
+    @classmethod
+    def over(cls, rows: Rows, candidates: int = CANDIDATES, nprobe: int = NPROBE,
+             chunk: int = 250_000) -> CodedIndex:
+        """An index over the templates already in ``rows`` (a store mapped from disk): trained, then every row coded."""
+        index = cls(rows.dim, candidates, nprobe, rows)
+        index.fit(rows.view)
+        for start in range(0, len(rows), chunk):
+            part = np.ascontiguousarray(rows.view[start:start + chunk])
+            index.index.add_with_ids(part, np.arange(start, start + len(part), dtype=np.int64))
+        return index
+
+    def emptied(self, rows: Rows | None = None) -> CodedIndex:
+        """An empty index with the same cells and codebooks (a compaction keeps what was trained)."""
+        fresh = CodedIndex(self.dim, self.candidates, self.nprobe, rows)
+        fresh.index = faiss.clone_index(self.index)
+        fresh.index.reset()
+        return fresh
 
     def add(self, vectors: np.ndarray) -> None:
         """Enrol unit vectors; their rows are assigned in order."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        self.sketches.add(self.sketch(vectors))
+        if self.index is None:
+            self.fit(vectors)
+        first = len(self._rows)
+        self.index.add_with_ids(vectors, np.arange(first, first + len(vectors), dtype=np.int64))
         self._rows.add(vectors)
 
     @property
@@ -225,45 +276,51 @@ class SketchIndex:
         return np.array(self._rows.view[row])
 
     def erase(self, row: int) -> None:
-        """Overwrite the template and its sketch at ``row`` with zeros (an erased subject; rows keep their numbers)."""
-        self._rows.view[row] = 0.0
-        nbytes = self.bits // 8
-        faiss.rev_swig_ptr(self.sketches.xb.data(), len(self) * nbytes).reshape(len(self), nbytes)[row] = 0  # type: ignore[attr-defined]
+        """Zero the template at ``row``; by the next search its code leaves the lists and the zeros reach the store."""
+        self._rows.erase(row)
+        self._erased.append(row)
+
+    def purge(self) -> None:
+        """Take erased rows' codes out of the lists (one pass for all of them) and write the store."""
+        if self._erased:
+            self.index.remove_ids(faiss.IDSelectorBatch(np.array(self._erased, dtype=np.int64)))
+            self._erased = []
+            self._rows.flush()
 
     def search(self, queries: np.ndarray, k: int) -> Hits:
-        """Top ``k`` after re-ranking the ``rerank`` nearest sketches exactly."""
+        """Top ``k`` of the ``candidates`` nearest codes, re-scored exactly."""
+        self.purge()
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        vectors = self._rows.view
-        n_cand = min(max(self.rerank, k), len(self))
-        _, cand = self.sketches.search(self.sketch(queries), n_cand)
-        safe = np.where(cand < 0, 0, cand)
-        scores = np.empty(cand.shape, dtype=np.float32)
-        # Re-rank a few queries at a time: their candidates' templates (64 × 300 × 2 KB) stay in cache,
-        # where one gather for a whole batch of 2,000 would be a 1.2 GB copy (5x slower).
-        for s in range(0, len(queries), 64):
-            scores[s:s + 64] = np.einsum("qd,qkd->qk", queries[s:s + 64], vectors[safe[s:s + 64]])
-        scores = np.where(cand < 0, -np.inf, scores)
-        order = np.argsort(-scores, axis=1)[:, :k]
-        return Hits(np.take_along_axis(scores, order, 1).astype(np.float32), np.take_along_axis(cand, order, 1))
+        _, cand = self.index.search(queries, min(max(self.candidates, k), max(1, self.index.ntotal)))
+        return rescore(queries, self._rows.view, cand, k)
+
+    def close(self) -> None:
+        """Release the template store (an index replaced by a rebuild)."""
+        self._rows.close()
 
     def memory_bytes(self) -> int:
-        """Bytes held: sketches plus the float templates kept for the re-rank."""
-        return len(self) * (self.bits // 8 + self.dim * 4)
+        """Bytes held: the codes and lists (serialised size) plus the float templates kept for the re-score."""
+        return len(faiss.serialize_index(self.index)) + len(self) * self.dim * 4
 
 
 class SampleIndex:
-    """The samples of one template model in one shard, keyed, with removals: exact while small, then the sketch.
+    """The samples of one template model in one shard, keyed, with removals: exact while small, then coded.
 
     Exact search (BLAS) while the index holds at most ``exact_max`` live samples,
     so pairs are found exactly where it is cheap; past it, the index is rebuilt as a
-    :class:`SketchIndex` (``rerank`` candidates re-scored exactly). Removed samples are
-    zeroed and skipped; the index is rebuilt without them once they are a third of it.
+    :class:`CodedIndex` trained on what it holds (``rerank`` candidates re-scored
+    exactly), and trained again, its cells sized anew, each time the gallery grows
+    eightfold. Removed samples are zeroed and skipped; the index is rebuilt without
+    them (keeping its codebooks) once they are a third of it. A coded index keeps its
+    full templates where ``store`` says (a memory-mapped file in the worker), else in memory.
     """
 
-    def __init__(self, dim: int, exact_max: int = 250_000, rerank: int = 300) -> None:
-        """An empty index of ``dim``-dimensional unit vectors."""
-        self.dim, self.exact_max, self.rerank = dim, exact_max, rerank
-        self.index: ExactIndex | SketchIndex = ExactIndex(dim)
+    def __init__(self, dim: int, exact_max: int = 250_000, rerank: int = CANDIDATES, nprobe: int = NPROBE,
+                 store: Callable[[int], Rows] | None = None) -> None:
+        """An empty index of ``dim``-dimensional unit vectors; a coded one keeps its templates in ``store(dim)``."""
+        self.dim, self.exact_max, self.rerank, self.nprobe, self.store = dim, exact_max, rerank, nprobe, store
+        self.index: ExactIndex | CodedIndex = ExactIndex(dim)
+        self.trained_on = 0  # live samples the codes were trained on
         self.keys: list[Any] = []  # row → key (None once removed)
         self.row: dict[Any, int] = {}
         self.owner: dict[Any, str] = {}
@@ -276,8 +333,8 @@ class SampleIndex:
 
     @property
     def kind(self) -> str:
-        """``exact`` or ``sketch``: what the next search uses."""
-        return "exact" if isinstance(self.index, ExactIndex) else "sketch"
+        """``exact`` or ``coded``: what the next search uses."""
+        return "exact" if isinstance(self.index, ExactIndex) else "coded"
 
     def add(self, keys: Sequence[Any], vectors: np.ndarray, owners: Sequence[str]) -> None:
         """Add samples (a key already present is replaced)."""
@@ -290,8 +347,9 @@ class SampleIndex:
             self.keys.append(key)
             self.owner[key] = owner
         self._mark([self._codes.setdefault(o, len(self._codes)) for o in owners])
-        if isinstance(self.index, ExactIndex) and len(self.row) > self.exact_max:
-            self._rebuild(SketchIndex(self.dim, rerank=self.rerank))  # its projection fitted to what is here
+        grown = isinstance(self.index, ExactIndex) or len(self.row) > 8 * self.trained_on
+        if len(self.row) > self.exact_max and grown:
+            self._rebuild(retrain=True)  # codes trained on what is here, cells sized for it
 
     def remove(self, keys: Sequence[Any]) -> None:
         """Forget samples (unknown keys are ignored)."""
@@ -304,17 +362,25 @@ class SampleIndex:
                 self._row_owner[row] = -1
         dead = len(self.keys) - len(self.row)
         if dead > max(1024, len(self.keys) // 3):
-            self._rebuild(ExactIndex(self.dim) if len(self.row) <= self.exact_max
-                          else SketchIndex(self.dim, rerank=self.rerank))
+            self._rebuild(retrain=False)
 
-    def _rebuild(self, fresh: ExactIndex | SketchIndex) -> None:
-        live = [(k, r) for k, r in self.row.items()]
-        vectors = np.stack([self.index.vector(r) for _, r in live]) if live else np.empty((0, self.dim), np.float32)
-        if isinstance(fresh, SketchIndex):
-            if isinstance(self.index, SketchIndex):
-                fresh.projection = self.index.projection  # a compaction keeps the projection it was fitted with
-            else:
-                fresh.fit(vectors)
+    def _rebuild(self, retrain: bool) -> None:
+        """The live rows again, in order: exact while few enough, else codes (trained afresh, or the ones in use)."""
+        live = list(self.row.items())
+        rows = np.fromiter((r for _, r in live), dtype=np.int64, count=len(live))
+        vectors = np.ascontiguousarray(self.index.vectors[rows])
+        fresh: ExactIndex | CodedIndex
+        store = self.store(self.dim) if self.store is not None and len(live) > self.exact_max else None
+        if len(live) <= self.exact_max:
+            fresh = ExactIndex(self.dim)
+        elif retrain or not isinstance(self.index, CodedIndex):
+            fresh = CodedIndex(self.dim, self.rerank, self.nprobe, store)
+            fresh.fit(vectors)
+            self.trained_on = len(vectors)
+        else:
+            fresh = self.index.emptied(store)  # a compaction keeps the codebooks
+        if isinstance(self.index, CodedIndex):
+            self.index.close()
         self.index = fresh
         self.keys, self.row = [], {}
         self._row_owner = np.empty(0, dtype=np.int64)

@@ -1,4 +1,4 @@
-"""1:N identification: numpy brute force, scikit-learn, FAISS flat, Lintas' exact and sketch indexes, side by side.
+"""1:N identification: numpy brute force, scikit-learn, FAISS flat, Lintas' exact and coded indexes, side by side.
 
     .venv/bin/python -m bench.dedup_index [--sizes 100000 1000000] [--queries 1000]
 
@@ -26,7 +26,7 @@ import faiss
 import numpy as np
 from sklearn.neighbors import NearestNeighbors
 
-from agents.gallery import ExactIndex, SketchIndex
+from agents.gallery import CodedIndex, ExactIndex
 from streams.sim.faces import SubspaceFaces, face_model
 
 DIM = 512
@@ -74,7 +74,7 @@ def timed(fn: Callable[[], object]) -> tuple[float, object]:
     return time.perf_counter() - t, out
 
 
-def run(n: int, q: int, kind: str, seed: int, rerank: int = 300,
+def run(n: int, q: int, kind: str, seed: int, rerank: int = 1000,
         methods: set[str] | None = None) -> list[tuple]:
     rng = np.random.default_rng(seed)
     gallery, probes, mates = make(n, q, kind, rng)
@@ -90,7 +90,7 @@ def run(n: int, q: int, kind: str, seed: int, rerank: int = 300,
         rows.append([name, build_s, memory(index), single_n / single_s, batch_q / batch_s, top1, batch_q])
         return top1
 
-    methods = methods or {"numpy", "sklearn", "faiss", "exact", "sketch"}
+    methods = methods or {"numpy", "sklearn", "faiss", "exact", "coded"}
     if "numpy" in methods:
         measure("numpy brute force", lambda: gallery, lambda g, x: numpy_search(g)(x), lambda g: g.nbytes,
                 single_n=min(20, len(singles)))
@@ -116,14 +116,13 @@ def run(n: int, q: int, kind: str, seed: int, rerank: int = 300,
     exact_top1 = measure("Lintas exact (BLAS)", build_exact, lambda i, x: i.search(x, 1).rows[:, 0],
                          lambda i: i.memory_bytes())
 
-    def build_sketch() -> SketchIndex:
-        idx = SketchIndex(DIM, rerank=rerank)
-        idx.fit(gallery)  # as the gallery does when a shard turns from exact search to the sketch
+    def build_coded() -> CodedIndex:
+        idx = CodedIndex(DIM, candidates=rerank)
+        idx.fit(gallery)  # as a shard does when it turns from exact search to codes
         idx.add(gallery)
-        idx.search(probes[:1], 1)  # settle the float store
         return idx
 
-    measure("Lintas sketch + re-rank", build_sketch, lambda i, x: i.search(x, 1).rows[:, 0],
+    measure("Lintas coded + re-score", build_coded, lambda i, x: i.search(x, 1).rows[:, 0],
             lambda i: i.memory_bytes())
 
     out = []
@@ -140,8 +139,8 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--kinds", nargs="+", default=["isotropic", "clustered", "moderate", "hard"])
-    parser.add_argument("--rerank", type=int, default=300, help="sketch candidates re-ranked exactly")
-    parser.add_argument("--methods", nargs="+", default=["numpy", "sklearn", "faiss", "exact", "sketch"])
+    parser.add_argument("--rerank", type=int, default=1000, help="coded-index candidates re-scored exactly")
+    parser.add_argument("--methods", nargs="+", default=["numpy", "sklearn", "faiss", "exact", "coded"])
     args = parser.parse_args()
     print(f"\n1:N identification, {DIM}-d float32 templates, {args.queries} mated probes, 2 cores")
     header = (f"{'enrolled':>9} {'distribution':<11} {'method':<26} {'build s':>8} {'mem MB':>8} "

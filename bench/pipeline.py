@@ -339,7 +339,7 @@ def index_rate(settings: Settings, gallery: dict[int, list[np.ndarray]], people:
     t = ThresholdSet.load(None).for_model(faces.model_id)
     indexes = []
     for shard, templates in sorted(gallery.items()):
-        index = SampleIndex(512, settings.dedup_exact_max, settings.dedup_rerank)
+        index = SampleIndex(512, settings.dedup_exact_max, settings.dedup_rerank, settings.dedup_nprobe)
         vectors = np.stack(templates)
         index.add([(shard, i) for i in range(len(vectors))], vectors, [f"{shard}/{i}" for i in range(len(vectors))])
         indexes.append(index)

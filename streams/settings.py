@@ -169,8 +169,9 @@ class Settings(BaseSettings):
     dedup_window: int = Field(default=256, ge=1, description="Recent captures per identity decided again when one "
                                                             "arrives out of order.")
     dedup_exact_max: int = Field(default=250_000, ge=0, description="Samples per model and shard searched exactly; "
-                                                                    "past it, the sketch index.")
-    dedup_rerank: int = Field(default=300, ge=1, description="Sketch candidates re-scored exactly.")
+                                                                    "past it, the coded index.")
+    dedup_rerank: int = Field(default=1000, ge=1, description="Coded-index candidates re-scored exactly.")
+    dedup_nprobe: int = Field(default=256, ge=1, description="Coded-index cells scanned per search.")
     dedup_auto_confirm_red: bool = Field(default=False, description="Red links confirm themselves (recorded as "
                                                                     "decided_by auto); off: an officer decides.")
     dedup_monitor_seconds: float = Field(default=60.0, gt=0, description="How often a worker checks its own "
@@ -181,6 +182,11 @@ class Settings(BaseSettings):
     def dedup_thresholds_path(self) -> Path:
         """Where calibrated thresholds are written and looked for."""
         return self.dedup_thresholds or self.state_dir / "dedup" / "thresholds.json"
+
+    @property
+    def gallery_dir(self) -> Path:
+        """Where coded gallery shards keep their full templates (nameless mapped files, 0600)."""
+        return self.state_dir / "gallery"
 
     # Trafficking-pattern rules
     trafficking_rules: Path | None = Field(

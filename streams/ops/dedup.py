@@ -61,7 +61,8 @@ def read_gallery(settings: Settings, thresholds: ThresholdSet) -> dict[str, Mode
     keys = SqliteSubjectKeys(settings.subject_keys_path)
     tok = Purposes.from_provider(FileKeyring(settings.keyring_path)).operations
     cfg = DedupConfig(thresholds, SubjectSealer(keys), tok, DEDUP_SHARDS, settings.dedup_window,
-                      settings.dedup_exact_max, settings.dedup_rerank, settings.dedup_dimension)
+                      settings.dedup_exact_max, settings.dedup_rerank, settings.dedup_dimension,
+                      settings.dedup_nprobe)
     subjects: dict[str, list[GallerySubject]] = defaultdict(list)
     returns: dict[str, list[tuple[float, float]]] = defaultdict(list)
     try:

@@ -26,6 +26,7 @@ from agents.biometric import DedupConfig, Shard, StepOutput, load_records, shard
 from agents.calibration import Observed, drift
 from agents.dedup import ThresholdSet
 from agents.trafficking.facts import decision_facts
+from streams.template_store import mapped_stores
 from streams.topics import BIOMETRIC_GALLERY, BIOMETRIC_PAIRS, BIOMETRIC_PROBES, DEDUP_SHARDS
 from streams.worker.effects import Effects
 from streams.worker.outputs import Outputs
@@ -94,7 +95,8 @@ class DedupShards:
         self.shards: dict[int, Shard] = {}
         s = self.settings
         self.cfg = DedupConfig(svc.thresholds.current(), svc.sealer, svc.tok, DEDUP_SHARDS, s.dedup_window,
-                               s.dedup_exact_max, s.dedup_rerank, s.dedup_dimension)
+                               s.dedup_exact_max, s.dedup_rerank, s.dedup_dimension,
+                               s.dedup_nprobe, mapped_stores(s.gallery_dir))
         self.cpu = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dedup")  # the search, off the loop
         self.uncalibrated: set[str] = set()
         self.monitor = Monitor(every_s=s.dedup_monitor_seconds)

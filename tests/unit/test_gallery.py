@@ -1,11 +1,13 @@
-"""1:N search core: template checks, exact index, sketch index recall against exact."""
+"""1:N search core: template checks, exact index, the coded index's recall against exact."""
 
 from __future__ import annotations
 
+import faiss
 import numpy as np
 import pytest
 
-from agents.gallery import ExactIndex, Rows, SampleIndex, SketchIndex, TemplateRejected, check_template
+from agents.gallery import CodedIndex, ExactIndex, Rows, SampleIndex, TemplateRejected, check_template
+from streams.sim.faces import ClusteredFaces
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -51,27 +53,6 @@ def test_exact_index_finds_mates(data) -> None:
     assert (hits.rows[:, 0] == mates).mean() > 0.97
 
 
-def test_sketch_index_keeps_exact_hits_and_scores(data) -> None:
-    gallery, probes, mates = data
-    exact, sketch = ExactIndex(128), SketchIndex(128, bits=512, rerank=100)
-    exact.add(gallery)
-    sketch.add(gallery)
-    e, s = exact.search(probes, 1), sketch.search(probes, 1)
-    exact_hits = e.rows[:, 0] == mates
-    kept = (s.rows[:, 0] == mates) & exact_hits
-    assert kept.sum() >= 0.99 * exact_hits.sum()
-    same = s.rows[:, 0] == e.rows[:, 0]
-    assert np.allclose(s.scores[same, 0], e.scores[same, 0], atol=1e-5)  # re-rank scores are exact
-
-
-def test_sketch_without_rerank_room_loses_hits(data) -> None:
-    """The recall check can fail: re-ranking a single candidate keeps far fewer hits."""
-    gallery, probes, mates = data
-    tiny = SketchIndex(128, bits=64, rerank=1)
-    tiny.add(gallery)
-    assert (tiny.search(probes, 1).rows[:, 0] == mates).mean() < 0.9
-
-
 def test_sample_index_finds_every_sample_above_the_floor_but_not_the_query_s_own(data) -> None:
     gallery, probes, mates = data
     index = SampleIndex(128, exact_max=50_000)
@@ -87,7 +68,7 @@ def test_sample_index_finds_every_sample_above_the_floor_but_not_the_query_s_own
         assert best == pytest.approx(max(others), abs=1e-5)
 
 
-def test_sample_index_removes_replaces_compacts_and_turns_to_the_sketch_past_its_exact_size(data) -> None:
+def test_sample_index_removes_replaces_compacts_and_turns_to_codes_past_its_exact_size(data) -> None:
     gallery, probes, mates = data
     index = SampleIndex(128, exact_max=5_000)
     index.add([("S", i) for i in range(4_000)], gallery[:4_000], ["o"] * 4_000)
@@ -96,26 +77,78 @@ def test_sample_index_removes_replaces_compacts_and_turns_to_the_sketch_past_its
     index.add([("S", 2_000)], gallery[5:6], ["o"])  # a key already present is replaced
     assert np.allclose(index.vector(("S", 2_000)), gallery[5]) and len(index) == 2_500
     index.add([("S", i) for i in range(10_000, 13_000)], gallery[10_000:13_000], ["p"] * 3_000)
-    assert index.kind == "sketch" and len(index) == 5_500
+    assert index.kind == "coded" and len(index) == 5_500 and index.trained_on == 5_500
     [(hits, best)] = index.search(gallery[11_000:11_001], 0.99, ["q"])
     assert [key for key, _ in hits] == [("S", 11_000)] and best == pytest.approx(1.0, abs=1e-5)
+    index.add([("S", i) for i in range(14_000, 17_000)], gallery[14_000:17_000], ["p"] * 3_000)
+    trained = faiss.serialize_index(index.index.emptied().index)
+    index.remove([("S", i) for i in range(10_000, 12_100)] + [("S", i) for i in range(14_000, 14_800)])
+    assert index.kind == "coded" and len(index.keys) == 5_600, "compacted"
+    assert np.array_equal(faiss.serialize_index(index.index.emptied().index), trained), "codebooks kept"
+    assert index.search(gallery[11_000:11_001], 0.99, ["q"])[0][0] == []
+    assert index.index.index.ntotal == 5_600, "removed codes leave the lists"
 
 
-def test_the_sketch_spends_its_bits_in_the_templates_principal_subspace() -> None:
-    rng = np.random.default_rng(3)
-    basis = np.linalg.qr(rng.standard_normal((128, 12)))[0]
-    faces = _unit(rng.standard_normal((3000, 12)) @ basis.T + 0.1 * rng.standard_normal((3000, 128)))
-    captures = _unit(faces + 1.2 * _unit(rng.standard_normal((3000, 128))) / np.sqrt(2))
-    fitted, plain = SketchIndex(128, rerank=3), SketchIndex(128, rerank=3)
-    assert fitted.fit(captures) == 12 and plain.fit(_unit(rng.standard_normal((3000, 128)))) == 128
-    probes = _unit(faces[:300] + 1.2 * _unit(rng.standard_normal((300, 128))) / np.sqrt(2))
-    hits = []
-    for index in (fitted, plain):
-        index.add(captures)
-        hits.append((index.search(probes, 1).rows[:, 0] == np.arange(300)).mean())
-    assert hits[0] > hits[1] + 0.05, hits  # fewer candidates needed where the noise is left out
-    with pytest.raises(ValueError):
-        fitted.fit(captures)
+def test_sample_index_trains_its_codes_again_once_the_gallery_is_eight_times_what_they_were_trained_on(data) -> None:
+    gallery, _, _ = data
+    index = SampleIndex(128, exact_max=1_000)
+    index.add([("S", i) for i in range(1_100)], gallery[:1_100], ["o"] * 1_100)
+    assert index.kind == "coded" and index.trained_on == 1_100
+    index.add([("S", i) for i in range(1_100, 8_800)], gallery[1_100:8_800], ["o"] * 7_700)
+    assert index.trained_on == 1_100
+    index.add([("S", 8_800)], gallery[8_800:8_801], ["o"])
+    assert index.trained_on == 8_801 and index.search(gallery[:1], 0.99, ["q"])[0][0] == [(("S", 0), pytest.approx(1.0))]
+
+
+@pytest.fixture(scope="module")
+def faces() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A structured gallery (the simulator's clustered faces at 128 dimensions) and fresh captures of some of it."""
+    rng, model = np.random.default_rng(5), ClusteredFaces(dim=128)
+    people = model.faces(rng, _unit(rng.standard_normal((20, 128)))[rng.integers(0, 20, 30_000)])
+    quality = rng.uniform(0.6, 1.0, 30_000).astype(np.float32)
+    mates = rng.choice(30_000, 400, replace=False)
+    return model.captures(rng, people, quality), model.captures(rng, people[mates], quality[mates]), mates
+
+
+def test_coded_index_keeps_exact_search_s_pairs_with_their_exact_scores(faces) -> None:
+    gallery, probes, _ = faces
+    exact, coded = ExactIndex(128), CodedIndex(128)
+    exact.add(gallery)
+    coded.fit(gallery)
+    coded.add(gallery[:12_345])
+    coded.add(gallery[12_345:])  # rows continue across adds
+    e, c = exact.search(probes, 5), coded.search(probes, 5)
+    pairs = {(q, int(r)) for q in range(len(probes)) for r, s in zip(e.rows[q], e.scores[q], strict=True) if s >= 0.5}
+    found = {(q, int(r)) for q in range(len(probes)) for r, s in zip(c.rows[q], c.scores[q], strict=True) if s >= 0.5}
+    assert len(pairs) > 250 and len(found & pairs) >= 0.99 * len(pairs) and found <= pairs
+    assert np.allclose(c.scores[c.rows >= 0], (probes[:, None, :] * gallery[c.rows]).sum(-1)[c.rows >= 0], atol=1e-5)
+
+
+def test_coded_index_with_one_candidate_loses_pairs(faces) -> None:
+    """The recall check can fail: one candidate from the codes misses mates exact search has."""
+    gallery, probes, mates = faces
+    coded = CodedIndex(128, candidates=1, nprobe=1)
+    coded.add(gallery)  # fitted on the first add
+    exact = ExactIndex(128)
+    exact.add(gallery)
+    assert (coded.search(probes, 1).rows[:, 0] == mates).mean() < (exact.search(probes, 1).rows[:, 0] == mates).mean() - 0.1
+
+
+def test_coded_index_trains_the_same_codes_whatever_the_threads(faces) -> None:
+    gallery, probes, _ = faces
+    results = []
+    threads = faiss.omp_get_max_threads()
+    try:
+        for n in (1, 2):
+            faiss.omp_set_num_threads(n)
+            coded = CodedIndex(128)
+            coded.fit(gallery)
+            coded.add(gallery)
+            results.append((faiss.serialize_index(coded.index), coded.search(probes, 3)))
+    finally:
+        faiss.omp_set_num_threads(threads)
+    assert np.array_equal(results[0][0], results[1][0])
+    assert np.array_equal(results[0][1].rows, results[1][1].rows)
 
 
 def test_rows_keep_every_row_in_order_as_they_grow_and_leave_at_most_a_quarter_empty() -> None:
@@ -127,3 +160,11 @@ def test_rows_keep_every_row_in_order_as_they_grow_and_leave_at_most_a_quarter_e
         added.append(batch)
         assert rows._data.shape[0] <= max(1024, int(1.25 * len(rows)) + 1024)  # what a gallery of 1M wastes
     assert np.array_equal(rows.view, np.concatenate(added)) and len(rows) == sum(len(b) for b in added)
+
+
+def test_the_settings_defaults_are_the_index_s() -> None:
+    from agents.gallery import CANDIDATES, NPROBE
+    from streams.settings import Settings
+
+    fields = Settings.model_fields
+    assert (fields["dedup_rerank"].default, fields["dedup_nprobe"].default) == (CANDIDATES, NPROBE)

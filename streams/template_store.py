@@ -1,0 +1,58 @@
+"""Full-precision templates on local disk, memory-mapped: the re-scoring tier of a large gallery.
+
+A coded index (:class:`agents.gallery.CodedIndex`) keeps only compact codes in memory and
+re-scores its candidates against the full templates; at ten million 512-d templates those
+are 20 GB, more than a worker should hold. :class:`MappedRows` keeps them in a file the
+kernel pages in as candidates are read: it is :class:`agents.gallery.Rows` with a file
+under the matrix, so the index does not know which it has.
+
+The file is a cache of what the sealed gallery records on Kafka hold, nothing more: a
+nameless temporary file (``O_TMPFILE``, 0600) in the state directory, so no other process
+can open it and it is gone when its index is dropped or its worker dies, kill -9 included;
+an erased subject's rows are overwritten with zeros (written out at the next
+:meth:`MappedRows.flush`, before the next search). How a production machine encrypts the
+disk under it: ``docs/privacy.md``, *Local gallery files*.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from agents.gallery import Rows
+
+
+class MappedRows(Rows):
+    """:class:`Rows` in a nameless file: growing the file keeps the filled rows where they are, no copy."""
+
+    def __init__(self, directory: Path, dim: int) -> None:
+        """An empty store in a new nameless file under ``directory``."""
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.dim, self._n = dim, 0
+        self._file = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115 (closed by close())
+        self._data = self._grown(1024)
+
+    def _grown(self, rows: int) -> np.memmap:  # type: ignore[type-arg]
+        """The file grown to ``rows`` rows, mapped again."""
+        if hasattr(self, "_data"):
+            self.flush()
+        os.ftruncate(self._file.fileno(), rows * self.dim * 4)
+        return np.memmap(self._file, dtype=np.float32, mode="r+", shape=(rows, self.dim))
+
+    def flush(self) -> None:
+        """Write changed rows (erased ones included) to the file."""
+        self._data.flush()  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        """Unmap and close: the file's blocks return to the file system."""
+        del self._data
+        self._file.close()
+
+
+def mapped_stores(directory: Path) -> Callable[[int], MappedRows]:
+    """What a gallery shard calls for a template store once it turns to codes: a mapped file under ``directory``."""
+    return lambda dim: MappedRows(directory, dim)
