@@ -1,12 +1,15 @@
 """What one enrolled identity costs a worker in memory, and where it goes: one gallery shard, no broker.
 
-.venv/bin/python -m bench.gallery_memory [--identities 100000 ...] [--breakdown 20000]
+.venv/bin/python -m bench.gallery_memory [--identities 100000 ...] [--breakdown 20000] [--exact-max N]
 
 Each identity enrols with one 512-d capture through the shard's own path
 (``capture_commands`` sealed as ingest seals them, then ``shard_step``), in batches of
 2,000 as the dedup agent reads them. Reported per identity: the growth of the process's
-resident memory (what a worker's RSS shows), and, on a smaller run under ``tracemalloc``
-(which inflates RSS, so it is measured apart), the Python allocations by what holds them.
+resident memory (what a worker's RSS shows) and of its anonymous part (RSS less the pages of
+mapped files, which the kernel can drop and read again), and, on a smaller run under
+``tracemalloc`` (which inflates RSS, so it is measured apart), the Python allocations by what
+holds them. ``--exact-max N``: the shard turns to the coded index past N samples, its
+templates in a mapped file, as a worker's does past ``LINTAS_DEDUP_EXACT_MAX``.
 """
 
 from __future__ import annotations
@@ -15,9 +18,11 @@ import argparse
 import gc
 import inspect
 import os
+import tempfile
 import tracemalloc
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,6 +35,7 @@ from agents.sealing import SubjectSealer
 from bench import print_table
 from infra.process import rss_bytes
 from streams.keystores import SqliteSubjectKeys
+from streams.template_store import mapped_stores
 
 DIM, MODEL, BATCH = 512, "bench-memory/1", 2000
 NOW = datetime(2026, 11, 20, tzinfo=UTC)
@@ -38,12 +44,13 @@ HOLDERS = {"1:N index matrix (templates)": Rows, "opened templates": SubjectSeal
            "sealed copies and ids (decoded commands)": read}
 
 
-def enrol(n: int, seed: int = 1) -> Shard:
-    """A shard of ``n`` identities, one capture each."""
+def enrol(n: int, seed: int = 1, exact_max: int = 250_000, where: Path | None = None) -> Shard:
+    """A shard of ``n`` identities, one capture each (coded past ``exact_max``, templates mapped under ``where``)."""
     t = ModelThresholds(MODEL, "bench", verify=0.5, mismatch=0.2, yellow=0.6, red=0.7, pair_floor=0.55)
     cfg = DedupConfig(ThresholdSet("bench", {MODEL: t}, ThresholdSet.load().default),
                       SubjectSealer(SqliteSubjectKeys(":memory:")), Tokeniser(b"bench-memory-key" * 2, "bench"),
-                      shards=1, dimension=DIM)
+                      shards=1, dimension=DIM, exact_max=exact_max,
+                      store=mapped_stores(where) if where is not None else None)
     rng, shard = np.random.default_rng(seed), Shard(0)
     for start in range(0, n, BATCH):
         probes = []
@@ -57,15 +64,21 @@ def enrol(n: int, seed: int = 1) -> Shard:
     return shard
 
 
-def rss_per_identity(n: int) -> float:
-    """Bytes of resident memory per identity enrolled."""
+def rss_per_identity(n: int, exact_max: int, where: Path) -> tuple[float, float]:
+    """Bytes of resident memory, and of anonymous resident memory, per identity enrolled."""
     gc.collect()
-    before = rss_bytes(os.getpid()) or 0
-    shard = enrol(n)
+    before = rss_bytes(os.getpid()) or 0, _anonymous()
+    shard = enrol(n, exact_max=exact_max, where=where)
     gc.collect()
-    grown = (rss_bytes(os.getpid()) or 0) - before
+    grown = (rss_bytes(os.getpid()) or 0) - before[0], _anonymous() - before[1]
     assert len(shard) == n
-    return grown / n
+    return grown[0] / n, grown[1] / n
+
+
+def _anonymous() -> int:
+    """This process's resident anonymous memory (RssAnon), bytes."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("RssAnon:"))
 
 
 def breakdown(n: int) -> dict[str, float]:
@@ -95,10 +108,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--identities", type=int, nargs="+", default=[100_000])
     parser.add_argument("--breakdown", type=int, default=20_000, help="identities in the tracemalloc run")
+    parser.add_argument("--exact-max", type=int, default=250_000, help="samples searched exactly; past it, codes")
     args = parser.parse_args()
-    rows = [{"identities in one shard": n, "RSS per identity (B)": rss_per_identity(n)} for n in args.identities]
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = [{"identities in one shard": n, "index": "exact" if n <= args.exact_max else "coded, mapped",
+                 **dict(zip(("RSS per identity (B)", "anonymous RSS per identity (B)"),
+                            rss_per_identity(n, args.exact_max, Path(tmp)), strict=True))}
+                for n in args.identities]
     print(f"\nGallery memory, one shard, {DIM}-d float32 templates, one capture per identity")
-    print_table(rows, {"RSS per identity (B)": "{:,.0f}"})
+    print_table(rows, {"RSS per identity (B)": "{:,.0f}", "anonymous RSS per identity (B)": "{:,.0f}"})
     parts = breakdown(args.breakdown)
     total = sum(parts.values())
     print(f"\nWhere it goes ({args.breakdown:,} identities, tracemalloc: Python's allocations only)")

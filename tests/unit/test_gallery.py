@@ -168,3 +168,23 @@ def test_the_settings_defaults_are_the_index_s() -> None:
 
     fields = Settings.model_fields
     assert (fields["dedup_rerank"].default, fields["dedup_nprobe"].default) == (CANDIDATES, NPROBE)
+
+
+def test_a_coded_sample_index_reports_what_the_exact_one_does(faces) -> None:
+    gallery, probes, mates = faces
+    owners = [f"id-{i // 3}" for i in range(len(gallery))]  # three samples per identity
+    keys = [("S", i) for i in range(len(gallery))]
+    exact, coded = SampleIndex(128, exact_max=len(gallery)), SampleIndex(128, exact_max=1_000)
+    for index in (exact, coded):
+        index.add(keys, gallery, owners)
+    assert (exact.kind, coded.kind) == ("exact", "coded")
+    mine = [owners[m] if q % 2 else "q" for q, m in enumerate(mates)]  # half of them asked by their own identity
+    want, got = exact.search(probes, 0.45, mine), coded.search(probes, 0.45, mine)
+    pairs = {(q, k): s for q, (hits, _) in enumerate(want) for k, s in hits}
+    found = {(q, k): s for q, (hits, _) in enumerate(got) for k, s in hits}
+    assert len(pairs) > 150 and found.keys() <= pairs.keys() and len(found) >= 0.99 * len(pairs)
+    assert all(abs(found[p] - pairs[p]) < 1e-5 for p in found), "the scores are exact"
+    assert all(owners[k[1]] != mine[q] for q, k in found), "the query's own identity is left out"
+    high = [(a[1], b[1]) for a, b in zip(want, got, strict=True) if a[1] >= 0.45]
+    assert np.mean([abs(a - b) < 1e-5 for a, b in high]) > 0.99, "the best score too, where it reaches the floor"
+    assert all(b[1] <= a[1] + 1e-5 for a, b in zip(want, got, strict=True)), "below it, at most the exact best"
