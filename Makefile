@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PYTHON ?= python3.11
 
-.PHONY: setup demo test test-unit stack-up stack-down bench bench-dedup bench-trafficking bench-review bench-privacy bench-watchlist lint docs
+.PHONY: setup demo test test-unit stack-up stack-down bench bench-dedup bench-gallery bench-trafficking bench-review bench-privacy bench-watchlist lint docs
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	./infra/setup-system.sh
@@ -38,6 +38,9 @@ bench: setup
 
 bench-dedup: setup
 	$(PY) -m bench.dedup_index --sizes 100000 1000000 --queries 500
+
+bench-gallery: setup
+	$(PY) -m bench.gallery_scale --sizes 100000 1000000 --queries 1000
 
 bench-trafficking: setup
 	$(PY) -m bench.trafficking --crossings 100000 --days 7
