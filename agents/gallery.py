@@ -152,7 +152,7 @@ class ExactIndex:
 
     def erase(self, row: int) -> None:
         """Overwrite the template at ``row`` with zeros (an erased subject; rows keep their numbers)."""
-        self._rows.view[row] = 0.0
+        self._rows.erase(row)
 
     def chunks(self, queries: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
         """(first row, scores of every query against a chunk of rows), chunk by chunk."""
@@ -247,8 +247,7 @@ class CodedIndex:
         index = cls(rows.dim, candidates, nprobe, rows)
         index.fit(rows.view)
         for start in range(0, len(rows), chunk):
-            part = np.ascontiguousarray(rows.view[start:start + chunk])
-            index.index.add_with_ids(part, np.arange(start, start + len(part), dtype=np.int64))
+            index._code(np.ascontiguousarray(rows.view[start:start + chunk]), start)
         return index
 
     def emptied(self, rows: Rows | None = None) -> CodedIndex:
@@ -263,9 +262,12 @@ class CodedIndex:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if self.index is None:
             self.fit(vectors)
-        first = len(self._rows)
-        self.index.add_with_ids(vectors, np.arange(first, first + len(vectors), dtype=np.int64))
+        self._code(vectors, len(self._rows))
         self._rows.add(vectors)
+
+    def _code(self, vectors: np.ndarray, first: int) -> None:
+        """Put the codes of rows ``first``, ``first + 1``... in their cells, their row numbers as ids."""
+        self.index.add_with_ids(vectors, np.arange(first, first + len(vectors), dtype=np.int64))
 
     @property
     def vectors(self) -> np.ndarray:
@@ -371,15 +373,14 @@ class SampleIndex:
         rows = np.fromiter((r for _, r in live), dtype=np.int64, count=len(live))
         vectors = np.ascontiguousarray(self.index.vectors[rows])
         fresh: ExactIndex | CodedIndex
-        store = self.store(self.dim) if self.store is not None and len(live) > self.exact_max else None
         if len(live) <= self.exact_max:
             fresh = ExactIndex(self.dim)
         elif retrain or not isinstance(self.index, CodedIndex):
-            fresh = CodedIndex(self.dim, self.rerank, self.nprobe, store)
+            fresh = CodedIndex(self.dim, self.rerank, self.nprobe, self._store())
             fresh.fit(vectors)
             self.trained_on = len(vectors)
         else:
-            fresh = self.index.emptied(store)  # a compaction keeps the codebooks
+            fresh = self.index.emptied(self._store())  # a compaction keeps the codebooks
         if isinstance(self.index, CodedIndex):
             self.index.close()
         self.index = fresh
@@ -391,6 +392,10 @@ class SampleIndex:
                 self.row[key] = i
                 self.keys.append(key)
             self._mark([self._codes[self.owner[key]] for key, _ in live])
+
+    def _store(self) -> Rows | None:
+        """Where a coded index's templates go: a new store of ``store``, or memory."""
+        return self.store(self.dim) if self.store is not None else None
 
     def _mark(self, codes: list[int]) -> None:
         """Owner numbers of rows just added (in row order), growing the array by doubling."""
@@ -417,10 +422,10 @@ class SampleIndex:
         if not len(self.row) or not n:
             return [([], -1.0) for _ in range(n)]
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        if isinstance(self.index, ExactIndex):
-            return self._above(self.index, queries, floor, exclude)
-        hits = self.index.search(queries, min(len(self.keys), self.rerank))  # every candidate, re-scored
         query_owner = np.array([self._codes.get(e, -2) for e in exclude], dtype=np.int64)
+        if isinstance(self.index, ExactIndex):
+            return self._above(self.index, queries, floor, query_owner)
+        hits = self.index.search(queries, min(len(self.keys), self.rerank))  # every candidate, re-scored
         owners = np.where(hits.rows >= 0, self._row_owner[np.maximum(hits.rows, 0)], -1)
         others = (owners >= 0) & (owners != query_owner[:, None])  # the query's own identity and removed rows out
         best = np.where(others, hits.scores, -1.0).max(axis=1)
@@ -428,14 +433,13 @@ class SampleIndex:
         for i in range(n):
             chosen = others[i] & (hits.scores[i] >= floor)
             out.append(([(self.keys[r], float(x)) for r, x in zip(hits.rows[i][chosen], hits.scores[i][chosen],
-                                                                    strict=True)], float(max(best[i], -1.0))))
+                                                                    strict=True)], float(best[i])))
         return out
 
     def _above(self, index: ExactIndex, queries: np.ndarray, floor: float,
-               exclude: Sequence[str]) -> list[tuple[list[tuple[Any, float]], float]]:
+               query_owner: np.ndarray) -> list[tuple[list[tuple[Any, float]], float]]:
         """Exact: every score of every query, thresholded; the query's own identity and removed rows left out."""
         row_owner = self._row_owner
-        query_owner = np.array([self._codes.get(e, -2) for e in exclude], dtype=np.int64)
         best = np.full(len(queries), -1.0)
         found: list[list[tuple[Any, float]]] = [[] for _ in range(len(queries))]
         for start, scores in index.chunks(queries):

@@ -34,7 +34,7 @@ import faiss
 import numpy as np
 
 from agents.dedup import ThresholdSet
-from agents.gallery import CANDIDATES, NPROBE, CodedIndex, Rows
+from agents.gallery import CANDIDATES, NPROBE, CodedIndex, Rows, rescore
 from bench import print_table
 from streams.sim.faces import ClusteredFaces, SubspaceFaces, face_model
 from streams.template_store import MappedRows
@@ -129,14 +129,10 @@ def run_rabitq(gallery: Gallery, yellow: float, nprobe: int, k: int) -> dict[str
     faiss.extract_index_ivf(index).nprobe = nprobe
     t0 = time.perf_counter()
     _, candidates = index.search(gallery.probes, k)
-    out = []
-    for qi in range(len(candidates)):  # exact scores of the candidates, as the coded index computes them
-        rows = np.unique(candidates[qi][candidates[qi] >= 0])
-        exact = np.asarray(gallery.templates[rows]) @ gallery.probes[qi]
-        out.append({int(r): float(s) for r, s in zip(rows, exact, strict=True) if s >= yellow})
+    hits = rescore(gallery.probes, gallery.templates, candidates, k)  # exactly as the coded index does
     seconds = time.perf_counter() - t0
-    return {"reported": out, "ids_per_s": len(gallery.probes) / seconds, "build_s": build,
-            "resident_bytes_per_identity": len(faiss.serialize_index(index)) / n,
+    return {"reported": reported(hits.rows, hits.scores, yellow), "ids_per_s": len(gallery.probes) / seconds,
+            "build_s": build, "resident_bytes_per_identity": len(faiss.serialize_index(index)) / n,
             "params": f"{lists} lists, nprobe {nprobe}, {k} re-scored"}
 
 
