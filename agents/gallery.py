@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,6 +97,11 @@ class Rows:
     def erase(self, row: int) -> None:
         """Overwrite the row with zeros."""
         self._data[row] = 0.0
+
+    @contextmanager
+    def sequential(self) -> Iterator[None]:
+        """Rows about to be read in order (a mapped store reads ahead meanwhile); nothing to do in memory."""
+        yield
 
     def flush(self) -> None:
         """Nothing to write: the rows live in memory (a mapped store writes its file here)."""
@@ -190,29 +196,35 @@ class ExactIndex:
         return len(self) * self.dim * 4
 
 
-CANDIDATES = 1000  # codes re-scored exactly per query (LINTAS_DEDUP_RERANK)
-NPROBE = 256  # inverted lists scanned per query (LINTAS_DEDUP_NPROBE)
+CANDIDATES = 1000  # fast-scan codes re-ranked by their 8-bit codes per query (LINTAS_DEDUP_RERANK)
+NPROBE = 1024  # inverted lists scanned per query (LINTAS_DEDUP_NPROBE)
+MARGIN = 0.02  # an 8-bit score this far below the floor is still re-scored exactly (measured error: under 0.005)
+BEST = 1  # the best candidates by their 8-bit codes, always re-scored exactly (each query's best score)
 
 
 class CodedIndex:
-    """Candidates from compact codes in an inverted file, scores from the full templates.
+    """Candidates from compact codes in an inverted file, re-ranked by 8-bit codes, scores from the full templates.
 
-    FAISS's recipe for galleries of 10M and more per server: an inverted file (k-means
-    cells, :meth:`lists_for`) of 4-bit product-quantisation codes scanned with SIMD
-    (fast-scan: ``dim / 16`` bytes a template), ``nprobe`` cells scanned per query, then
-    the ``candidates`` nearest codes re-scored exactly. Only whether a mate reaches
-    the candidates depends on the codes; every score reported is the exact one
-    (``python -m bench.gallery_scale`` measures both). Trained once by :meth:`fit` on
-    a sample taken in row order with FAISS's fixed seeds: the same rows give the same
-    codebooks, whatever the threads. Erased rows leave the codes (``remove_ids``) before
-    the next search, and their templates are zeroed.
+    FAISS's recipe for galleries of 10M and more per server, in three tiers: an inverted
+    file (k-means cells, :meth:`lists_for`) of 4-bit product-quantisation codes scanned with
+    SIMD (fast-scan: ``dim / 8`` bytes a template), ``nprobe`` cells per query, gives the
+    ``candidates`` nearest; their 8-bit scalar codes (``dim`` bytes a template, in memory)
+    re-rank them; and the full templates (often a memory-mapped file) give the **exact**
+    score of every candidate whose 8-bit score reaches the floor less :data:`MARGIN`, and of
+    the best one. Only whether a mate reaches the exact score depends on the codes;
+    every score reported is the exact one (``python -m bench.gallery_scale`` measures both),
+    and few templates are read per query, so the store need not fit in memory.
+    Trained once by :meth:`fit` on a sample taken in row order with FAISS's fixed seeds: the
+    same rows give the same codebooks, whatever the threads. Erased rows leave the codes
+    (``remove_ids``) before the next search; their 8-bit codes and templates are zeroed.
     """
 
     def __init__(self, dim: int, candidates: int = CANDIDATES, nprobe: int = NPROBE,
                  rows: Rows | None = None) -> None:
         """An untrained index (:meth:`fit` it, or the first :meth:`add` does); templates in ``rows`` or memory."""
         self.dim, self.candidates, self.nprobe = dim, candidates, nprobe
-        self.index: Any = None
+        self.index: Any = None  # the cells and their 4-bit codes, ids = row numbers
+        self.fine: Any = None  # the 8-bit codes, in row order
         self._rows: Rows = rows if rows is not None else Rows(dim)
         self._erased: list[int] = []  # rows whose codes leave at the next search
 
@@ -231,13 +243,15 @@ class CodedIndex:
         return int(2 ** max(4, min(12, round(math.log2(4 * math.sqrt(max(n, 1)))), int(math.log2(max(n, 1) / 64)))))
 
     def fit(self, vectors: np.ndarray) -> None:
-        """Train the cells (as many as :meth:`lists_for` says) and codebooks on every k-th row of ``vectors``."""
+        """Train the cells (as many as :meth:`lists_for` says) and both codebooks on every k-th row of ``vectors``."""
         if self.index is not None:
             raise ValueError("fit the index before adding templates")
         lists = self.lists_for(len(vectors))
-        self.index = faiss.index_factory(self.dim, f"IVF{lists},PQ{self.dim // 8}x4fs", faiss.METRIC_INNER_PRODUCT)
+        self.index = faiss.index_factory(self.dim, f"IVF{lists},PQ{self.dim // 4}x4fs", faiss.METRIC_INNER_PRODUCT)
+        self.fine = faiss.IndexScalarQuantizer(self.dim, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
         sample = np.ascontiguousarray(vectors[:: max(1, len(vectors) // (64 * lists))], dtype=np.float32)
         self.index.train(sample)
+        self.fine.train(sample)
         faiss.extract_index_ivf(self.index).nprobe = min(self.nprobe, lists)
 
     @classmethod
@@ -245,16 +259,18 @@ class CodedIndex:
              chunk: int = 250_000) -> CodedIndex:
         """An index over the templates already in ``rows`` (a store mapped from disk): trained, then every row coded."""
         index = cls(rows.dim, candidates, nprobe, rows)
-        index.fit(rows.view)
-        for start in range(0, len(rows), chunk):
-            index._code(np.ascontiguousarray(rows.view[start:start + chunk]), start)
+        with rows.sequential():
+            index.fit(rows.view)
+            for start in range(0, len(rows), chunk):
+                index._code(np.ascontiguousarray(rows.view[start:start + chunk]), start)
         return index
 
     def emptied(self, rows: Rows | None = None) -> CodedIndex:
         """An empty index with the same cells and codebooks (a compaction keeps what was trained)."""
         fresh = CodedIndex(self.dim, self.candidates, self.nprobe, rows)
-        fresh.index = faiss.clone_index(self.index)
+        fresh.index, fresh.fine = faiss.clone_index(self.index), faiss.clone_index(self.fine)
         fresh.index.reset()
+        fresh.fine.reset()
         return fresh
 
     def add(self, vectors: np.ndarray) -> None:
@@ -266,8 +282,11 @@ class CodedIndex:
         self._rows.add(vectors)
 
     def _code(self, vectors: np.ndarray, first: int) -> None:
-        """Put the codes of rows ``first``, ``first + 1``... in their cells, their row numbers as ids."""
+        """Code rows ``first``, ``first + 1``...: 4-bit codes in their cells (row numbers as ids), 8-bit in order."""
+        if first != self.fine.ntotal:
+            raise ValueError(f"rows are coded in order: row {first} follows {self.fine.ntotal} coded rows")
         self.index.add_with_ids(vectors, np.arange(first, first + len(vectors), dtype=np.int64))
+        self.fine.add(vectors)
 
     @property
     def vectors(self) -> np.ndarray:
@@ -279,9 +298,15 @@ class CodedIndex:
         return np.array(self._rows.view[row])
 
     def erase(self, row: int) -> None:
-        """Zero the template at ``row``; by the next search its code leaves the lists and the zeros reach the store."""
+        """Zero the template and 8-bit code at ``row``; by the next search its 4-bit code leaves the lists too."""
         self._rows.erase(row)
+        self.fine_codes()[row] = 0
         self._erased.append(row)
+
+    def fine_codes(self) -> np.ndarray:
+        """The 8-bit codes, one row per template (a view of FAISS's own array: writes go to it)."""
+        codes = faiss.rev_swig_ptr(self.fine.codes.data(), self.fine.codes.size())
+        return codes.reshape(self.fine.ntotal, self.fine.code_size)
 
     def purge(self) -> None:
         """Take erased rows' codes out of the lists (one pass for all of them) and write the store."""
@@ -290,20 +315,36 @@ class CodedIndex:
             self._erased = []
             self._rows.flush()
 
-    def search(self, queries: np.ndarray, k: int) -> Hits:
-        """Top ``k`` of the ``candidates`` nearest codes, re-scored exactly."""
+    def search(self, queries: np.ndarray, k: int, floor: float = -1.0) -> Hits:
+        """Up to ``k`` rows per query, scored exactly (-1 rows where fewer).
+
+        Those are every candidate whose 8-bit score reaches ``floor`` less :data:`MARGIN`, and the best one.
+        """
         self.purge()
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        _, cand = self.index.search(queries, min(max(self.candidates, k), max(1, self.index.ntotal)))
-        return rescore(queries, self._rows.view, cand, k)
+        if not self.index.ntotal:
+            return Hits(np.full((len(queries), k), -np.inf, np.float32), np.full((len(queries), k), -1, np.int64))
+        refine = faiss.IndexRefine(self.fine, self.fine)  # the wrapper only: base and 8-bit codes are ours
+        refine.base_index = self.index  # whose ids are row numbers of ``fine``, fewer once rows are erased
+        refine.k_factor = 1.0
+        wanted = min(max(self.candidates, k), self.index.ntotal)
+        approx, cand = refine.search(queries, wanted)  # the candidates, re-ranked by their 8-bit scores
+        chosen = (cand >= 0) & ((approx >= floor - MARGIN) | (np.arange(wanted) < BEST))
+        width = max(1, int(chosen.sum(axis=1).max()))
+        cand = np.where(chosen, cand, -1)[:, :width]  # chosen ones come first: the 8-bit scores are sorted
+        return rescore(queries, self._rows.view, cand, min(k, width))
 
     def close(self) -> None:
         """Release the template store (an index replaced by a rebuild)."""
         self._rows.close()
 
+    def code_bytes(self) -> int:
+        """Bytes of the codes held in memory: cells, lists and 4-bit codes (serialised size), and the 8-bit codes."""
+        return len(faiss.serialize_index(self.index)) + self.fine.ntotal * self.fine.code_size
+
     def memory_bytes(self) -> int:
-        """Bytes held: the codes and lists (serialised size) plus the float templates kept for the re-score."""
-        return len(faiss.serialize_index(self.index)) + len(self) * self.dim * 4
+        """Bytes held: the codes and the float templates."""
+        return self.code_bytes() + len(self) * self.dim * 4
 
 
 class SampleIndex:
@@ -311,9 +352,9 @@ class SampleIndex:
 
     Exact search (BLAS) while the index holds at most ``exact_max`` live samples,
     so pairs are found exactly where it is cheap; past it, the index is rebuilt as a
-    :class:`CodedIndex` trained on what it holds (``rerank`` candidates re-scored
-    exactly), and trained again, its cells sized anew, each time the gallery grows
-    eightfold. Removed samples are zeroed and skipped; the index is rebuilt without
+    :class:`CodedIndex` trained on what it holds (``rerank`` candidates re-ranked by
+    8-bit codes, those near the floor scored exactly), and trained again, its cells sized
+    anew, each time the gallery grows eightfold. Removed samples are zeroed and skipped; the index is rebuilt without
     them (keeping its codebooks) once they are a third of it. A coded index keeps its
     full templates where ``store`` says (a memory-mapped file in the worker), else in memory.
     """
@@ -371,7 +412,8 @@ class SampleIndex:
         """The live rows again, in order: exact while few enough, else codes (trained afresh, or the ones in use)."""
         live = list(self.row.items())
         rows = np.fromiter((r for _, r in live), dtype=np.int64, count=len(live))
-        vectors = np.ascontiguousarray(self.index.vectors[rows])
+        with self.index._rows.sequential():  # the live rows, in order
+            vectors = np.ascontiguousarray(self.index.vectors[rows])
         fresh: ExactIndex | CodedIndex
         if len(live) <= self.exact_max:
             fresh = ExactIndex(self.dim)
@@ -415,8 +457,8 @@ class SampleIndex:
         """Per query, every sample at or above ``floor`` not owned by ``exclude[i]``, and the best such score.
 
         The best score is -1 when the index holds nobody else. Coded, both are what the
-        candidates hold (scored exactly): a sample the codes did not propose is missing, and
-        a best score below the floor may be a lower one than exact search's.
+        candidates scored exactly hold: a sample the codes did not propose is missing, and a
+        best score below the floor may be a lower one than exact search's.
         """
         n = len(queries)
         if not len(self.row) or not n:
@@ -425,7 +467,7 @@ class SampleIndex:
         query_owner = np.array([self._codes.get(e, -2) for e in exclude], dtype=np.int64)
         if isinstance(self.index, ExactIndex):
             return self._above(self.index, queries, floor, query_owner)
-        hits = self.index.search(queries, min(len(self.keys), self.rerank))  # every candidate, re-scored
+        hits = self.index.search(queries, min(len(self.keys), self.rerank), floor)  # each one near the floor
         owners = np.where(hits.rows >= 0, self._row_owner[np.maximum(hits.rows, 0)], -1)
         others = (owners >= 0) & (owners != query_owner[:, None])  # the query's own identity and removed rows out
         best = np.where(others, hits.scores, -1.0).max(axis=1)

@@ -170,8 +170,8 @@ class Settings(BaseSettings):
                                                             "arrives out of order.")
     dedup_exact_max: int = Field(default=250_000, ge=0, description="Samples per model and shard searched exactly; "
                                                                     "past it, the coded index.")
-    dedup_rerank: int = Field(default=1000, ge=1, description="Coded-index candidates re-scored exactly.")
-    dedup_nprobe: int = Field(default=256, ge=1, description="Coded-index cells scanned per search.")
+    dedup_rerank: int = Field(default=1000, ge=1, description="Coded-index candidates re-ranked by their 8-bit codes.")
+    dedup_nprobe: int = Field(default=1024, ge=1, description="Coded-index cells scanned per search.")
     dedup_auto_confirm_red: bool = Field(default=False, description="Red links confirm themselves (recorded as "
                                                                     "decided_by auto); off: an officer decides.")
     dedup_monitor_seconds: float = Field(default=60.0, gt=0, description="How often a worker checks its own "

@@ -16,9 +16,11 @@ disk under it: ``docs/privacy.md``, *Local gallery files*.
 
 from __future__ import annotations
 
+import mmap
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -41,11 +43,30 @@ class MappedRows(Rows):
         if hasattr(self, "_data"):
             self.flush()
         os.ftruncate(self._file.fileno(), rows * self.dim * 4)
-        return np.memmap(self._file, dtype=np.float32, mode="r+", shape=(rows, self.dim))
+        data = np.memmap(self._file, dtype=np.float32, mode="r+", shape=(rows, self.dim))
+        # A re-score reads a few scattered rows per query: the kernel's readahead (128 KB a fault)
+        # made each cold row cost 0.8 ms where one page costs 0.14 ms (5,000 rows of a 4 GB store).
+        data._mmap.madvise(mmap.MADV_RANDOM)  # type: ignore[attr-defined]
+        return data
+
+    @contextmanager
+    def sequential(self) -> Iterator[None]:
+        """Read ahead while the rows are read in order (coding a whole store), then back to scattered reads."""
+        self._data._mmap.madvise(mmap.MADV_SEQUENTIAL)  # type: ignore[attr-defined]
+        try:
+            yield
+        finally:
+            self._data._mmap.madvise(mmap.MADV_RANDOM)  # type: ignore[attr-defined]
 
     def flush(self) -> None:
         """Write changed rows (erased ones included) to the file."""
         self._data.flush()  # type: ignore[attr-defined]
+
+    def evict(self) -> None:
+        """Write the rows out and drop their pages from memory: the next reads come from disk, as from a cold store."""
+        self.flush()
+        self._data._mmap.madvise(mmap.MADV_DONTNEED)  # type: ignore[attr-defined]
+        os.posix_fadvise(self._file.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
 
     def close(self) -> None:
         """Unmap and close: the file's blocks return to the file system."""

@@ -124,6 +124,16 @@ def test_coded_index_keeps_exact_search_s_pairs_with_their_exact_scores(faces) -
     assert np.allclose(c.scores[c.rows >= 0], (probes[:, None, :] * gallery[c.rows]).sum(-1)[c.rows >= 0], atol=1e-5)
 
 
+def test_the_8_bit_codes_err_far_less_than_the_margin_that_sends_a_candidate_to_its_exact_score(faces) -> None:
+    from agents.gallery import MARGIN
+
+    gallery, probes, _ = faces
+    coded = CodedIndex(128)
+    coded.add(gallery)
+    approx = probes @ coded.fine.sa_decode(coded.fine_codes()).T
+    assert np.abs(approx - probes @ gallery.T).max() < MARGIN / 4
+
+
 def test_coded_index_with_one_candidate_loses_pairs(faces) -> None:
     """The recall check can fail: one candidate from the codes misses mates exact search has."""
     gallery, probes, mates = faces

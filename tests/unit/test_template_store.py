@@ -40,5 +40,6 @@ def test_a_coded_shard_keeps_its_templates_in_the_store_and_erases_them_there(tm
     index.remove([("S", 7)])
     [(hits, _)] = index.search(gallery[7:8], 0.99, ["q"])  # a search writes what was erased
     assert hits == [] and os.pread(store._file.fileno(), 256, row * 256) == bytes(256)
+    assert not index.index.fine_codes()[row].any(), "its 8-bit code is zeros too"
     [(hits, _)] = index.search(gallery[8:9], 0.99, ["q"])
     assert [k for k, _ in hits] == [("S", 8)]
