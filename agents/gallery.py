@@ -354,8 +354,8 @@ class SampleIndex:
     so pairs are found exactly where it is cheap; past it, the index is rebuilt as a
     :class:`CodedIndex` trained on what it holds (``rerank`` candidates re-ranked by
     8-bit codes, those near the floor scored exactly), and trained again, its cells sized
-    anew, each time the gallery grows eightfold. Removed samples are zeroed and skipped; the index is rebuilt without
-    them (keeping its codebooks) once they are a third of it. A coded index keeps its
+    anew, each time the gallery grows eightfold. Removed samples are zeroed and skipped;
+    the index is rebuilt without them (keeping its codebooks) once they are a third of it. A coded index keeps its
     full templates where ``store`` says (a memory-mapped file in the worker), else in memory.
     """
 

@@ -44,8 +44,8 @@ class MappedRows(Rows):
             self.flush()
         os.ftruncate(self._file.fileno(), rows * self.dim * 4)
         data = np.memmap(self._file, dtype=np.float32, mode="r+", shape=(rows, self.dim))
-        # A re-score reads a few scattered rows per query: the kernel's readahead (128 KB a fault)
-        # made each cold row cost 0.8 ms where one page costs 0.14 ms (5,000 rows of a 4 GB store).
+        # A re-score reads a few scattered rows per query, and the kernel's readahead pulled far more
+        # than each one: random access took a cold 10M search from 24 to 130 id/s (bench.gallery_scale).
         data._mmap.madvise(mmap.MADV_RANDOM)  # type: ignore[attr-defined]
         return data
 
