@@ -36,7 +36,6 @@ rows, links, logs and dead letters.
 from __future__ import annotations
 
 import hashlib
-import io
 import math
 import uuid
 from collections.abc import Callable, Sequence
@@ -44,7 +43,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import fastavro
 import numpy as np
 
 from agents.dedup import (
@@ -52,53 +50,26 @@ from agents.dedup import (
     ModelThresholds,
     Namer,
     Seen,
-    SubjectState,
     ThresholdSet,
     Verdict,
     changed,
     identity_key,
 )
-from agents.gallery import CANDIDATES, NPROBE, Rows, SampleIndex, check_template
+from agents.gallery import CANDIDATES, NPROBE, Rows, check_template
 from agents.pseudonymise import Tokeniser, person_token
-from agents.sealing import KeyDestroyed, SealError, SubjectSealer, person_key
+from agents.sealing import SubjectSealer, person_key
+from agents.shard import HOT, PairRecord, Records, Shard, opened_templates, read, record_bytes
 from schemas.contracts import internal_schema
 from schemas.wire import avro_bytes
 
 DEDUP_COMMAND = internal_schema("DedupCommand")
-_NAMED: dict[str, Any] = {}
-IDENTITY_RECORD = internal_schema("IdentityRecord", _NAMED)
 LINK_COMMAND = internal_schema("LinkCommand")
 EPOCH = datetime.fromtimestamp(0, UTC)
-
-
-def read(schema: Any, data: bytes) -> dict[str, Any]:
-    """One record of an internal schema."""
-    return fastavro.schemaless_reader(io.BytesIO(data), schema, schema)  # type: ignore[return-value]
 
 
 def template_bytes(template: np.ndarray) -> bytes:
     """A template as little-endian float32 bytes (the plaintext that gets sealed)."""
     return np.ascontiguousarray(template, "<f4").tobytes()
-
-
-def opened_templates(sealer: SubjectSealer,
-                     items: Sequence[tuple[bytes, str]]) -> tuple[list[np.ndarray | None], int, int]:
-    """Open sealed templates: (templates, erased, unreadable); ``None`` where one cannot be opened.
-
-    *Erased*: the key was destroyed. *Unreadable*: tampered, moved, or sealed in a format or
-    with a key this store never had. Neither stops the batch: one bad record must not halt
-    a shard (the caller counts and logs them).
-    """
-    out: list[np.ndarray | None] = []
-    erased = unreadable = 0
-    for result in sealer.open(items):
-        if isinstance(result, SealError):
-            out.append(None)
-            erased += isinstance(result, KeyDestroyed)
-            unreadable += not isinstance(result, KeyDestroyed)
-        else:
-            out.append(np.frombuffer(result, "<f4"))
-    return out, erased, unreadable
 
 
 @dataclass(frozen=True)
@@ -201,6 +172,12 @@ class DedupConfig:
     dimension: int = 512
     nprobe: int = NPROBE
     store: Callable[[int], Rows] | None = None  # where a coded index keeps its templates (memory if None)
+    records: Callable[[], Records] | None = None  # where a shard keeps its identities' records (memory if None)
+    hot: int = HOT  # identities a shard keeps decoded
+
+    def shard(self, number: int) -> Shard:
+        """An empty shard, its records where ``records`` says."""
+        return Shard(number, self.records() if self.records is not None else None, self.hot)
 
     def namer(self, state: IdentityState) -> Namer:
         """Subject ids for one identity."""
@@ -211,16 +188,6 @@ class DedupConfig:
         return link_id(self.tok, a, b)
 
 
-@dataclass(frozen=True)
-class PairRecord:
-    """A pair found in this shard: local sample (subject, probe) of an identity here, the remote one, their link."""
-
-    local: tuple[str, str]
-    remote: tuple[str, str]
-    remote_identity: str  # identity key
-    link_id: str
-
-
 def _sample_key(sample: tuple[str, str]) -> str:
     return f"{sample[0]}/{sample[1]}"
 
@@ -229,79 +196,6 @@ def pair_key(a: tuple[str, str], b: tuple[str, str], finder: int) -> str:
     """A pair's key at the link agent: both samples (in order) and the shard that found it."""
     x, y = sorted((_sample_key(a), _sample_key(b)))
     return f"{x}~{y}@{finder}"
-
-
-class Shard:
-    """One gallery shard: the identities hashed here, their subjects' samples in 1:N indexes, the pairs found here."""
-
-    def __init__(self, number: int) -> None:
-        """An empty shard."""
-        self.number = number
-        self.identities: dict[str, IdentityState] = {}
-        self.galleries: dict[str, SampleIndex] = {}
-        self.pairs: dict[str, dict[tuple[tuple[str, str], tuple[str, str]], PairRecord]] = {}  # identity key → pairs
-        self._by_remote: dict[tuple[str, str], set[tuple[str, tuple[str, str]]]] = {}  # remote → (identity, local)
-        self._by_remote_identity: dict[str, set[tuple[str, str]]] = {}  # remote identity key → remote samples
-        self.samples: dict[str, dict[tuple[str, str], Seen]] = {}  # identity key → current samples
-
-    def __len__(self) -> int:
-        """Identities held."""
-        return len(self.identities)
-
-    def sample_count(self) -> int:
-        """Samples in the indexes."""
-        return sum(len(g) for g in self.galleries.values())
-
-    def gallery(self, model: str, cfg: DedupConfig) -> SampleIndex:
-        """The 1:N index of one model (created empty)."""
-        if model not in self.galleries:
-            self.galleries[model] = SampleIndex(cfg.dimension, cfg.exact_max, cfg.rerank, cfg.nprobe,
-                                                   cfg.store)
-        return self.galleries[model]
-
-    def record_pair(self, owner: str, rec: PairRecord) -> bool:
-        """Keep a pair under the identity of its local sample; False if it was kept already."""
-        held = self.pairs.setdefault(owner, {})
-        if (rec.local, rec.remote) in held:
-            return False
-        held[(rec.local, rec.remote)] = rec
-        self._by_remote.setdefault(rec.remote, set()).add((owner, rec.local))
-        self._by_remote_identity.setdefault(rec.remote_identity, set()).add(rec.remote)
-        return True
-
-    def drop_pairs(self, owner: str, local: tuple[str, str] | None = None) -> list[PairRecord]:
-        """Forget the pairs kept under ``owner`` (only those of sample ``local`` if given)."""
-        held = self.pairs.get(owner, {})
-        gone = [r for k, r in held.items() if local is None or k[0] == local]
-        for r in gone:
-            del held[(r.local, r.remote)]
-            self._by_remote.get(r.remote, set()).discard((owner, r.local))
-        if not held:
-            self.pairs.pop(owner, None)
-        return gone
-
-    def pairs_with(self, remote: tuple[str, str]) -> list[tuple[str, PairRecord]]:
-        """(owner, pair) for every pair kept here with the remote sample ``remote``."""
-        return [(owner, self.pairs[owner][(local, remote)]) for owner, local in sorted(self._by_remote.get(remote, ()))
-                if (local, remote) in self.pairs.get(owner, {})]
-
-    def remotes_of(self, identity: str) -> list[tuple[str, str]]:
-        """Remote samples of an identity key that pairs here name."""
-        return sorted(self._by_remote_identity.get(identity, ()))
-
-    def set_samples(self, key: str, samples: dict[tuple[str, str], Seen], cfg: DedupConfig) -> None:
-        """Make ``samples`` the identity's current samples in its model's index."""
-        state = self.identities[key]
-        old = self.samples.get(key, {})
-        index = self.gallery(state.model, cfg)
-        index.remove([(key, s) for s in old if s not in samples])
-        fresh = [s for s in samples if s not in old]
-        if fresh:
-            index.add([(key, s) for s in fresh], np.stack([samples[s].template for s in fresh]), [key] * len(fresh))
-        if samples:
-            self.samples[key] = dict(samples)
-        else:
-            self.samples.pop(key, None)
 
 
 @dataclass
@@ -378,9 +272,10 @@ def shard_step(shard: Shard, messages: Sequence[tuple[int, bytes]], cfg: DedupCo
                                              "occurred_ms": _ms(cmd["occurred_at"]), "quality": cmd["quality"]}))
             continue
         key = identity_key(cmd["model"], cmd["identity"])
-        state = shard.identities.get(key)
+        state = shard.state(key, cfg)
         if state is None:
-            state = shard.identities[key] = IdentityState(key, cmd["identity"], cmd["identity_kind"], cmd["model"])
+            state = IdentityState(key, cmd["identity"], cmd["identity_kind"], cmd["model"])
+            shard.enrol(state)
         # a replay or a resend is recognised by its probe id (``add``), not by its offset: a message the
         # consumer skipped during a rebalance is read again after later offsets were applied
         t = cfg.thresholds.for_model(state.model)
@@ -403,7 +298,7 @@ def shard_step(shard: Shard, messages: Sequence[tuple[int, bytes]], cfg: DedupCo
     own_queries: list[_Query] = []
     removed: list[tuple[str, tuple[str, str]]] = []
     for key in sorted(before):
-        state = shard.identities.get(key)
+        state = shard.hot.get(key)
         if state is None:
             continue  # erased later in the batch
         t = cfg.thresholds.for_model(state.model)
@@ -422,7 +317,7 @@ def shard_step(shard: Shard, messages: Sequence[tuple[int, bytes]], cfg: DedupCo
 
     # withdrawn samples: their pairs here, and (FORGET) those found in the other shards
     for key, sample in removed:
-        state = shard.identities[key]
+        state = shard.hot[key]
         for rec in shard.drop_pairs(key, sample):
             out.links.append((rec.link_id, _unpair(rec, shard.number)))
         forgets.append((sample, False))
@@ -440,34 +335,39 @@ def shard_step(shard: Shard, messages: Sequence[tuple[int, bytes]], cfg: DedupCo
         for q, (hits, best) in zip(batch, results, strict=True):
             out.searches.append(search_row(q, best, shard.number, index.kind, now))
             for (owner, local), _ in hits:
-                score = exact_score(q.template, shard.samples[owner][local].template)
+                local_state = shard.state(owner, cfg)  # read back if it is not in memory: pairs are few
+                held = shard.samples.get(owner, {})
+                if local_state is None or local not in held:
+                    continue
+                score = exact_score(q.template, held[local].template)
                 if score < t.pair_floor:
                     continue
                 rec = PairRecord(local, q.sample, q.owner, cfg.link(local[0], q.sample[0]))
                 if shard.record_pair(owner, rec):
                     touched.add(owner)
-                    local_state = shard.identities[owner]
-                    local_side = _side(local[0], local_state.identity, shard.samples[owner][local])
+                    local_side = _side(local[0], local_state.identity, held[local])
                     out.links.append((rec.link_id, _pair(rec, model, score, local_side, q.side, shard.number)))
     for q in own_queries:
-        state = shard.identities[q.owner]
+        state = shard.hot[q.owner]
         c = shard.samples[q.owner][q.sample]
         out.commands += [(s, _search(state, q.sample, c, shard.number)) for s in range(cfg.shards) if s != shard.number]
 
     # FORGET (from other shards, or ours): the pairs found here with a sample that is no longer one
     for sample, erased in forgets:
         for owner, rec in shard.pairs_with(sample):
-            _drop_one(shard, owner, rec)
+            shard.drop_pair(owner, rec)
             touched.add(owner)
             out.links.append((rec.link_id, _unpair(rec, shard.number, erased)))
 
     for key in sorted(touched):
-        state = shard.identities.get(key)
-        if state is None:
-            out.records.append((key, None))
-            continue
-        state.version = max(state.version, top)
-        out.records.append((key, record_bytes(state, shard.pairs.get(key, {}).values(), shard.samples.get(key, {}))))
+        state = shard.hot.get(key)
+        value = None
+        if state is not None:
+            state.version = max(state.version, top)
+            value = record_bytes(state, shard.pairs.get(key, {}).values())
+        shard.written(key, value)
+        out.records.append((key, value))
+    shard.cool()
     return out
 
 
@@ -476,31 +376,20 @@ def exact_score(a: np.ndarray, b: np.ndarray) -> float:
     return round(float(np.dot(a.astype(np.float64), b.astype(np.float64))), 6)
 
 
-def _drop_one(shard: Shard, owner: str, rec: PairRecord) -> None:
-    held = shard.pairs.get(owner, {})
-    held.pop((rec.local, rec.remote), None)
-    shard._by_remote.get(rec.remote, set()).discard((owner, rec.local))
-    if not held:
-        shard.pairs.pop(owner, None)
-
-
 def _erase(shard: Shard, cmd: dict[str, Any], cfg: DedupConfig, out: StepOutput, touched: set[str]) -> None:
     """Forget an erased identity (every model) here, and every pair with it; the link agent drops those links."""
     identity = cmd["identity"]
-    for key in sorted(k for k, s in shard.identities.items() if s.identity == identity):
+    for key in shard.erase(identity, cfg):
         for rec in shard.drop_pairs(key):
             out.links.append((rec.link_id, _unpair(rec, shard.number, erased=True)))
-        shard.set_samples(key, {}, cfg)
-        del shard.identities[key]
         touched.add(key)
-    erased_keys = {k for k in shard._by_remote_identity if k.endswith(f"|{identity}")}
-    for remote_identity in sorted(erased_keys):
+    for remote_identity in [k for k in shard.remote_identities() if k.endswith(f"|{identity}")]:
         for remote in shard.remotes_of(remote_identity):
             for owner, rec in shard.pairs_with(remote):
-                _drop_one(shard, owner, rec)
+                shard.drop_pair(owner, rec)
                 touched.add(owner)
                 out.links.append((rec.link_id, _unpair(rec, shard.number, erased=True)))
-        del shard._by_remote_identity[remote_identity]
+        shard.forget_remote_identity(remote_identity)
 
 
 def _ms(at: datetime) -> int:
@@ -560,74 +449,6 @@ def search_row(q: _Query, best: float, shard: int, kind: str, now: datetime) -> 
             "occurred_at": datetime.fromtimestamp(q.side["occurred_ms"] / 1000, UTC),
             "quality": float(q.side["quality"]), "shard": shard, "index_kind": kind,
             "best_score": best, "searched_at": now}
-
-
-# -- the shard's changelog: one record per identity ---------------------------------------------------------------
-def _sealed(c: Seen) -> dict[str, Any]:
-    return {"probe_id": c.probe_id, "event_id": c.event_id, "source": c.source, "post_id": c.post_id,
-            "occurred_ms": c.occurred_ms, "quality": c.quality, "sealed_template": c.sealed}
-
-
-def record_bytes(state: IdentityState, pairs: Any, samples: dict[tuple[str, str], Seen]) -> bytes:
-    """The identity's IdentityRecord (templates stay as sealed by ingest)."""
-    return avro_bytes(IDENTITY_RECORD, {
-        "identity": state.identity, "identity_kind": state.kind, "model": state.model, "version": state.version,
-        "seen": state.seen, "late": state.late, "cut_ms": state.cut[0] if state.cut else -1,
-        "cut_probe": state.cut[1] if state.cut else "", "slid": state.slid,
-        "base": [{"subject": s.subject, "samples": [_sealed(c) for c in s.samples]} for s in state.base],
-        "window": [_sealed(c) for c in state.window],
-        "pairs": [{"local_subject": r.local[0], "local_probe": r.local[1], "remote_subject": r.remote[0],
-                   "remote_probe": r.remote[1], "remote_identity": r.remote_identity, "link_id": r.link_id}
-                  for r in sorted(pairs, key=lambda r: (r.local, r.remote))],
-    })
-
-
-def load_records(shard: Shard, values: Sequence[tuple[bytes | None, bytes | None]],
-                 cfg: DedupConfig) -> tuple[int, int]:
-    """Rebuild a shard from its gallery partition: (key, record) oldest first; the highest version of a key wins.
-
-    A tombstone removes what came before it. An identity whose key was destroyed (erased) is
-    skipped, and so is one whose templates cannot be opened (counted: the caller warns).
-    Returns (identities loaded, unreadable records).
-    """
-    latest: dict[str, dict[str, Any] | None] = {}
-    for raw_key, value in values:
-        name = (raw_key or b"").decode()
-        if value is None:
-            latest[name] = None
-            continue
-        fresh = read(IDENTITY_RECORD, value)
-        held = latest.get(name)
-        if held is None or fresh["version"] >= held["version"]:
-            latest[name] = fresh
-    loaded = unreadable = 0
-    for key, rec in latest.items():
-        if rec is None:
-            continue
-        captures_ = [c for s in rec["base"] for c in s["samples"]] + rec["window"]
-        opened, erased, bad = opened_templates(cfg.sealer, [(c["sealed_template"], c["probe_id"]) for c in captures_])
-        if erased or bad:
-            unreadable += bool(bad)
-            continue
-        seen = {c["probe_id"]: Seen(c["probe_id"], c["event_id"], c["source"], c["post_id"], c["occurred_ms"],
-                                    c["quality"], t, c["sealed_template"])
-                for c, t in zip(captures_, opened, strict=True) if t is not None}
-        state = IdentityState(key, rec["identity"], rec["identity_kind"], rec["model"],
-                              base=[SubjectState(s["subject"], [seen[c["probe_id"]] for c in s["samples"]])
-                                    for s in rec["base"]],
-                              window=sorted((seen[c["probe_id"]] for c in rec["window"]), key=lambda c: c.order),
-                              version=rec["version"], seen=rec["seen"],
-                              cut=(rec["cut_ms"], rec["cut_probe"]) if rec["cut_ms"] >= 0 else None,
-                              slid=list(rec["slid"]), late=rec["late"])
-        shard.identities[key] = state
-        t = cfg.thresholds.for_model(state.model)
-        shard.set_samples(key, state.samples(t, cfg.namer(state)), cfg)
-        for p in rec["pairs"]:
-            shard.record_pair(key, PairRecord((p["local_subject"], p["local_probe"]),
-                                              (p["remote_subject"], p["remote_probe"]), p["remote_identity"],
-                                              p["link_id"]))
-        loaded += 1
-    return loaded, unreadable
 
 
 def nan_to_none(x: float) -> float | None:

@@ -367,9 +367,9 @@ class SampleIndex:
         self.trained_on = 0  # live samples the codes were trained on
         self.keys: list[Any] = []  # row → key (None once removed)
         self.row: dict[Any, int] = {}
-        self.owner: dict[Any, str] = {}
         self._codes: dict[str, int] = {}  # owner → a number, for the exact search's mask
         self._row_owner = np.empty(0, dtype=np.int64)  # row → its owner's number (-1 once removed)
+        self._owned = np.zeros(0, dtype=np.int32)  # owner's number → live rows
 
     def __len__(self) -> int:
         """Live samples."""
@@ -386,10 +386,9 @@ class SampleIndex:
         if not len(keys):
             return
         self.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
-        for key, owner in zip(keys, owners, strict=True):
+        for key in keys:
             self.row[key] = len(self.keys)
             self.keys.append(key)
-            self.owner[key] = owner
         self._mark([self._codes.setdefault(o, len(self._codes)) for o in owners])
         grown = isinstance(self.index, ExactIndex) or len(self.row) > 8 * self.trained_on
         if len(self.row) > self.exact_max and grown:
@@ -402,7 +401,7 @@ class SampleIndex:
             if row is not None:
                 self.index.erase(row)
                 self.keys[row] = None
-                self.owner.pop(key, None)
+                self._owned[self._row_owner[row]] -= 1
                 self._row_owner[row] = -1
         dead = len(self.keys) - len(self.row)
         if dead > max(1024, len(self.keys) // 3):
@@ -412,6 +411,7 @@ class SampleIndex:
         """The live rows again, in order: exact while few enough, else codes (trained afresh, or the ones in use)."""
         live = list(self.row.items())
         rows = np.fromiter((r for _, r in live), dtype=np.int64, count=len(live))
+        owners = self._row_owner[rows].tolist()
         with self.index._rows.sequential():  # the live rows, in order
             vectors = np.ascontiguousarray(self.index.vectors[rows])
         fresh: ExactIndex | CodedIndex
@@ -428,30 +428,48 @@ class SampleIndex:
         self.index = fresh
         self.keys, self.row = [], {}
         self._row_owner = np.empty(0, dtype=np.int64)
+        self._owned[:] = 0
         if live:
             self.index.add(vectors)
             for i, (key, _) in enumerate(live):
                 self.row[key] = i
                 self.keys.append(key)
-            self._mark([self._codes[self.owner[key]] for key, _ in live])
+            self._mark(owners)
 
     def _store(self) -> Rows | None:
         """Where a coded index's templates go: a new store of ``store``, or memory."""
         return self.store(self.dim) if self.store is not None else None
 
     def _mark(self, codes: list[int]) -> None:
-        """Owner numbers of rows just added (in row order), growing the array by doubling."""
+        """Owner numbers of rows just added (in row order), growing the arrays by doubling."""
         n = len(self.keys)
         if n > len(self._row_owner):
             grown = np.full(max(n, 2 * len(self._row_owner), 1024), -1, dtype=np.int64)
             grown[:len(self._row_owner)] = self._row_owner
             self._row_owner = grown
         self._row_owner[n - len(codes):n] = codes
+        if len(self._codes) > len(self._owned):
+            owned = np.zeros(max(len(self._codes), 2 * len(self._owned), 1024), dtype=np.int32)
+            owned[:len(self._owned)] = self._owned
+            self._owned = owned
+        np.add.at(self._owned, np.asarray(codes, dtype=np.int64), 1)
+
+    def holds(self, owner: str, keys: Sequence[Any]) -> bool:
+        """Whether the owner's live samples are exactly ``keys``."""
+        code = self._codes.get(owner)
+        held = int(self._owned[code]) if code is not None else 0
+        return held == len(keys) and all(k in self.row for k in keys)
+
+    def owned(self, owner: str) -> list[Any]:
+        """The owner's live samples' keys (a scan of every row: for the rare case :meth:`holds` says no)."""
+        code = self._codes.get(owner)
+        if code is None:
+            return []
+        return [self.keys[r] for r in np.flatnonzero(self._row_owner[:len(self.keys)] == code)]
 
     def vector(self, key: Any) -> np.ndarray:
         """The sample's template."""
         return self.index.vector(self.row[key])
-
     def search(self, queries: np.ndarray, floor: float,
                exclude: Sequence[str]) -> list[tuple[list[tuple[Any, float]], float]]:
         """Per query, every sample at or above ``floor`` not owned by ``exclude[i]``, and the best such score.

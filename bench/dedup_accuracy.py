@@ -97,14 +97,13 @@ def run(probes: list[tuple[Capture, np.ndarray]], person_of: dict[str, int], sce
 def gallery(r: Run) -> tuple[list[GallerySubject], dict[str, int]]:
     """Every subject's current samples, and each subject's true person (the majority of its samples)."""
     subjects, truth = [], {}
-    for shard in r.net.shards.values():
-        for key, samples in shard.samples.items():
-            by_subject: dict[str, list[Any]] = defaultdict(list)
-            for (subject, _), seen in samples.items():
-                by_subject[subject].append(seen)
-            for subject, seen in sorted(by_subject.items()):
-                subjects.append(GallerySubject(key, subject, np.stack([s.template for s in seen])))
-                truth[subject] = Counter(r.person_of[s.probe_id] for s in seen).most_common(1)[0][0]
+    for key, samples in r.net.samples().items():
+        by_subject: dict[str, list[Any]] = defaultdict(list)
+        for (subject, _), seen in samples.items():
+            by_subject[subject].append(seen)
+        for subject, seen in sorted(by_subject.items()):
+            subjects.append(GallerySubject(key, subject, np.stack([s.template for s in seen])))
+            truth[subject] = Counter(r.person_of[s.probe_id] for s in seen).most_common(1)[0][0]
     return subjects, truth
 
 
@@ -162,9 +161,8 @@ def evaluate(r: Run, t: ModelThresholds, fpir: float) -> dict[str, Any]:
     # NIST protocol on the final gallery: held-out captures of returning travellers as mated probes
     matrix = np.concatenate([g.samples for g in subjects]).astype(np.float32)
     owner = np.concatenate([np.full(len(g.samples), i) for i, g in enumerate(subjects)])
-    sample_probes = {p for sh in net.shards.values() for samples in sh.samples.values() for (_, p) in samples}
-    templates = {c.probe_id: c.template for sh in net.shards.values() for st in sh.identities.values()
-                 for c in st.window}
+    sample_probes = {p for samples in net.samples().values() for (_, p) in samples}
+    templates = {c.probe_id: c.template for st in net.states() for c in st.window}
     held: dict[int, str] = {}
     for probe in sorted(decisions, key=lambda p: decisions[p]["occurred_at"]):
         if probe not in sample_probes and probe in templates:
@@ -189,7 +187,7 @@ def evaluate(r: Run, t: ModelThresholds, fpir: float) -> dict[str, Any]:
         "false_links_10k": (len(live) - len(right)) / k, "false_alerts_10k": (false_doc + wrong_red) / k,
         "false_doc": false_doc, "wrong_red": wrong_red,
         "mi": len(mi), "mi_found": mi_found, "mi_red": mi_red, "reuse": len(reuse), "reuse_found": reuse_found,
-        "late": sum(st.late for sh in net.shards.values() for st in sh.identities.values()),
+        "late": sum(st.late for st in net.states()),
     }
 
 

@@ -27,15 +27,16 @@ from typing import Any
 
 import numpy as np
 
-from agents.biometric import Capture, DedupConfig, Shard, capture_commands, read, shard_step
+from agents.biometric import Capture, DedupConfig, capture_commands, shard_step
 from agents.dedup import ModelThresholds, ThresholdSet
 from agents.gallery import Rows
 from agents.pseudonymise import Tokeniser
 from agents.sealing import SubjectSealer
+from agents.shard import HOT, Shard, read
 from bench import print_table
 from infra.process import rss_bytes
 from streams.keystores import SqliteSubjectKeys
-from streams.template_store import mapped_stores
+from streams.template_store import mapped_stores, record_files
 
 DIM, MODEL, BATCH = 512, "bench-memory/1", 2000
 NOW = datetime(2026, 11, 20, tzinfo=UTC)
@@ -44,14 +45,15 @@ HOLDERS = {"1:N index matrix (templates)": Rows, "opened templates": SubjectSeal
            "sealed copies and ids (decoded commands)": read}
 
 
-def enrol(n: int, seed: int = 1, exact_max: int = 250_000, where: Path | None = None) -> Shard:
-    """A shard of ``n`` identities, one capture each (coded past ``exact_max``, templates mapped under ``where``)."""
+def enrol(n: int, seed: int = 1, exact_max: int = 250_000, where: Path | None = None, hot: int = HOT) -> Shard:
+    """A shard of ``n`` identities, one capture each (coded past ``exact_max``; records, templates under ``where``)."""
     t = ModelThresholds(MODEL, "bench", verify=0.5, mismatch=0.2, yellow=0.6, red=0.7, pair_floor=0.55)
     cfg = DedupConfig(ThresholdSet("bench", {MODEL: t}, ThresholdSet.load().default),
                       SubjectSealer(SqliteSubjectKeys(":memory:")), Tokeniser(b"bench-memory-key" * 2, "bench"),
                       shards=1, dimension=DIM, exact_max=exact_max,
-                      store=mapped_stores(where) if where is not None else None)
-    rng, shard = np.random.default_rng(seed), Shard(0)
+                      store=mapped_stores(where) if where is not None else None,
+                      records=record_files(where) if where is not None else None, hot=hot)
+    rng, shard = np.random.default_rng(seed), cfg.shard(0)
     for start in range(0, n, BATCH):
         probes = []
         for i in range(start, min(n, start + BATCH)):
@@ -64,11 +66,11 @@ def enrol(n: int, seed: int = 1, exact_max: int = 250_000, where: Path | None = 
     return shard
 
 
-def rss_per_identity(n: int, exact_max: int, where: Path) -> tuple[float, float]:
+def rss_per_identity(n: int, exact_max: int, where: Path, hot: int) -> tuple[float, float]:
     """Bytes of resident memory, and of anonymous resident memory, per identity enrolled."""
     gc.collect()
     before = rss_bytes(os.getpid()) or 0, _anonymous()
-    shard = enrol(n, exact_max=exact_max, where=where)
+    shard = enrol(n, exact_max=exact_max, where=where, hot=hot)
     gc.collect()
     grown = (rss_bytes(os.getpid()) or 0) - before[0], _anonymous() - before[1]
     assert len(shard) == n
@@ -81,10 +83,10 @@ def _anonymous() -> int:
         return next(int(line.split()[1]) * 1024 for line in status if line.startswith("RssAnon:"))
 
 
-def breakdown(n: int) -> dict[str, float]:
+def breakdown(n: int, where: Path, hot: int) -> dict[str, float]:
     """Bytes per identity of the allocations still held, by what holds them."""
     tracemalloc.start(1)
-    shard = enrol(n)
+    shard = enrol(n, where=where, hot=hot)
     snapshot = tracemalloc.take_snapshot()
     tracemalloc.stop()
     spans, rest = {what: _span(fn) for what, fn in HOLDERS.items()}, "Python objects (states, keys, dicts)"
@@ -109,15 +111,18 @@ def main() -> None:
     parser.add_argument("--identities", type=int, nargs="+", default=[100_000])
     parser.add_argument("--breakdown", type=int, default=20_000, help="identities in the tracemalloc run")
     parser.add_argument("--exact-max", type=int, default=250_000, help="samples searched exactly; past it, codes")
+    parser.add_argument("--hot", type=int, default=HOT, help="identities the shard keeps decoded (the worker's "
+                                                             "LINTAS_DEDUP_HOT_IDENTITIES)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         rows = [{"identities in one shard": n, "index": "exact" if n <= args.exact_max else "coded, mapped",
                  **dict(zip(("RSS per identity (B)", "anonymous RSS per identity (B)"),
-                            rss_per_identity(n, args.exact_max, Path(tmp)), strict=True))}
+                            rss_per_identity(n, args.exact_max, Path(tmp), args.hot), strict=True))}
                 for n in args.identities]
-    print(f"\nGallery memory, one shard, {DIM}-d float32 templates, one capture per identity")
+        parts = breakdown(args.breakdown, Path(tmp), args.hot)
+    print(f"\nGallery memory, one shard, {DIM}-d float32 templates, one capture per identity, "
+          f"{args.hot:,} kept decoded")
     print_table(rows, {"RSS per identity (B)": "{:,.0f}", "anonymous RSS per identity (B)": "{:,.0f}"})
-    parts = breakdown(args.breakdown)
     total = sum(parts.values())
     print(f"\nWhere it goes ({args.breakdown:,} identities, tracemalloc: Python's allocations only)")
     print_table([{"held by": k, "B per identity": v, "share": v / total} for k, v in

@@ -49,11 +49,12 @@ import fastavro
 import numpy as np
 from confluent_kafka import KafkaException, Producer
 
-from agents.biometric import record_bytes, shard_of, subject_id, template_bytes
+from agents.biometric import shard_of, template_bytes
 from agents.dedup import IdentityState, Seen, ThresholdSet, identity_key
 from agents.gallery import SampleIndex
 from agents.keys import Purposes
 from agents.sealing import SubjectSealer, person_key
+from agents.shard import record_bytes
 from agents.signing import signed_headers
 from bench import BENCH_PORT_BASE, REPO, own_stack, print_table
 from bench.profile import profiled
@@ -291,8 +292,6 @@ def seed_gallery(settings: Settings, first: int, count: int, gallery: dict[int, 
     sealer = SubjectSealer(SqliteSubjectKeys(settings.subject_keys_path))
     faces = ClusteredFaces(512)
     model = faces.model_id
-    t = ThresholdSet.load(settings.dedup_thresholds_path if settings.dedup_thresholds_path.is_file() else None
-                          ).for_model(model)
     gen = np.random.default_rng(first + 1)
     centres = faces.faces(gen, np.zeros((20, 512), dtype=np.float32))  # 20 populations
     producer = Producer(clients.kafka_config(settings, Role.WORKER, **{**clients.RELIABLE, "linger.ms": 20,
@@ -314,12 +313,11 @@ def seed_gallery(settings: Settings, first: int, count: int, gallery: dict[int, 
             seen = Seen(probes[i], str(uuid.uuid4()), "crossing", "ID-CGK", now_ms, float(quality[i]), templates[i],
                         sealed[i])
             state = IdentityState(key, tokens[i], "document", model, window=[seen], version=0, seen=1)
-            samples = state.samples(t, lambda anchor, k=tokens[i]: subject_id(tok, model, k, anchor))
             shard = shard_of(key, DEDUP_SHARDS)
             gallery.setdefault(shard, []).append(templates[i])
             while True:
                 try:
-                    producer.produce(BIOMETRIC_GALLERY.name, record_bytes(state, [], samples), key.encode(),
+                    producer.produce(BIOMETRIC_GALLERY.name, record_bytes(state, []), key.encode(),
                                      partition=shard)
                     break
                 except BufferError:

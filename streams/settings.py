@@ -172,10 +172,10 @@ class Settings(BaseSettings):
                                                                     "past it, the coded index.")
     dedup_rerank: int = Field(default=1000, ge=1, description="Coded-index candidates re-ranked by their 8-bit codes.")
     dedup_nprobe: int = Field(default=1024, ge=1, description="Coded-index cells scanned per search.")
+    dedup_hot_identities: int = Field(default=20_000, ge=0, description="Identities a shard keeps decoded.")
     dedup_auto_confirm_red: bool = Field(default=False, description="Red links confirm themselves (recorded as "
                                                                     "decided_by auto); off: an officer decides.")
-    dedup_monitor_seconds: float = Field(default=60.0, gt=0, description="How often a worker checks its own "
-                                                                      "dedup accuracy against the calibration.")
+    dedup_monitor_seconds: float = Field(default=60.0, gt=0, description="Seconds between accuracy checks.")
     dedup_batch_size: int = 1000
 
     @property
@@ -185,7 +185,7 @@ class Settings(BaseSettings):
 
     @property
     def gallery_dir(self) -> Path:
-        """Where coded gallery shards keep their full templates (nameless mapped files, 0600)."""
+        """Where gallery shards keep identity records and a coded index's templates (nameless files, 0600)."""
         return self.state_dir / "gallery"
 
     # Trafficking-pattern rules

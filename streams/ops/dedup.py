@@ -21,11 +21,12 @@ from typing import Any
 import numpy as np
 
 from agents.audit import Processing
-from agents.biometric import DedupConfig, Shard, load_records
+from agents.biometric import DedupConfig
 from agents.calibration import GallerySubject, Observed, Targets, calibrate, drift, for_gallery_size, gallery_scores
 from agents.dedup import ModelThresholds, Outcome, ThresholdSet
 from agents.keys import Purposes
 from agents.sealing import SubjectSealer
+from agents.shard import load_records
 from schemas.errors import LintasError
 from streams.clients import clickhouse_client
 from streams.compacted import read_partition
@@ -67,16 +68,16 @@ def read_gallery(settings: Settings, thresholds: ThresholdSet) -> dict[str, Mode
     returns: dict[str, list[tuple[float, float]]] = defaultdict(list)
     try:
         for number in range(DEDUP_SHARDS):
-            shard = Shard(number)
+            shard = cfg.shard(number)
             load_records(shard, read_partition(settings, BIOMETRIC_GALLERY.name, number), cfg)
-            for key, state in shard.identities.items():
+            for state in shard.each(cfg):
                 t = thresholds.for_model(state.model)
                 verdicts, found = state.resolve(t, cfg.namer(state))
                 quality = {c.probe_id: c.quality for c in state.window}
                 returns[state.model] += [(v.score, quality[p]) for p, v in verdicts.items()
                                          if v.outcome is not Outcome.ENROL]
-                subjects[state.model] += [GallerySubject(key, s.subject, np.stack([c.template for c in s.samples]))
-                                          for s in found]
+                subjects[state.model] += [GallerySubject(state.key, s.subject,
+                                                         np.stack([c.template for c in s.samples])) for s in found]
     finally:
         keys.close()
     return {m: ModelGallery(subjects[m], np.array([s for s, _ in returns[m]]), np.array([q for _, q in returns[m]]))

@@ -24,14 +24,13 @@ from agents.biometric import (
     LINK_COMMAND,
     Capture,
     DedupConfig,
-    Shard,
     capture_commands,
-    load_records,
-    read,
     shard_of,
     shard_step,
 )
+from agents.dedup import IdentityState, Seen
 from agents.links import STATUS_RANK, LinkState, apply_command
+from agents.shard import Shard, load_records, read
 
 LINK_PARTITIONS = 4
 
@@ -78,10 +77,19 @@ class LocalNetwork:
     def shard(self, number: int) -> Shard:
         """A shard, read back from its gallery partition if it is not in memory."""
         if number not in self.shards:
-            shard = Shard(number)
+            shard = self.cfg.shard(number)
             load_records(shard, self.gallery[number], self.cfg)
             self.shards[number] = shard
         return self.shards[number]
+
+    def states(self) -> list[IdentityState]:
+        """Every identity the shards in memory hold, decoded."""
+        return [st for shard in self.shards.values() for st in shard.each(self.cfg)]
+
+    def samples(self) -> dict[str, dict[tuple[str, str], Seen]]:
+        """Every identity's current samples, by identity key."""
+        return {st.key: st.samples(self.cfg.thresholds.for_model(st.model), self.cfg.namer(st))
+                for st in self.states()}
 
     def step_shard(self, number: int, batch: int, crash: str | None = None) -> bool:
         """Consume up to ``batch`` messages of one probes partition; False if nothing was waiting.

@@ -22,11 +22,12 @@ from typing import Any
 import numpy as np
 
 from agents.audit import Processing
-from agents.biometric import DedupConfig, Shard, StepOutput, load_records, shard_step
+from agents.biometric import DedupConfig, StepOutput, shard_step
 from agents.calibration import Observed, drift
 from agents.dedup import ThresholdSet
+from agents.shard import Shard, load_records
 from agents.trafficking.facts import decision_facts
-from streams.template_store import mapped_stores
+from streams.template_store import mapped_stores, record_files
 from streams.topics import BIOMETRIC_GALLERY, BIOMETRIC_PAIRS, BIOMETRIC_PROBES, DEDUP_SHARDS
 from streams.worker.effects import Effects
 from streams.worker.outputs import Outputs
@@ -96,7 +97,8 @@ class DedupShards:
         s = self.settings
         self.cfg = DedupConfig(svc.thresholds.current(), svc.sealer, svc.tok, DEDUP_SHARDS, s.dedup_window,
                                s.dedup_exact_max, s.dedup_rerank, s.dedup_dimension,
-                               s.dedup_nprobe, mapped_stores(s.gallery_dir))
+                               s.dedup_nprobe, mapped_stores(s.gallery_dir), record_files(s.gallery_dir),
+                               s.dedup_hot_identities)
         self.cpu = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dedup")  # the search, off the loop
         self.uncalibrated: set[str] = set()
         self.monitor = Monitor(every_s=s.dedup_monitor_seconds)
@@ -110,7 +112,7 @@ class DedupShards:
 
     def _load(self, number: int) -> Shard:
         started = time.monotonic()
-        shard = Shard(number)
+        shard = self.cfg.shard(number)
         n, unreadable = load_records(shard, self.read(BIOMETRIC_GALLERY.name, number), self.cfg)
         if unreadable:
             log.warning("gallery shard %d: %d identity record(s) cannot be opened (tampered, or sealed with a key "
@@ -131,7 +133,7 @@ class DedupShards:
     def revoked(self, partitions: set[int]) -> None:
         """Drop shards whose partitions moved away: whoever owns them next (maybe us again) reloads them."""
         for number in partitions:
-            self.shards.pop(number, None)
+            self.shards.pop(number, None)  # its files go with it (a step still running on it keeps them till done)
 
     async def process(self, records: list[Record]) -> Effects:
         """One batch of commands: per shard, verify, search and keep pairs; the identities' records mark it done."""
@@ -168,7 +170,7 @@ class DedupShards:
             detail=f"1:1 verification and 1:N link evidence, {len(records)} commands, {counts['links']} link "
                    f"commands, {counts['duplicates']} duplicates, {counts['late']} older than their window, "
                    f"{counts['erased']} erased in flight; thresholds {self.cfg.thresholds.version}"))
-        held = sum(len(s.identities) for s in self.shards.values())
+        held = sum(len(s) for s in self.shards.values())
         for warning in self.monitor.update(decisions, searches, self.cfg.thresholds,
                                            held * DEDUP_SHARDS // max(1, len(self.shards))):
             log.warning("dedup accuracy drift: %s", warning)

@@ -250,7 +250,7 @@ def test_erase_leaves_no_row_or_readable_copy_of_the_person_and_the_others_untou
     with pytest.raises(NotInVault):
         resolve_identity(settings, gone_ops, "A-test")
     gallery = _consume_messages(settings, BIOMETRIC_GALLERY.name)
-    from agents.biometric import IDENTITY_RECORD, read
+    from agents.shard import IDENTITY_RECORD, read
 
     record_key = f"unspecified|{gone_ops}".encode()
     assert [v for _, _, k, v, _ in gallery if k == record_key][-1] == b""

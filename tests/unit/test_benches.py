@@ -22,13 +22,17 @@ def test_the_handlers_bench_refuses_to_report_when_its_crossings_are_dead_letter
         asyncio.run(handlers_bench.run(300, faces=False, profile=None))
 
 
-def test_the_gallery_memory_bench_accounts_for_each_identity_s_templates() -> None:
+def test_the_gallery_memory_bench_accounts_for_each_identity_s_templates(tmp_path) -> None:
     from bench import gallery_memory
 
-    parts = gallery_memory.breakdown(300)
+    parts = gallery_memory.breakdown(300, tmp_path, hot=300)
     # 512 float32 = 2,048 B: the index's copy and the opened template each hold at least that per identity
     assert parts["1:N index matrix (templates)"] >= 2048 and parts["opened templates"] >= 2048
     assert parts["sealed copies and ids (decoded commands)"] >= 2048
+    cold = gallery_memory.breakdown(300, tmp_path, hot=0)
+    assert cold["1:N index matrix (templates)"] >= 2048, "the index still holds every template"
+    assert cold.get("opened templates", 0) < 100 and cold["sealed copies and ids (decoded commands)"] < 500, (
+        "identities not kept decoded leave their templates and sealed copies to the record file")
 
 
 def test_the_gallery_scale_bench_reports_recall_and_exact_scores_per_model_and_size(tmp_path) -> None:

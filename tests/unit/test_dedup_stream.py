@@ -4,6 +4,7 @@ sealing, erasure, links and adjudication."""
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -11,15 +12,11 @@ import pytest
 
 from agents.biometric import (
     DEDUP_COMMAND,
-    IDENTITY_RECORD,
     LINK_COMMAND,
     Capture,
     DedupConfig,
-    Shard,
     capture_commands,
     erase_command,
-    load_records,
-    read,
     shard_step,
     subject_id,
 )
@@ -27,6 +24,7 @@ from agents.dedup import ModelThresholds, ThresholdSet, identity_key
 from agents.links import AdjudicationRejected, LinkState, adjudicate, apply_command, link_row
 from agents.pseudonymise import Tokeniser
 from agents.sealing import KeyDestroyed, SealError, SubjectSealer, person_key
+from agents.shard import IDENTITY_RECORD, Shard, load_records, read
 from schemas.wire import avro_bytes
 from streams.keystores import SqliteSubjectKeys
 from streams.sim.dedup_network import LocalNetwork
@@ -40,9 +38,9 @@ KEYS = SqliteSubjectKeys(":memory:")  # one key store for every worker of a test
 TOK = Tokeniser(b"unit-test-token-key", "k-test")
 
 
-def cfg(shards: int = 4, window: int = 32, exact_max: int = 250_000) -> DedupConfig:
+def cfg(shards: int = 4, window: int = 32, exact_max: int = 250_000, hot: int = 20_000) -> DedupConfig:
     return DedupConfig(THRESHOLDS, SubjectSealer(KEYS), TOK, shards, window=window, exact_max=exact_max,
-                       dimension=DIM)
+                       dimension=DIM, hot=hot)
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -83,8 +81,8 @@ def traffic(n: int = 150, seed: int = 3) -> list[tuple[Capture, np.ndarray]]:
 
 
 def run(captures: list[tuple[Capture, np.ndarray]], seed: int | None = None, chunk: int | None = None,
-        batch: tuple[int, int] = (500, 500), crash: float = 0.0, shards: int = 4) -> LocalNetwork:
-    net = LocalNetwork(cfg(shards))
+        batch: tuple[int, int] = (500, 500), crash: float = 0.0, shards: int = 4, hot: int = 20_000) -> LocalNetwork:
+    net = LocalNetwork(cfg(shards, hot=hot))
     rng = random.Random(seed) if seed is not None else None
     items = list(captures)
     if rng:
@@ -106,6 +104,7 @@ def reference() -> tuple[list[tuple[Capture, np.ndarray]], LocalNetwork]:
     ("bulk, shuffled, uneven batches", {"seed": 1, "batch": (1, 300)}),
     ("paced in shuffled chunks", {"seed": 2, "chunk": 37, "batch": (1, 40)}),
     ("workers killed between sends and records", {"seed": 3, "batch": (5, 200), "crash": 0.25}),
+    ("no identity kept decoded: each read back from its record", {"seed": 4, "batch": (1, 60), "hot": 0}),
 ])
 def test_any_pace_order_batching_or_crash_gives_the_same_identities_and_links(reference, label, kw) -> None:
     captures, paced = reference
@@ -178,10 +177,28 @@ def test_a_shard_read_back_from_its_records_knows_every_identity_and_its_pairs(r
         live = net.shards[number]
         reloaded = Shard(number)
         loaded, unreadable = load_records(reloaded, net.gallery[number], net.cfg)
-        assert (loaded, unreadable) == (len(live.identities), 0)
-        assert reloaded.samples.keys() == live.samples.keys()
+        assert (loaded, unreadable) == (len(live), 0)
+        assert set(reloaded.galleries[MODEL].row) == set(live.galleries[MODEL].row)
         assert {k: set(v) for k, v in reloaded.pairs.items()} == {k: set(v) for k, v in live.pairs.items()}
         assert reloaded.sample_count() == live.sample_count()
+
+
+def test_an_identity_read_back_from_its_record_has_the_samples_the_current_thresholds_give(monkeypatch) -> None:
+    people = People(2, seed=13)
+    c = cfg(shards=1, hot=0)
+    shard = c.shard(0)
+    messages = capture_commands([people.capture(0, "doc-0", m, 0.9) for m in range(3)], c.sealer, 1)
+    shard_step(shard, list(enumerate(v for _, v in messages)), c, NOW)
+    key = identity_key(MODEL, "doc-0")
+    assert shard.hot == {} and len(shard.galleries[MODEL].owned(key)) == 3
+    monkeypatch.setattr(type(shard.galleries[MODEL]), "owned", lambda *_: pytest.fail("no scan while they agree"))
+    [(_, later)] = capture_commands([people.capture(0, "doc-0", 9, 0.2)], c.sealer, 1)
+    shard_step(shard, [(3, later)], c, NOW)  # read back: its samples are the index's, nothing to set again
+    monkeypatch.undo()
+    fewer = replace(c, thresholds=ThresholdSet("t-fewer", {MODEL: replace(T, samples=1)}, THRESHOLDS.default))
+    [(_, again)] = capture_commands([people.capture(0, "doc-0", 10, 0.2)], c.sealer, 1)
+    shard_step(shard, [(4, again)], fewer, NOW)
+    assert len(shard.galleries[MODEL].owned(key)) == 1, "read back under new thresholds: one sample each"
 
 
 def test_templates_leave_a_shard_only_sealed(reference) -> None:
@@ -269,14 +286,16 @@ def test_an_erased_person_is_forgotten_by_every_shard_and_their_links_go_without
         net.probes[number].insert(net.position[number], erase_command([gone], "alias-4", NOW))
     net.run()
     assert net.link_set() == {} and net.links == {}, "the link agent dropped it; a tombstone, no withdrawn record"
-    assert not any(s.identity == "alias-4" for sh in net.shards.values() for s in sh.identities.values())
+    assert not any(s.identity == "alias-4" for sh in net.shards.values() for s in sh.each(c))
+    assert not any(key.endswith("|alias-4") for sh in net.shards.values() for g in sh.galleries.values()
+                   for key, _ in g.row), "its samples left the index"
     assert not any(r.remote[0] == gone for sh in net.shards.values() for held in sh.pairs.values()
                    for r in held.values())
     restarted = Shard(0)  # the records written before the erasure are tombstoned or no longer open
     for number in range(3):
         restarted = Shard(number)
         load_records(restarted, net.gallery[number], c)
-        assert not any(s.identity == "alias-4" for s in restarted.identities.values())
+        assert not any(s.identity == "alias-4" for s in restarted.each(c))
 
 
 def test_officers_decide_links_the_first_decision_stands_and_red_may_confirm_itself() -> None:

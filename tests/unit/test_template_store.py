@@ -1,4 +1,5 @@
-"""The mapped template store: rows kept in order as it grows, erasure reaching the file, nothing left by name."""
+"""A shard's local files: rows kept in order as they grow, records replaced in place, erasure reaching the file,
+nothing left by name."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from agents.gallery import CodedIndex, SampleIndex
-from streams.template_store import MappedRows, mapped_stores
+from streams.template_store import MappedRows, RecordFile, mapped_stores
 
 
 def test_rows_stay_in_order_as_the_file_grows_and_the_file_has_no_name(tmp_path: Path) -> None:
@@ -43,3 +44,28 @@ def test_a_coded_shard_keeps_its_templates_in_the_store_and_erases_them_there(tm
     assert not index.index.fine_codes()[row].any(), "its 8-bit code is zeros too"
     [(hits, _)] = index.search(gallery[8:9], 0.99, ["q"])
     assert [k for k, _ in hits] == [("S", 8)]
+
+
+def test_records_are_replaced_and_dropped_as_zeros_and_survive_the_file_being_written_afresh(tmp_path: Path) -> None:
+    records, rng = RecordFile(tmp_path / "gallery"), np.random.default_rng(3)
+    assert list((tmp_path / "gallery").iterdir()) == [], "nameless, like the template store"
+    fd = records._file.fileno()
+    assert stat.S_IMODE(os.fstat(fd).st_mode) == 0o600
+    first = rng.bytes(3000)
+    records.put("m|a", first)
+    records.put("m|b", rng.bytes(10))
+    records.put("m|a", b"second")
+    assert records.get("m|a") == b"second" and len(records) == 2 and "m|b" in records
+    assert os.pread(fd, 3000, 0) == bytes(3000), "the replaced record is zeros in the file"
+    records.drop("m|b")
+    assert records.get("m|b") is None and records.keys() == ["m|a"]
+    assert os.pread(fd, 10, 3000) == bytes(10), "a dropped record too"
+    values = {f"m|{i}": rng.bytes(int(rng.integers(1, 5000))) for i in range(300)}
+    before = records._file
+    for _ in range(120):  # rewrite every record again and again: zeroed space outgrows live, the file is rewritten
+        for key, value in values.items():
+            records.put(key, value)
+    assert records._file is not before and records._end < 2 * records._live + 64 * 2**20
+    assert all(records.get(k) == v for k, v in values.items()) and records.get("m|a") == b"second"
+    assert os.fstat(records._file.fileno()).st_size == records._end
+    records.close()
