@@ -60,7 +60,10 @@ def events() -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def calm_events() -> list[dict[str, Any]]:
     """10,000 crossings of 30 days with nothing planted: what calibration and a quiet monitor should see."""
-    sim = Simulator(seed=19, dim=512, days=30, end=datetime.now(UTC) - timedelta(hours=2), population=6000,
+    # the same hour of the day whenever the suite runs: ending 2 hours before "now", the shifted phase took 400 s
+    # at 22:40 UTC and over 600 s after midnight (the trafficking rules replaying late facts; cause not yet found)
+    end = datetime.now(UTC).replace(hour=20, minute=0, second=0, microsecond=0) - timedelta(days=1)
+    sim = Simulator(seed=19, dim=512, days=30, end=end, population=6000,
                     returning_share=0.8, rates_per_10k={"multiple_identity": 0, "document_reuse": 0})
     return [r for kind, r in sim.events(10_000, landings=0) if kind == "crossing"]
 
