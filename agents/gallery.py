@@ -347,6 +347,15 @@ class CodedIndex:
         return self.code_bytes() + len(self) * self.dim * 4
 
 
+def _doubled(array: np.ndarray, need: int, fill: int) -> np.ndarray:
+    """``array`` if it holds ``need`` items, else a copy at least twice its size (1,024 at least), the rest ``fill``."""
+    if need <= len(array):
+        return array
+    grown = np.full(max(need, 2 * len(array), 1024), fill, dtype=array.dtype)
+    grown[:len(array)] = array
+    return grown
+
+
 class SampleIndex:
     """The samples of one template model in one shard, keyed, with removals: exact while small, then coded.
 
@@ -443,15 +452,9 @@ class SampleIndex:
     def _mark(self, codes: list[int]) -> None:
         """Owner numbers of rows just added (in row order), growing the arrays by doubling."""
         n = len(self.keys)
-        if n > len(self._row_owner):
-            grown = np.full(max(n, 2 * len(self._row_owner), 1024), -1, dtype=np.int64)
-            grown[:len(self._row_owner)] = self._row_owner
-            self._row_owner = grown
+        self._row_owner = _doubled(self._row_owner, n, -1)
         self._row_owner[n - len(codes):n] = codes
-        if len(self._codes) > len(self._owned):
-            owned = np.zeros(max(len(self._codes), 2 * len(self._owned), 1024), dtype=np.int32)
-            owned[:len(self._owned)] = self._owned
-            self._owned = owned
+        self._owned = _doubled(self._owned, len(self._codes), 0)
         np.add.at(self._owned, np.asarray(codes, dtype=np.int64), 1)
 
     def holds(self, owner: str, keys: Sequence[Any]) -> bool:
