@@ -190,8 +190,17 @@ class RuleSet:
 
     @functools.cached_property
     def horizon_ms(self) -> int:
-        """How long any rule looks back: older evidence is dropped from the state."""
+        """How long any rule looks back."""
         return max(r.window_ms for r in [*self.rules.values(), *self.routes])
+
+    @functools.cached_property
+    def horizons(self) -> dict[str, int]:
+        """How long each part of a key's state is looked back on (:data:`READS`): older evidence there is dropped."""
+        out = dict.fromkeys(READS.values(), 0)
+        for rule_id, rule in [*self.rules.items(), *((r.rule_id, r) for r in self.routes)]:
+            part = READS[rule_id if rule_id in READS else "route"]
+            out[part] = max(out[part], rule.window_ms)
+        return out
 
     def rule(self, rule_id: str) -> Rule[Any]:
         """The rule (or route) with that id."""
@@ -209,6 +218,13 @@ PARAMS: dict[str, type[Params]] = {
     "maritime_landing": MaritimeLanding, "repeat_vessel": RepeatVessel, "anomaly_score": AnomalyScore,
 }
 WINDOWLESS = {"maritime_landing"}  # judged on one landing
+# The part of a key's state (agents.trafficking.state.PARTS) each rule reads; every route reads the travel part, and
+# so do the anomaly model's features (agents.anomaly). A part keeps its evidence its rules' longest window.
+READS = {"escort_fanout": "travel", "minor_unrelated_adult": "travel", "unaccompanied_minor": "travel",
+         "shuttling": "travel", "impossible_travel": "travel", "non_procedural_work_exit": "travel",
+         "tourist_exit_recruitment_corridor": "travel", "anomaly_score": "travel", "route": "travel",
+         "sponsor_fanout": "sponsored", "document_multiple_subjects": "subjects",
+         "subject_multiple_documents": "documents", "maritime_landing": "landings", "repeat_vessel": "landings"}
 
 
 def _rule(rule_id: str, raw: dict[str, Any], params: type[P]) -> Rule[P]:

@@ -7,16 +7,17 @@ grows, never repeated; a fact already applied changes nothing.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from agents.trafficking.config import SEVERITY_RANK, RuleSet
-from agents.trafficking.facts import Companion, Fact
+from agents.trafficking.facts import Fact
 from agents.trafficking.rules import BY_ROLE, REVISABLE, Finding
-from agents.trafficking.state import KeyState
+from agents.trafficking.state import PART_OF, KeyState, logged_order, order, pack, unpack
 
 
 @dataclass(frozen=True)
@@ -65,111 +66,89 @@ def _version(alert: Alert) -> int:
 def evaluate(fact: Fact, state: KeyState, rules: RuleSet) -> tuple[KeyState, list[Alert]]:
     """Apply one fact to its key's state and run the rules of its role; the state is updated in place.
 
-    A fact already applied (same event, same role) changes nothing; it re-sends the current
+    A fact already applied (same event, role and revision) changes nothing; it re-sends the current
     alerts it is evidence of, unchanged. That is what a redelivery after a crash needs: the
     state may have reached the changelog before the alerts reached Kafka.
 
-    Arrival order does not matter: a fact that sorts before the last one applied (event time,
-    then event id, role and revision) makes the key evaluate all its facts again in that order
-    (:func:`_reorder`), and only the alerts that differ from those already sent go out (an alert
-    that no longer holds is withdrawn). The facts are kept the longest window plus the rules'
-    allowed lateness, so a fact up to that late gives exactly the alerts of the facts in order.
+    Arrival order does not matter: a fact that sorts before the newest of its part (event time,
+    then role, event id and revision; :data:`~agents.trafficking.state.PARTS`) makes the part
+    evaluate all its facts again in that order (:func:`_reorder`), and only the alerts that differ
+    from those already sent go out (an alert that no longer holds is withdrawn). A part's facts are
+    kept its longest window plus the rules' allowed lateness, so a fact up to that late behind the
+    newest of its part gives exactly the alerts of the facts in order; behind other parts' facts
+    (a crossing's dedup decision after the document's next crossing) it is not late at all.
     """
-    seen_id = _seen_id(fact)
-    if seen_id in state.seen:
-        return state, [_alert(fact.key, ep) for ep in state.episodes.values()
-                       if any(e[1] == fact.event_id for e in ep["evidence"])]
-    if state.last and _order(fact) < tuple(state.last):
+    part = PART_OF[fact.role]
+    log = state.logs.get(part)
+    if log and order(fact) <= logged_order(log[-1]):
+        at = bisect.bisect_left(log, order(fact), key=logged_order)
+        if at < len(log) and logged_order(log[at]) == order(fact):
+            return state, [_alert(fact.key, ep) for ep in state.episodes.values()
+                           if any(e[1] == fact.event_id for e in ep["evidence"])]
+        if at == 0 and part in state.bases and state.bases[part].holds(fact):
+            return state, []  # beyond the allowed lateness, and applied before: a redelivery
         return _reorder(fact, state, rules)
     return state, _apply(fact, state, rules)
 
 
-def _seen_id(fact: Fact) -> str:
-    # a dedup decision can be revised (its identity's captures arrived out of order): a new subject is new
-    return f"{fact.event_id}/{fact.role}" + (f"#{fact.revision}" if fact.role in REVISABLE else "")
-
-
-# Ties in event time are ordered by role as the pipeline makes them (a crossing's facts at ingest, dedup's after)
-# and then by event id: a stream in event order never needs re-evaluating.
-_ROLE_ORDER = {"SELF": 0, "ESCORT": 1, "SPONSOR": 2, "LANDING": 3, "BIOMETRIC": 4, "DOCUMENT": 5}
-
-
-def _order(fact: Fact) -> tuple[int, int, str, int]:
-    return fact.ms, _ROLE_ORDER.get(fact.role, 9), fact.event_id, fact.revision
-
-
 def _apply(fact: Fact, state: KeyState, rules: RuleSet,
            emitted: dict[str, dict[str, Any]] | None = None) -> list[Alert]:
-    """The fact after every fact of the key so far (in order): the incremental path.
+    """The fact after every fact of its part so far (in order): the incremental path.
 
     ``emitted``: every episode an alert went out for, as it was then (before pruning), by alert id.
     """
-    state.seen.append(_seen_id(fact))
-    state.log.append(_pack(fact))  # sorts after every logged fact: the log stays in order
-    state.last = list(_order(fact))
+    part = PART_OF[fact.role]
+    state.logs.setdefault(part, []).append(pack(fact))  # sorts after every logged fact: the log stays in order
     state.max_ms = max(state.max_ms, fact.ms)
-    findings = list(BY_ROLE[fact.role](fact, state, rules))
-    alerts = [a for f in findings if (a := _emit(fact.key, f, state, rules)) is not None]
-    revisable = REVISABLE.get(fact.role)
-    if revisable and not any(f.rule_id == revisable for f in findings):
-        withdrawn = _withdraw(fact.key, revisable, state)
-        alerts += [withdrawn] if withdrawn else []
-    if emitted is not None:
-        for alert in alerts:
-            emitted[alert.alert_id] = state.episodes[alert.alert_id]
-    state.prune(rules.horizon_ms, rules.lateness_ms)
+    changed = _step(fact, state, rules)
+    alerts = []
+    for alert_id in changed:
+        if emitted is None:
+            alerts.append(_alert(fact.key, state.episodes[alert_id]))
+        else:
+            emitted[alert_id] = state.episodes[alert_id]
+    _checkpoint(state, part, state.prune(part, rules), rules)
     return alerts
 
 
-_FIELDS = tuple(f.name for f in fields(Fact))
+def _step(fact: Fact, state: KeyState, rules: RuleSet) -> list[str]:
+    """The fact's entry and its role's rules on the state: the ids of the episodes that changed."""
+    part = PART_OF[fact.role]
+    findings = list(BY_ROLE[fact.role](fact, state, rules))
+    changed = [a for f in findings if (a := _emit(fact.key, f, state, rules, part)) is not None]
+    revisable = REVISABLE.get(fact.role)
+    if revisable and not any(f.rule_id == revisable for f in findings):
+        changed += [a for a in [_withdraw(revisable, state)] if a is not None]
+    return changed
 
 
-_DEFAULTS: tuple[Any, ...] = tuple(f.default for f in fields(Fact))
-_AT, _COMPANIONS = _FIELDS.index("occurred_at"), _FIELDS.index("companions")
-
-
-def _pack(fact: Fact) -> list[Any]:
-    """A fact for the key's log: [epoch ms, {field index: value}] of the fields that differ from their default."""
-    values: dict[str, Any] = {}
-    for n, name in enumerate(_FIELDS):
-        if n == _AT:
-            continue
-        value = getattr(fact, name)
-        if n == _COMPANIONS:
-            if value:
-                values[str(n)] = [[c.token, c.relationship, c.is_escort] for c in value]
-        elif value != _DEFAULTS[n]:
-            values[str(n)] = value
-    return [fact.ms, values]
-
-
-def _unpack(entry: list[Any]) -> Fact:
-    values: list[Any] = list(_DEFAULTS)
-    for n, value in entry[1].items():
-        values[int(n)] = value
-    values[_AT] = datetime.fromtimestamp(entry[0] / 1000, tz=UTC)
-    values[_COMPANIONS] = tuple(Companion(*c) for c in entry[1].get(str(_COMPANIONS), ()))
-    return Fact(*values)
-
-
-def _logged(state: KeyState) -> list[Fact]:
-    return [_unpack(x) for x in state.log]
+def _checkpoint(state: KeyState, part: str, leaving: list[list[Any]], rules: RuleSet) -> None:
+    """Facts leaving the part's log, applied in order to its base (their alerts went out when they came)."""
+    if not leaving:
+        return
+    base = state.bases.setdefault(part, KeyState())
+    for entry in leaving:
+        fact = unpack(entry)
+        _step(fact, base, rules)
+        base.max_ms = max(base.max_ms, fact.ms)
+        base.prune(part, rules, newest_ms=base.max_ms)
 
 
 def _reorder(fact: Fact, state: KeyState, rules: RuleSet) -> tuple[KeyState, list[Alert]]:
-    """The key's facts evaluated again in event order with the late one; the alerts that changed."""
+    """The late fact's part evaluated again from its base, its logged facts and the late one in order.
+
+    Only the alerts that changed go out; one the part no longer finds is withdrawn.
+    """
+    part = PART_OF[fact.role]
     latest_revision: dict[tuple[str, str], Fact] = {}
-    for f in [*_logged(state), fact]:
+    for f in [*(unpack(x) for x in state.logs[part]), fact]:
         held = latest_revision.get((f.event_id, f.role))
         if held is None or f.revision >= held.revision:
             latest_revision[(f.event_id, f.role)] = f
-    fresh = KeyState()
+    fresh = state.rewound(part)
     replayed: dict[str, dict[str, Any]] = {}  # every episode the replay produced, as it last was (even pruned)
-    for f in sorted(latest_revision.values(), key=_order):
+    for f in sorted(latest_revision.values(), key=order):
         _apply(f, fresh, rules, replayed)
-    for alert_id, ep in state.episodes.items():  # anomaly findings come from the model, not from the facts
-        if ep["rule_id"] == "anomaly_score" and alert_id not in replayed:
-            fresh.episodes[alert_id] = replayed[alert_id] = ep
     alerts = []
     for alert_id, ep in sorted(replayed.items()):
         old = state.episodes.get(alert_id)
@@ -180,7 +159,10 @@ def _reorder(fact: Fact, state: KeyState, rules: RuleSet) -> tuple[KeyState, lis
             ep["revision"] = max(ep.get("revision", 0), old.get("revision", 0) + 1)
         alerts.append(_alert(fact.key, ep))
     for alert_id, old in sorted(state.episodes.items()):
-        if alert_id in replayed:
+        if alert_id in replayed or old.get("part") != part:
+            continue
+        if alert_id in fresh.episodes:  # from the base, and no logged fact changed it: as sent
+            fresh.episodes[alert_id] = old
             continue
         if old.get("status", "ACTIVE") == "ACTIVE":
             old = {**old, "status": "WITHDRAWN", "revision": old.get("revision", 0) + 1}
@@ -190,7 +172,7 @@ def _reorder(fact: Fact, state: KeyState, rules: RuleSet) -> tuple[KeyState, lis
 
 
 def _names(entry: list[Any], token: str) -> bool:
-    fact = _unpack(entry)
+    fact = unpack(entry)
     return token in (fact.traveller, fact.subject, fact.key.partition(":")[2]) or \
         any(c.token == token for c in fact.companions)
 
@@ -209,28 +191,33 @@ def erase(key: str, state: KeyState, token: str) -> KeyState | None:
         return None
     for name in ("escorted", "sponsored", "subjects", "documents"):
         setattr(state, name, [e for e in getattr(state, name) if token not in e])  # the token in any field
-    state.log = [x for x in state.log if not _names(x, token)]
+    state.logs = {part: [x for x in log if not _names(x, token)] for part, log in state.logs.items()}
     for ep in state.episodes.values():
         ep["subjects"] = [s for s in ep["subjects"] if s != token]
+    for base in state.bases.values():
+        erase(key, base, token)
     return state
 
 
-def _emit(key: str, finding: Finding, state: KeyState, rules: RuleSet) -> Alert | None:
-    """Open or grow the finding's episode; an alert only when the evidence or the severity changed."""
+def _emit(key: str, finding: Finding, state: KeyState, rules: RuleSet, part: str) -> str | None:
+    """Open or grow the finding's episode (of the part whose fact found it; the anomaly model's: none).
+
+    Its alert id when the evidence or the severity changed (an alert is due), else None.
+    """
     rule = rules.rule(finding.rule_id)
     slot = f"{finding.rule_id}/{finding.instance}" if finding.instance else finding.rule_id
     ep = state.episodes.get(state.current.get(slot, ""))
     first_ms = finding.evidence[0][0]
     if ep is not None and not finding.instance and first_ms - ep["last_ms"] > rule.window_ms:
         ep = None  # the last episode ended a window ago: this is a new pattern instance
-    evidence = sorted({(ms, event, post) for ms, event, post in finding.evidence}
-                      | {tuple(e) for e in (ep["evidence"] if ep else [])})  # type: ignore[misc]
+    before: list[list[Any]] = ep["evidence"] if ep is not None else []
+    evidence = _merged(before, finding.evidence)
     severity = finding.severity
     if ep is not None:
         if SEVERITY_RANK[ep["severity"]] > SEVERITY_RANK[severity]:
             severity = ep["severity"]
         active = ep.get("status", "ACTIVE") == "ACTIVE"
-        if len(evidence) == len(ep["evidence"]) and severity == ep["severity"] and active:
+        if evidence is before and severity == ep["severity"] and active:
             return None
         alert_id = ep["alert_id"]
     else:
@@ -241,21 +228,38 @@ def _emit(key: str, finding: Finding, state: KeyState, rules: RuleSet) -> Alert 
     state.episodes[alert_id] = {
         "alert_id": alert_id, "rule_id": finding.rule_id, "rule_version": rule.version,
         "rules_version": rules.version, "indicators": list(rule.indicators), "severity": severity,
-        "first_ms": evidence[0][0], "last_ms": evidence[-1][0], "evidence": [list(e) for e in evidence],
+        "first_ms": evidence[0][0], "last_ms": evidence[-1][0], "evidence": evidence,
         "subjects": sorted(set(finding.subjects) | set(ep["subjects"] if ep else ())),
         "explanation": finding.explanation, "features": finding.features,
-        "status": "ACTIVE", "revision": (sent.get("revision", 0) + 1) if sent else 0,
+        "status": "ACTIVE", "revision": (sent.get("revision", 0) + 1) if sent else 0, "part": part,
     }
-    return _alert(key, state.episodes[alert_id])
+    return alert_id
 
 
-def _withdraw(key: str, rule_id: str, state: KeyState) -> Alert | None:
-    """A per-key finding that no longer holds (its dedup decisions were revised): its alert is withdrawn."""
+def _merged(before: list[list[Any]], found: Iterable[tuple[int, str, str]]) -> list[list[Any]]:
+    """An episode's evidence (in order) with a finding's: ``before`` itself if that adds nothing.
+
+    Only the part from the finding's oldest item on is compared: a growing episode costs its window, not its age.
+    """
+    new = set(found)
+    cut = bisect.bisect_left(before, min(new)[0], key=_first)
+    tail = {(ms, event, post) for ms, event, post in before[cut:]}
+    if new <= tail:
+        return before
+    return before[:cut] + [list(e) for e in sorted(tail | new)]
+
+
+def _first(item: list[Any]) -> Any:
+    return item[0]
+
+
+def _withdraw(rule_id: str, state: KeyState) -> str | None:
+    """A per-key finding that no longer holds (its dedup decisions were revised): its alert id, withdrawn."""
     ep = state.episodes.get(state.current.get(f"{rule_id}/key", ""))
     if ep is None or ep.get("status", "ACTIVE") != "ACTIVE":
         return None
     ep["status"], ep["revision"] = "WITHDRAWN", ep.get("revision", 0) + 1
-    return _alert(key, ep)
+    return str(ep["alert_id"])
 
 
 def _alert(key: str, ep: dict[str, Any]) -> Alert:
@@ -289,8 +293,9 @@ def flag_anomaly(fact: Fact, state: KeyState, rules: RuleSet, score: float, thre
                       rule.severity, f"unusual window for this document (score {-score:.3f}, alert beyond "
                       f"{-threshold:.3f}, model {model_version}); stands out on: {why}",
                       {"score": round(-score, 4), "threshold": round(-threshold, 4), **top})
-    alert = _emit(fact.key, finding, state, rules)
-    state.prune(rules.horizon_ms)
+    alert_id = _emit(fact.key, finding, state, rules, "")
+    alert = _alert(fact.key, state.episodes[alert_id]) if alert_id else None
+    state.prune("", rules)
     return alert
 
 

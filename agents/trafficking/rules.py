@@ -20,6 +20,7 @@ from agents.trafficking.state import (
     Landing,
     Sponsored,
     Subject,
+    add,
     within,
 )
 from schemas.geography import POSTS, distance_km
@@ -43,9 +44,8 @@ class Finding:
 
 # SELF: the key's own crossing -------------------------------------------------------------------------------------
 def _on_self(fact: Fact, state: KeyState, rules: RuleSet) -> Iterator[Finding]:
-    state.crossings.append(Crossing(fact.ms, fact.event_id, fact.post_id, fact.post_country, fact.direction,
-                                    fact.travel_purpose, fact.visa_type, fact.destination_country))
-    state.crossings.sort(key=lambda e: (e.ms, e.event))
+    add(state.crossings, Crossing(fact.ms, fact.event_id, fact.post_id, fact.post_country, fact.direction,
+                                 fact.travel_purpose, fact.visa_type, fact.destination_country))
     here = ((fact.ms, fact.event_id, fact.post_id),)
     me = fact.key.partition(":")[2]
     if fact.is_minor:
@@ -171,8 +171,8 @@ def _route(route: Rule[Route], fact: Fact, state: KeyState, me: str) -> Iterator
 
 # ESCORT / SPONSOR: travellers linked to the key -------------------------------------------------------------------
 def _on_escort(fact: Fact, state: KeyState, rules: RuleSet) -> Iterator[Finding]:
-    state.escorted.append(Escorted(fact.ms, fact.event_id, fact.traveller, fact.is_minor, fact.relationship,
-                                   fact.post_id))
+    add(state.escorted, Escorted(fact.ms, fact.event_id, fact.traveller, fact.is_minor, fact.relationship,
+                                fact.post_id))
     rule = rules.escort_fanout
     p = rule.params
     recent = [e for e in within(state.escorted, fact.ms, rule.window_ms) if e.relationship not in p.family]
@@ -196,7 +196,7 @@ def _on_sponsor(fact: Fact, state: KeyState, rules: RuleSet) -> Iterator[Finding
     rule = rules.sponsor_fanout
     if fact.sponsor_kind not in rule.params.kinds or fact.sponsor_registered:
         return
-    state.sponsored.append(Sponsored(fact.ms, fact.event_id, fact.traveller, fact.post_id))
+    add(state.sponsored, Sponsored(fact.ms, fact.event_id, fact.traveller, fact.post_id))
     recent = within(state.sponsored, fact.ms, rule.window_ms)
     travellers = {e.traveller for e in recent}
     if len(travellers) >= rule.params.min_travellers:
@@ -215,7 +215,9 @@ def _replace(entries: list[R], fact: Fact, entry: R | None) -> list[R]:
     if any(e.revision > fact.revision for e in held):
         return entries  # a replayed earlier revision
     kept: list[R] = [e for e in entries if e.event != fact.event_id]
-    return kept + [entry] if entry is not None else kept
+    if entry is not None:
+        add(kept, entry)
+    return kept
 
 
 def _on_biometric(fact: Fact, state: KeyState, rules: RuleSet) -> Iterator[Finding]:
@@ -279,7 +281,7 @@ def _many(fact: Fact, entries: Sequence[Subject | Document], rule: Rule[Any], th
 
 # LANDING -------------------------------------------------------------------------------------------------------
 def _on_landing(fact: Fact, state: KeyState, rules: RuleSet) -> Iterator[Finding]:
-    state.landings.append(Landing(fact.ms, fact.event_id, fact.post_id))
+    add(state.landings, Landing(fact.ms, fact.event_id, fact.post_id))
     here = ((fact.ms, fact.event_id, fact.post_id),)
     rule = rules.maritime_landing
     p = rule.params

@@ -60,8 +60,8 @@ def events() -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def calm_events() -> list[dict[str, Any]]:
     """10,000 crossings of 30 days with nothing planted: what calibration and a quiet monitor should see."""
-    # the same hour of the day whenever the suite runs: ending 2 hours before "now", the shifted phase took 400 s
-    # at 22:40 UTC and over 600 s after midnight (the trafficking rules replaying late facts; cause not yet found)
+    # the same hour of the day whenever the suite runs, so its phases cost the same (the shifted copies are late
+    # behind a planted runner's crossings: each made the runner's whole log evaluate again, before parts and bases)
     end = datetime.now(UTC).replace(hour=20, minute=0, second=0, microsecond=0) - timedelta(days=1)
     sim = Simulator(seed=19, dim=512, days=30, end=end, population=6000,
                     returning_share=0.8, rates_per_10k={"multiple_identity": 0, "document_reuse": 0})

@@ -13,7 +13,7 @@ from agents.pseudonymise import Tokeniser, crossing_row, landing_row
 from agents.trafficking.config import RulesError, load_rules
 from agents.trafficking.engine import Alert, evaluate, latest, run
 from agents.trafficking.facts import Companion, Fact, crossing_facts, decision_facts, landing_facts, link_facts
-from agents.trafficking.state import KeyState
+from agents.trafficking.state import KeyState, unpack
 
 RULES = load_rules()
 T0 = datetime(2026, 10, 1, 8, 0, tzinfo=UTC)
@@ -273,7 +273,7 @@ def test_old_evidence_is_forgotten_and_a_later_instance_is_a_new_alert() -> None
     later = [escorted("E2", f"U{i}", 24 * 60 + i) for i in range(4)]  # two months on
     states, alerts = run(first + later, RULES)
     assert len(latest(alerts)) == 2
-    assert all(e[0] >= at(24 * 60).timestamp() * 1000 - RULES.horizon_ms for e in states["doc:E2"].escorted)
+    assert all(e[0] >= at(24 * 60).timestamp() * 1000 - RULES.horizons["travel"] for e in states["doc:E2"].escorted)
 
 
 def test_facts_and_alerts_carry_tokens_not_identities() -> None:
@@ -337,7 +337,7 @@ def test_evaluate_leaves_other_keys_alone() -> None:
     state = KeyState()
     fact = escorted("E1", "T1", 0)
     new, _ = evaluate(fact, state, RULES)
-    assert new.escorted and not new.crossings and dataclasses.asdict(new)["seen"] == ["T1-0/ESCORT"]
+    assert new.escorted and not new.crossings and [unpack(x).event_id for x in new.logs["travel"]] == ["T1-0"]
 
 
 # -- erasure ----------------------------------------------------------------------------------------------------

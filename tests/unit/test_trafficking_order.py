@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from datetime import UTC, datetime
+from typing import Any
 
+import orjson
 import pytest
 
 from agents.pseudonymise import Tokeniser
-from agents.trafficking.config import load_rules
-from agents.trafficking.engine import Alert, latest, run
+from agents.trafficking.config import HOUR_MS, load_rules
+from agents.trafficking.engine import Alert, _reorder, evaluate, latest, run
 from agents.trafficking.facts import Fact
 from agents.trafficking.state import KeyState
 from streams.sim.files import simulated_facts
@@ -111,3 +114,89 @@ def test_a_revision_flipping_back_after_a_late_fact_outranks_the_withdrawal_sent
     expected = {a.alert_id: a.status for a in latest(run(in_order, RULES)[1]).values()}
     assert "ACTIVE" in expected.values()
     assert {a.alert_id: a.status for a in latest(run(with_late, RULES)[1]).values()} == expected
+
+
+def _runner(days: int) -> list[Fact]:
+    """One document leaving every 8 hours for ``days`` days, each time escorting someone new: one long shuttling."""
+    from tests.unit.test_trafficking import escorted
+
+    facts = []
+    for n in range(days * 3):
+        facts += [crossing("R1", 8.0 * n, post="ID-ETK", event=f"r{n}"), escorted("R1", f"C{n}", 8.0 * n + 0.1)]
+    return facts
+
+
+def test_an_alert_older_than_the_kept_facts_is_the_same_when_a_fact_comes_late() -> None:
+    """A pattern that goes on for a month outlives its part's logged facts (a week and the lateness): a late fact
+    evaluates the part again from its base, so the month-long alert keeps its id, evidence and people."""
+    facts = _runner(30)
+    in_order = active(run(facts, RULES)[1])
+    assert {a[1] for a in in_order} >= {"shuttling"}
+    assert max(len(a[3]) for a in in_order if a[1] == "shuttling") > 150  # a month of evidence in one alert
+    for seed, batch in ((3, 1), (4, 50)):
+        arrivals = shuffled_within_lateness(facts, seed, RULES.lateness_ms)
+        assert arrivals != facts
+        assert active(through_table(arrivals, batch=batch)) == in_order
+
+
+def test_dedup_decisions_behind_their_documents_crossings_evaluate_nothing_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A crossing's dedup decision comes after the document's next crossings: late behind them, in order among the
+    decisions. Parts keep that from evaluating anything again (it cost a replay of a year of facts per decision)."""
+    from agents.trafficking import engine
+    from tests.unit.test_trafficking import _decision
+
+    facts = _runner(10)
+    decisions = [f for n in range(0, 30) for f in _decision("R1", "S-A" if n % 7 else "S-B", 8.0 * n, f"r{n}")
+                 if f.key == "doc:R1"]
+    in_order = active(run(sorted(facts + decisions, key=lambda f: f.ms), RULES)[1])
+    lagging = sorted(facts + decisions, key=lambda f: f.ms + (3 * 8 * HOUR_MS if f.role == "BIOMETRIC" else 0))
+    replays = []
+    monkeypatch.setattr(engine, "_reorder", lambda *a: replays.append(a) or _reorder(*a))
+    assert active(run(lagging, RULES)[1]) == in_order
+    assert {a[1] for a in in_order} >= {"shuttling", "document_multiple_subjects"} and replays == []
+
+
+def test_each_role_reads_and_writes_only_its_part(month: list[Fact]) -> None:
+    """What makes parts sound: a role's rules touch no other part's entries, and its episodes carry its part."""
+    from agents.trafficking.config import READS
+    from agents.trafficking.rules import BY_ROLE
+    from agents.trafficking.state import PART_OF, PARTS
+
+    class Forbidden(list):  # type: ignore[type-arg]
+        def __getattribute__(self, name: str) -> Any:
+            raise AssertionError("another part's entries were touched")
+
+        def __iter__(self) -> Any:
+            raise AssertionError("another part's entries were read")
+
+        def __len__(self) -> int:
+            raise AssertionError("another part's entries were read")
+
+        def __getitem__(self, i: Any) -> Any:
+            raise AssertionError("another part's entries were read")
+
+    assert set(PARTS) == set(READS.values()) == set(PART_OF.values())
+    states, _ = run([], RULES)
+    for fact in month:
+        state = states.setdefault(fact.key, KeyState())
+        fenced = dataclasses.replace(state.copy(), **{name: Forbidden() for part, names in PARTS.items()
+                                                      if part != PART_OF[fact.role] for name in names})
+        list(BY_ROLE[fact.role](fact, fenced, RULES))
+        states[fact.key], _ = evaluate(fact, state, RULES)
+    parts = {ep["rule_id"]: ep["part"] for s in states.values() for ep in s.episodes.values()}
+    assert len(parts) >= 8
+    assert all(part == READS["route" if rule.startswith("route.") else rule] for rule, part in parts.items())
+
+
+def test_a_state_written_before_parts_reads_back_with_its_facts_in_their_parts() -> None:
+    from agents.trafficking.state import pack
+    from tests.unit.test_trafficking import _decision, escorted
+
+    facts = [crossing("D1", 1.0), escorted("D1", "T1", 2.0), *[f for f in _decision("D1", "S-A", 3.0, "b1")
+                                                              if f.key == "doc:D1"]]
+    legacy = {"crossings": [[f.ms, f.event_id, "ID-BTH", "IDN", "EXIT", "TOURISM", "", "SGP"] for f in facts[:1]],
+              "log": [pack(f) for f in facts], "seen": ["x"], "last": [facts[-1].ms, 4, "b1", 1], "max_ms": facts[-1].ms}
+    state = KeyState.from_bytes(orjson.dumps(legacy))
+    assert {part: len(log) for part, log in state.logs.items()} == {"travel": 2, "subjects": 1}
+    assert state.crossings[0].event == facts[0].event_id
