@@ -8,6 +8,7 @@ the partition to its end gives every enrolment a committed probe ever made.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 
@@ -24,17 +25,21 @@ class GalleryUnavailable(LintasError):
 
 
 def read_partition(settings: Settings, topic: str, partition: int,
-                   timeout_s: float = 300.0) -> list[tuple[bytes | None, bytes | None]]:
-    """Every (key, value) of one partition, oldest first, tombstones included (value ``None``)."""
+                   timeout_s: float = 300.0) -> Iterator[tuple[bytes | None, bytes | None]]:
+    """Every (key, value) of one partition, oldest first, tombstones included (value ``None``), as they are read.
+
+    Nothing holds the partition whole: a gallery shard of a million identities is gigabytes of
+    records, and its loader keeps only the latest of each. :class:`GalleryUnavailable` rises
+    from the iteration if the partition cannot be read to the end it had when reading began.
+    """
     consumer = clients.consumer(settings, Role.WORKER, GALLERY_LOADER_GROUP, **{
         "enable.partition.eof": True, "fetch.max.bytes": 64 * 1024 * 1024,
         "max.partition.fetch.bytes": 16 * 1024 * 1024,
     })
     try:
         low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)
-        records: list[tuple[bytes | None, bytes | None]] = []
         if high <= low:
-            return records
+            return
         consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -43,12 +48,12 @@ def read_partition(settings: Settings, topic: str, partition: int,
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:
                         if (msg.offset() or 0) >= high:
-                            return records
+                            return
                         continue
                     raise GalleryUnavailable(f"reading {topic} partition {partition}: {err.str()}")
-                records.append((msg.key(), msg.value()))
+                yield msg.key(), msg.value()
                 if (msg.offset() or 0) >= high - 1:
-                    return records
+                    return
         raise GalleryUnavailable(f"{topic} partition {partition} not read to offset {high} within {timeout_s:.0f}s")
     finally:
         consumer.close()

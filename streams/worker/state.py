@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
 from confluent_kafka import murmur2
 
 log = logging.getLogger("lintas.state")
 T = TypeVar("T")
-Reader = Callable[[str, int], list[tuple[bytes | None, bytes | None]]]  # (topic, partition) → (key, value)s
+Reader = Callable[[str, int], Iterable[tuple[bytes | None, bytes | None]]]  # (topic, partition) → (key, value)s
 
 
 class ChangelogTable(Generic[T]):
