@@ -133,11 +133,14 @@ def capture_commands(probes: Sequence[tuple[Capture, np.ndarray]], sealer: Subje
     })) for (cap, _), value in zip(probes, sealed, strict=True)]
 
 
-def erase_command(subjects: Sequence[str], identity: str, requested_at: datetime) -> bytes:
-    """An ERASE command for every shard: forget ``identity`` (any model), its ``subjects`` and their pairs."""
+def erase_command(subjects: Sequence[str], identity: str, requested_at: datetime, erasure_id: str = "") -> bytes:
+    """An ERASE command for every shard: forget ``identity`` (any model), its ``subjects`` and their pairs.
+
+    ``erasure_id`` (in the command's ``event_id``) names the request in what each shard reports back.
+    """
     return avro_bytes(DEDUP_COMMAND, {
         "kind": "ERASE", "identity": identity, "identity_kind": "", "model": "", "probe_id": "", "subject": "",
-        "event_id": "", "source": "erasure", "post_id": "", "occurred_at": requested_at, "quality": 0.0,
+        "event_id": erasure_id, "source": "erasure", "post_id": "", "occurred_at": requested_at, "quality": 0.0,
         "sealed_template": b"", "origin": -1, "subjects": list(subjects),
     })
 
@@ -219,6 +222,17 @@ class StepOutput:
     duplicates: int = 0  # captures applied before (resends, replays)
     late: int = 0  # captures older than their identity's whole window
     uncalibrated: set[str] = field(default_factory=set)  # models decided with the default thresholds
+    erasures: list[Erasure] = field(default_factory=list)  # what each ERASE command took out here
+
+
+@dataclass(frozen=True)
+class Erasure:
+    """One ERASE command's work on one shard, for the erasure's proof: counts, never the person."""
+
+    erasure_id: str
+    records: int  # identity records (one per template model) dropped
+    rows_removed: int  # samples taken out of the 1:N indexes
+    rows_left: int  # samples of the identity still in them afterwards (a scan): must be 0
 
 
 @dataclass(frozen=True)
@@ -379,7 +393,9 @@ def exact_score(a: np.ndarray, b: np.ndarray) -> float:
 def _erase(shard: Shard, cmd: dict[str, Any], cfg: DedupConfig, out: StepOutput, touched: set[str]) -> None:
     """Forget an erased identity (every model) here, and every pair with it; the link agent drops those links."""
     identity = cmd["identity"]
-    for key in shard.erase(identity, cfg):
+    erased = shard.erase(identity, cfg)
+    out.erasures.append(Erasure(cmd["event_id"], len(erased), sum(erased.values()), shard.rows_of(identity)))
+    for key in erased:
         for rec in shard.drop_pairs(key):
             out.links.append((rec.link_id, _unpair(rec, shard.number, erased=True)))
         touched.add(key)

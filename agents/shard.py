@@ -163,22 +163,27 @@ class Shard:
         self.hot[state.key] = state
         self.models.add(state.model)
 
-    def erase(self, identity: str, cfg: DedupConfig) -> list[str]:
-        """Take an identity token's samples out of the indexes (every model); the keys it had here.
+    def erase(self, identity: str, cfg: DedupConfig) -> dict[str, int]:
+        """Take an identity token's samples out of the indexes (every model): its keys here, each with its rows.
 
         Its rows are found in the index itself, not through its state: the person's key may be
         destroyed already, and then the record no longer opens.
         """
-        keys = []
+        keys = {}
         for model in sorted(self.models):
             key = identity_key(model, identity)
             if key in self:
                 index = self.gallery(model, cfg)
-                index.remove(index.owned(key))
+                rows = index.owned(key)
+                index.remove(rows)
                 self.hot.pop(key, None)
                 self.samples.pop(key, None)
-                keys.append(key)
+                keys[key] = len(rows)
         return keys
+
+    def rows_of(self, identity: str) -> int:
+        """The identity token's samples still in the indexes, under any model (a scan: for an erasure's proof)."""
+        return sum(len(index.owned(identity_key(model, identity))) for model, index in self.galleries.items())
 
     def written(self, key: str, value: bytes | None) -> None:
         """The identity's record as the step wrote it (None: gone)."""

@@ -49,14 +49,15 @@ def _cmd_erase(args: argparse.Namespace) -> int:
     from streams.ops.erasure import erase
 
     person = sys.stdin.readline().strip() if args.person == "-" else args.person
-    proof = erase(settings_of(args), person, args.basis, args.proof_dir)
+    proof = erase(settings_of(args), person, args.basis, args.proof_dir, wait_s=args.wait)
     where = (args.proof_dir or settings_of(args).state_dir / "erasures") / f"{proof['erasure_id']}.json"
     rows = sum(proof["clickhouse_rows_before"].values())
-    remaining = proof["remaining_until_retention"]
+    remaining, index = proof["remaining_until_retention"], proof["gallery_index"]
     print(f"erased {proof['person_reference_sha256'][:12]}…: {sum(proof['keys_destroyed'].values())} key(s) "
           f"destroyed, {proof['biometric_subjects']} biometric subject(s), {rows} ClickHouse row(s) deleted or "
-          f"anonymised, verified {proof['verified']}; {remaining['messages']} raw message(s) on "
-          f"{remaining['topic']} until {remaining['deleted_by']}; proof {where}")
+          f"anonymised, {index['rows_removed']} gallery index row(s) removed ({index['shards_confirmed']} of "
+          f"{index['shards']} shards confirmed), verified {proof['verified']}; {remaining['messages']} raw "
+          f"message(s) on {remaining['topic']} until {remaining['deleted_by']}; proof {where}")
     return 0
 
 
@@ -140,6 +141,8 @@ def register(sub: Any) -> None:
     erase.add_argument("--basis", default=None,
                        help="legal basis, required when the person is the subject of an alert (a possible case)")
     erase.add_argument("--proof-dir", type=Path, default=None, help="default <state_dir>/erasures/")
+    erase.add_argument("--wait", type=float, default=120.0, metavar="SECONDS",
+                       help="how long to wait for every gallery shard to confirm (the workers must be running)")
     erase.set_defaults(func=_cmd_erase)
     identity = sub.add_parser("identity", help="operations: the identity behind a person token (audited disclosure)")
     identity.add_argument("token", help="operations person token, e.g. an alert's key_token or subject")

@@ -6,13 +6,16 @@ backup) is already unreadable; each later step is idempotent, so a failed erasur
 finished by running it again. Then the running agents are told (an ERASE command to
 every gallery shard, ERASE facts for the rule state), compacted topics get tombstones,
 ClickHouse rows are deleted or their tokens blanked, and everything is counted again:
-the proof records the counts before and after, and an erasure that leaves a row fails.
+the proof records the counts before and after, and an erasure that leaves a row fails. Each
+gallery shard reports the index rows (opened templates) it took out and that none is left; the
+proof waits for all of them and is verified only then.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -78,9 +81,30 @@ def _rows(client: Any, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]
     return [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
 
 
+def _index_confirmed(client: Any, erasure_id: str, wait_s: float) -> dict[str, Any]:
+    """What the gallery shards reported taking out of their 1:N indexes (opened templates) for this erasure.
+
+    Each shard's worker records it in the record of processing when it applies the ERASE command;
+    this waits up to ``wait_s`` for all of them (a pipeline that is not running applies it later).
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        rows = _rows(client, "SELECT destination, sum(records) AS removed, countIf(outcome != 'ok') AS left "
+                             "FROM processing_log WHERE component = 'dedup_shards' AND source = {source:String} "
+                             "GROUP BY destination", {"source": f"request:{erasure_id}"})
+        if len(rows) >= DEDUP_SHARDS or time.monotonic() >= deadline:
+            break
+        time.sleep(1)
+    return {"shards": DEDUP_SHARDS, "shards_confirmed": len(rows), "rows_removed": sum(r["removed"] for r in rows),
+            "shards_with_rows_left": sum(r["left"] > 0 for r in rows)}
+
+
 def erase(settings: Settings, person_text: str, basis: str | None = None, proof_dir: Path | None = None,
-          now: datetime | None = None) -> dict[str, Any]:
-    """Erase one person; returns the proof (also written to ``proof_dir``). See the module docstring."""
+          now: datetime | None = None, wait_s: float = 120.0) -> dict[str, Any]:
+    """Erase one person; returns the proof (also written to ``proof_dir``). See the module docstring.
+
+    ``wait_s``: how long to wait for every gallery shard to confirm its index rows are gone.
+    """
     now = now or datetime.now(UTC)
     erasure_id = str(uuid.uuid4())
     person = ErasureTarget.parse(person_text)
@@ -131,7 +155,7 @@ def erase(settings: Settings, person_text: str, basis: str | None = None, proof_
         for shard in range(DEDUP_SHARDS):
             for token in refs.operations:
                 producer.produce(BIOMETRIC_PROBES.name, partition=shard,
-                                 value=erase_command(refs.subjects, token, now))
+                                 value=erase_command(refs.subjects, token, now, erasure_id))
         fact_keys = {f"doc:{t}": t for t in refs.operations} | {f"subject:{s}": s for s in refs.subjects}
         for alert in named:
             for pseudonym in refs.pseudonyms:
@@ -171,6 +195,7 @@ def erase(settings: Settings, person_text: str, basis: str | None = None, proof_
             if before[f"{m.table}.{m.action}"]:
                 client.command(m.sql(), parameters=params)
         after = {f"{m.table}.{m.action}": scalar(client, m.count_sql(), params) for m in MUTATIONS}
+        index = _index_confirmed(client, erasure_id, wait_s)
 
     retention_ms = policy().retention[CROSSING_EVENTS.retention].ms
     expiry = max((r["produced_at"] for r in raw), default=None)
@@ -194,7 +219,9 @@ def erase(settings: Settings, person_text: str, basis: str | None = None, proof_
             if expiry and retention_ms > 0 else None,
             "note": "raw input in clear on a restricted topic; Kafka deletes it at the end of its retention",
         },
-        "verified": not any(after.values()),
+        "gallery_index": index,
+        "verified": not any(after.values()) and index["shards_confirmed"] == index["shards"]
+        and not index["shards_with_rows_left"],
     }
     body["sha256"] = proof_digest(body)
     out_dir = proof_dir or settings.state_dir / "erasures"

@@ -156,6 +156,12 @@ class DedupShards:
                 effects.mark_done(BIOMETRIC_GALLERY.name, record, identity.encode(), number)
             decisions += out.decisions
             searches += out.searches
+            effects.record(*(Processing(
+                component=self.name, activity="delete", purpose="operations", data_classes=("BIOMETRIC",),
+                records=e.rows_removed, source=f"request:{e.erasure_id}", destination=f"gallery shard {number}",
+                key_id=self.svc.tok.key_id, outcome="ok" if e.rows_left == 0 else "incomplete",
+                detail=f"{e.rows_removed} index row(s) of {e.records} identity record(s) removed, {e.rows_left} left"
+            ) for e in out.erasures), empty=True)  # a shard that held none of them says so too
             for name in ("erased", "unreadable", "duplicates", "late"):
                 counts[name] += getattr(out, name)
             counts["links"] += len(out.links)

@@ -71,9 +71,9 @@ class Effects:
         """A record that says the batch is done; produced only once every send and row holds."""
         self.done.append(Send(topic, value, key, partition))
 
-    def record(self, *entries: Processing) -> None:
-        """The batch's record of processing (entries without records are left out)."""
-        self.processing += [e for e in entries if e.records]
+    def record(self, *entries: Processing, empty: bool = False) -> None:
+        """The batch's record of processing (entries without records are left out, unless ``empty``)."""
+        self.processing += [e for e in entries if e.records or empty]
 
     def __iadd__(self, other: Effects) -> Effects:
         """Another handler's effects after these (a handler that calls another's pure part)."""

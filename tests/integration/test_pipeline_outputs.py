@@ -222,6 +222,9 @@ def test_erase_leaves_no_row_or_readable_copy_of_the_person_and_the_others_untou
     assert before["crossings.delete"] >= 1 and before["dedup_decisions.delete"] >= 1
     assert before["alerts.anonymise"] >= 1 and before["crossings.anonymise"] == 0  # they escorted nobody
     assert proof["remaining_until_retention"]["messages"] == 1 and proof["biometric_subjects"] == 1
+    index = proof["gallery_index"]  # every shard took the face out of its 1:N index, and a scan found none left
+    assert index["shards_confirmed"] == index["shards"] and index["rows_removed"] >= 1, index
+    assert index["shards_with_rows_left"] == 0
     assert json.loads((tmp_path / f"{proof['erasure_id']}.json").read_text())["sha256"] == proof["sha256"]
     assert gone not in json.dumps(proof) and gone_ops not in json.dumps(proof)
 

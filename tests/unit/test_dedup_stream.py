@@ -298,6 +298,25 @@ def test_an_erased_person_is_forgotten_by_every_shard_and_their_links_go_without
         assert not any(s.identity == "alias-4" for s in restarted.each(c))
 
 
+def test_each_shard_reports_what_an_erasure_took_out_of_its_index_for_the_proof() -> None:
+    """What ``lintas erase`` waits for: per shard, the erasure's id, the index rows removed, and none left."""
+    c = DedupConfig(THRESHOLDS, SubjectSealer(SqliteSubjectKeys(":memory:")), TOK, 3, dimension=DIM)
+    people = People(20, seed=5)
+    net = LocalNetwork(c)
+    net.send([people.capture(i, f"doc-{i}", i) for i in range(20)])
+    net.send([people.capture(4, "doc-4", 30 + n) for n in range(3)])  # several samples of one person
+    net.run()
+    held = sum(sh.rows_of("doc-4") for sh in net.shards.values())
+    assert held >= 2
+    reports = [shard_step(net.shards[n], [(10**6, erase_command([], "doc-4", NOW, "E-1"))], c, NOW).erasures
+               for n in range(3)]
+    assert [len(r) for r in reports] == [1, 1, 1] and {e.erasure_id for r in reports for e in r} == {"E-1"}
+    assert sum(e.rows_removed for r in reports for e in r) == held and all(e.rows_left == 0 for r in reports for e in r)
+    assert sum(e.records for r in reports for e in r) == 1  # the one shard that held them says which record went
+    again = shard_step(net.shards[0], [(10**6 + 1, erase_command([], "doc-4", NOW, "E-1"))], c, NOW).erasures
+    assert [(e.rows_removed, e.rows_left) for e in again] == [(0, 0)]  # a redelivery: nothing more, nothing left
+
+
 def test_officers_decide_links_the_first_decision_stands_and_red_may_confirm_itself() -> None:
     side = {"identity": "", "probe_id": "p", "event_id": "00000000-0000-4000-8000-000000000001",
             "source": "crossing", "post_id": "ID-BTH", "occurred_ms": 1, "quality": 0.9}
