@@ -79,10 +79,10 @@ def evaluate(fact: Fact, state: KeyState, rules: RuleSet) -> tuple[KeyState, lis
     (a crossing's dedup decision after the document's next crossing) it is not late at all.
     """
     part = PART_OF[fact.role]
-    log = state.logs.get(part)
-    if log and order(fact) <= logged_order(log[-1]):
-        at = bisect.bisect_left(log, order(fact), key=logged_order)
-        if at < len(log) and logged_order(log[at]) == order(fact):
+    log, here = state.logs.get(part), order(fact)
+    if log and here <= logged_order(log[-1]):
+        at = bisect.bisect_left(log, here, key=logged_order)
+        if at < len(log) and logged_order(log[at]) == here:
             return state, [_alert(fact.key, ep) for ep in state.episodes.values()
                            if any(e[1] == fact.event_id for e in ep["evidence"])]
         if at == 0 and part in state.bases and state.bases[part].holds(fact):

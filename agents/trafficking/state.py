@@ -94,10 +94,10 @@ ENTRIES: dict[str, type[Any]] = {"crossings": Crossing, "escorted": Escorted, "s
 # decisions), and a late one makes only its part evaluate again (engine._reorder).
 PARTS: dict[str, tuple[str, ...]] = {"travel": ("crossings", "escorted"), "sponsored": ("sponsored",),
                                      "subjects": ("subjects",), "documents": ("documents",), "landings": ("landings",)}
-PART_OF: dict[str, str] = {"SELF": "travel", "ESCORT": "travel", "SPONSOR": "sponsored", "BIOMETRIC": "subjects",
-                           "DOCUMENT": "documents", "LANDING": "landings"}
 ENTRY_OF: dict[str, str] = {"SELF": "crossings", "ESCORT": "escorted", "SPONSOR": "sponsored", "BIOMETRIC": "subjects",
                             "DOCUMENT": "documents", "LANDING": "landings"}
+PART_OF: dict[str, str] = {role: part for role, name in ENTRY_OF.items() for part, names in PARTS.items()
+                           if name in names}
 E = TypeVar("E", bound=tuple[Any, ...])
 
 
@@ -149,32 +149,25 @@ class KeyState:
         raw["bases"] = {part: cls._of(base) for part, base in raw.get("bases", {}).items()}
         return cls(**raw)
 
-    def copy(self) -> KeyState:
-        """A copy that evaluating facts on does not change this one (entries are tuples, episodes replaced whole)."""
-        entries: dict[str, Any] = {name: list(getattr(self, name)) for name in ENTRIES}
-        return replace(self, **entries, episodes={a: dict(ep) for a, ep in self.episodes.items()},
-                       current=dict(self.current), logs={p: list(log) for p, log in self.logs.items()},
-                       bases={p: b.copy() for p, b in self.bases.items()})
-
     def rewound(self, part: str) -> KeyState:
         """The state with the part as it was before its oldest logged fact (its base), the others' shared.
 
-        The part's log is empty, its base a copy: facts from the log evaluated on it again give the part now.
+        The part's log is empty and its entries and episodes are copies of the base's: facts from the
+        log evaluated on it again give the part now. The base itself is shared (it moves on only as
+        facts leave the log), so this state is not to be used after the one returned.
         """
-        base = self.bases[part].copy() if part in self.bases else KeyState()
+        base = self.bases.get(part) or KeyState()
         mine = {a for a, ep in self.episodes.items() if ep.get("part") == part}
         entries: dict[str, Any] = {name: list(getattr(base, name)) for name in PARTS[part]}
         return replace(self, **entries,
                        episodes={**{a: ep for a, ep in self.episodes.items() if a not in mine},
                                  **{a: dict(ep) for a, ep in base.episodes.items()}},
                        current={**{slot: a for slot, a in self.current.items() if a not in mine}, **base.current},
-                       logs={p: log for p, log in self.logs.items() if p != part},
-                       bases={**self.bases, **({part: base} if part in self.bases else {})})
+                       logs={p: log for p, log in self.logs.items() if p != part}, bases=dict(self.bases))
 
     def holds(self, fact: Fact) -> bool:
         """Whether the part's entries hold the fact (a base's: one older than the logged facts, applied before)."""
-        revision = fact.revision if fact.role in ("BIOMETRIC", "DOCUMENT") else 0
-        return any(e.event == fact.event_id and getattr(e, "revision", 0) == revision
+        return any(e.event == fact.event_id and getattr(e, "revision", 0) == fact.revision
                    for e in getattr(self, ENTRY_OF[fact.role]))
 
     def prune(self, part: str, rules: RuleSet, newest_ms: int | None = None) -> list[list[Any]]:
@@ -190,11 +183,11 @@ class KeyState:
         floor = newest - rules.horizons[part] if newest is not None and part else None
         gone: list[list[Any]] = []
         if floor is not None:
-            n = _older(log, floor - rules.lateness_ms)
+            n = bisect_left(log, floor - rules.lateness_ms, key=_time)
             gone, log[:n] = log[:n], []
             for name in PARTS[part]:
                 entries = getattr(self, name)
-                del entries[:_older(entries, floor)]
+                del entries[:bisect_left(entries, floor, key=_time)]
         anomaly_floor = self.max_ms - rules.horizon_ms
         old = [a for a, ep in self.episodes.items()
                if (ep.get("part") or "") in (part, "")
@@ -204,14 +197,6 @@ class KeyState:
         if old:
             self.current = {slot: a for slot, a in self.current.items() if a in self.episodes}
         return gone
-
-
-def _older(entries: list[Any], floor: int) -> int:
-    """How many of the entries (in event order, time first) are older than ``floor``."""
-    n = 0
-    while n < len(entries) and entries[n][0] < floor:
-        n += 1
-    return n
 
 
 # A logged fact: [epoch ms, {field index: value}] of the fields that differ from their default.
@@ -277,7 +262,7 @@ def within(entries: Sequence[E], now_ms: int, window_ms: int) -> list[E]:
     return list(entries[bisect_left(entries, now_ms - window_ms, key=_time):bisect_right(entries, now_ms, key=_time)])
 
 
-def _time(entry: tuple[Any, ...]) -> Any:
+def _time(entry: Sequence[Any]) -> Any:
     return entry[0]
 
 

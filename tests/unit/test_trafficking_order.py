@@ -180,8 +180,9 @@ def test_each_role_reads_and_writes_only_its_part(month: list[Fact]) -> None:
     states, _ = run([], RULES)
     for fact in month:
         state = states.setdefault(fact.key, KeyState())
-        fenced = dataclasses.replace(state.copy(), **{name: Forbidden() for part, names in PARTS.items()
-                                                      if part != PART_OF[fact.role] for name in names})
+        fenced = dataclasses.replace(KeyState.from_bytes(state.to_bytes()),  # a copy the rules may write to
+                                     **{name: Forbidden() for part, names in PARTS.items()
+                                        if part != PART_OF[fact.role] for name in names})
         list(BY_ROLE[fact.role](fact, fenced, RULES))
         states[fact.key], _ = evaluate(fact, state, RULES)
     parts = {ep["rule_id"]: ep["part"] for s in states.values() for ep in s.episodes.values()}
